@@ -1,0 +1,299 @@
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { Money } from '../money.js';
+
+/**
+ * The one storage interface every middleware uses. Each method is a business operation that is
+ * atomic on its own (one Lua script in Redis), never raw get/set.
+ *
+ * Conventions shared by every implementation:
+ * - Money is a `bigint` of money units (see `money.ts`), stored exactly.
+ * - Time is milliseconds since the epoch from the store's `now()` clock (injectable for tests),
+ *   so expiries and leases can be tested without waiting.
+ * - Expected outcomes ("not enough credits", "already claimed") are return values; only a
+ *   backend failure throws, and then always a `StoreError`, within the store's deadline.
+ * - Any string is a valid id (customer, reservation, webhook, event): braces, colons, spaces,
+ *   unicode and `__proto__` included.
+ */
+export interface BillingStore {
+  /** The store's clock, in ms since the epoch. */
+  now(): number;
+
+  // ── Balance view ────────────────────────────────────────────────────────────────────────────
+
+  /** The customer's local balance view, or `undefined` when it has never been synced. */
+  getBalance(customerId: string): Promise<BalanceView | undefined>;
+
+  /**
+   * Applies a balance read from Dodo, observed at `observedAt` (ms). The view becomes
+   * `dodoBalance − pending` (usage settled here that Dodo may not have deducted yet, see
+   * `docs/balance-sync.md`). An observation older than the one already applied is ignored
+   * (`applied: false`), so a slow fetch never overwrites a newer one.
+   */
+  syncBalance(customerId: string, dodoBalance: Money, observedAt: number): Promise<BalanceSyncResult>;
+
+  /**
+   * Adds a signed amount to the balance view (a top-up, a refund's claw-back, a manual
+   * adjustment), exactly once per `adjustmentId` (ids are kept `retentionMs`). A customer with
+   * no view yet is left without one (`undefined`): the next request fetches it from Dodo.
+   */
+  adjustBalance(
+    customerId: string,
+    adjustmentId: string,
+    delta: Money,
+    retentionMs: number,
+  ): Promise<BalanceView | undefined>;
+
+  /** Forces the next request to refetch the balance from Dodo (keeps the current view meanwhile). */
+  markBalanceStale(customerId: string): Promise<void>;
+
+  /**
+   * Records that Dodo has deducted `amount` of the usage settled here (a `credit.deducted`
+   * webhook), lowering `pending` (never below zero).
+   */
+  confirmDeducted(customerId: string, amount: Money): Promise<void>;
+
+  // ── Reservations ────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Atomically reserves `amount` against `balance − live reservations`. Refused when the view
+   * is missing (`reason: 'no_balance'`, the caller syncs and retries), or when available is zero
+   * or less, or less than `amount` (`reason: 'insufficient'`). The reservation expires on its
+   * own at `now() + ttlMs`, so a crashed process cannot hold money forever. Reserving an id that
+   * is already live replaces it.
+   */
+  reserve(customerId: string, reservationId: string, amount: Money, ttlMs: number): Promise<ReserveResult>;
+
+  /** Releases a reservation; `true` when it was live (so a double release changes nothing). */
+  release(customerId: string, reservationId: string): Promise<boolean>;
+
+  /**
+   * One atomic operation at the end of a request: releases the reservation, deducts `cost`
+   * from the balance view (adding it to `pending`), appends `events` to the outbox and adds
+   * `usage` to the customer's counters for `usage.period`. Exactly once per `settlementId`
+   * (kept `retentionMs`): a repeated call returns `{ applied: false }` and changes nothing.
+   */
+  settle(settlement: Settlement): Promise<SettleResult>;
+
+  // ── Usage counters per billing period ───────────────────────────────────────────────────────
+
+  /** Adds to the customer's counters for a period (when usage is counted outside `settle`). */
+  addUsage(customerId: string, usage: UsageIncrement): Promise<void>;
+
+  /** The customer's counters for `period` (an empty object when none). */
+  getUsage(customerId: string, period: string): Promise<Record<string, bigint>>;
+
+  // ── Outbox of usage events bound for Dodo ───────────────────────────────────────────────────
+
+  /**
+   * Claims up to `max` events that are due (`availableAt <= now()`), oldest first, under a
+   * lease of `leaseMs`. Events whose lease expired (a worker died) are due again first. Each
+   * claimed event's `attempts` is incremented.
+   */
+  claimOutbox(max: number, leaseMs: number): Promise<OutboxBatch>;
+
+  /** Removes delivered events of a batch. Unknown ids are ignored. */
+  ackOutbox(batch: OutboxBatch, eventIds: readonly string[]): Promise<void>;
+
+  /**
+   * Returns events of a batch to the outbox, due again at `now() + backoffMs`. `replace` may
+   * carry rewritten events (e.g. re-stamped timestamps) under the same ids.
+   */
+  nackOutbox(
+    batch: OutboxBatch,
+    eventIds: readonly string[],
+    backoffMs: number,
+    replace?: readonly OutboxEvent[],
+  ): Promise<void>;
+
+  /** Moves events of a batch to the dead-letter list with the reason Dodo gave. */
+  deadLetterOutbox(
+    batch: OutboxBatch,
+    failures: readonly { eventId: string; reason: string }[],
+  ): Promise<void>;
+
+  /** Counts of events waiting (due or not), leased and dead-lettered. */
+  outboxStats(): Promise<OutboxStats>;
+
+  /** Dead-lettered events, oldest first. */
+  listDeadLetters(limit?: number): Promise<DeadLetter[]>;
+
+  // ── Lifetime spend (rate tiers) ─────────────────────────────────────────────────────────────
+
+  /**
+   * Adds a successful payment to lifetime spend, once per `paymentId`; the first payment date
+   * is the earliest `paidAt` seen. Returns whether it was applied and the resulting spend.
+   */
+  recordPayment(customerId: string, paymentId: string, amount: Money, paidAt: number): Promise<SpendChange>;
+
+  /** Subtracts a refund (or lost dispute) from lifetime spend, once per `refundId`. */
+  recordRefund(customerId: string, refundId: string, amount: Money): Promise<SpendChange>;
+
+  /** Lifetime spend and first payment date (`{ spend: 0n, firstPaymentAt: undefined }` when none). */
+  getSpend(customerId: string): Promise<Spend>;
+
+  // ── Webhook deliveries (exactly once per webhook-id) ────────────────────────────────────────
+
+  /**
+   * Claims a webhook id for processing. `'claimed'`: the caller runs it, then calls
+   * `completeWebhook` or `releaseWebhook`. `'processing'`: another delivery holds it (the claim
+   * lapses after `processingTtlMs` if its holder died). `'done'`: already applied.
+   */
+  claimWebhook(webhookId: string, processingTtlMs: number): Promise<WebhookClaim>;
+
+  /** Marks a claimed id done; it stays deduplicated for `retentionMs` (Dodo retries for days). */
+  completeWebhook(webhookId: string, retentionMs: number): Promise<void>;
+
+  /** Gives a claimed id up after a failure, so the next delivery runs it again. */
+  releaseWebhook(webhookId: string): Promise<void>;
+
+  // ── Subscription plans (soft caps) ──────────────────────────────────────────────────────────
+
+  /**
+   * Stores a subscription's state unless a newer one (`updatedAt`) is already stored; returns
+   * whether it was applied. Webhooks arrive out of order; the newest wins.
+   */
+  putSubscription(customerId: string, subscription: SubscriptionState): Promise<boolean>;
+
+  /** All subscriptions known for the customer. */
+  getSubscriptions(customerId: string): Promise<SubscriptionState[]>;
+
+  // ── Rate limiting ───────────────────────────────────────────────────────────────────────────
+
+  /** A `rate-limiter-flexible` limiter on this store's backend (memory or Redis). */
+  createRateLimiter(options: RateLimiterOptions): RateLimiterAbstract;
+
+  /** Stops timers and releases what the store holds (not an injected Redis client). */
+  close(): Promise<void>;
+}
+
+/** A customer's local balance view. */
+export interface BalanceView {
+  /** Local view of the balance: last Dodo balance − usage settled since + adjustments since. */
+  balance: Money;
+  /** Sum of live reservations. */
+  reserved: Money;
+  /** `balance − reserved`. */
+  available: Money;
+  /** Usage settled locally that Dodo has not confirmed deducting. */
+  pending: Money;
+  /** When the last Dodo balance applied was observed; 0 when the view must be refetched. */
+  syncedAt: number;
+}
+
+export interface BalanceSyncResult {
+  applied: boolean;
+  view: BalanceView;
+}
+
+export type ReserveResult =
+  | { ok: true; available: Money; syncedAt: number }
+  | { ok: false; reason: 'insufficient'; available: Money; syncedAt: number }
+  | { ok: false; reason: 'no_balance' };
+
+/** What one request's end settles, atomically. */
+export interface Settlement {
+  customerId: string;
+  /** The reservation to release (may already be gone: expired or released). */
+  reservationId?: string;
+  /** Exactly-once key for this settlement. */
+  settlementId: string;
+  /** Actual cost, deducted from the balance view. */
+  cost: Money;
+  /** Usage events bound for Dodo (their `customer_id` is `customerId`). */
+  events: readonly OutboxEvent[];
+  /** Counters to add for the current billing period. */
+  usage?: UsageIncrement;
+  /** How long the settlement id is remembered. */
+  retentionMs: number;
+}
+
+export interface SettleResult {
+  applied: boolean;
+  /** The balance view after settling (undefined when the customer has no view). */
+  view: BalanceView | undefined;
+}
+
+export interface UsageIncrement {
+  /** Period key, e.g. `2026-11` or a subscription's `previous_billing_date`. */
+  period: string;
+  /** Counter name → amount to add (tokens, money units…). */
+  counters: Readonly<Record<string, bigint>>;
+  /** How long the period's counters are kept after their last change. */
+  ttlMs: number;
+}
+
+/** A usage event as Dodo's `usageEvents.ingest` takes it. */
+export interface OutboxEvent {
+  event_id: string;
+  customer_id: string;
+  event_name: string;
+  /** RFC 3339 timestamp. */
+  timestamp: string;
+  metadata: Record<string, string | number | boolean>;
+}
+
+/** An event claimed from the outbox. */
+export interface ClaimedEvent {
+  event: OutboxEvent;
+  /** Delivery attempts so far, this claim included. */
+  attempts: number;
+  /** When it first entered the outbox (ms). */
+  enqueuedAt: number;
+}
+
+export interface OutboxBatch {
+  /** Lease token: ack/nack/dead-letter only act on events still leased under it. */
+  leaseId: string;
+  events: ClaimedEvent[];
+}
+
+export interface OutboxStats {
+  waiting: number;
+  leased: number;
+  dead: number;
+}
+
+export interface DeadLetter {
+  event: OutboxEvent;
+  reason: string;
+  attempts: number;
+  deadAt: number;
+}
+
+export interface Spend {
+  spend: Money;
+  firstPaymentAt: number | undefined;
+}
+
+export interface SpendChange extends Spend {
+  applied: boolean;
+}
+
+export type WebhookClaim = 'claimed' | 'processing' | 'done';
+
+/** A subscription's state as the webhooks describe it. */
+export interface SubscriptionState {
+  subscriptionId: string;
+  productId: string;
+  /** Dodo's status: `active`, `on_hold`, `cancelled`, `expired`, `failed`, `pending`. */
+  status: string;
+  /** Seats: the subscription's quantity (or a seat add-on's quantity). */
+  quantity: number;
+  /** Current billing period start (ms), from `previous_billing_date`. */
+  periodStart: number;
+  /** Current billing period end (ms), from `next_billing_date`. */
+  periodEnd: number;
+  /** Version: the webhook's timestamp (ms); an older update never overwrites a newer one. */
+  updatedAt: number;
+}
+
+export interface RateLimiterOptions {
+  /** Namespace of the limiter's keys. */
+  keyPrefix: string;
+  /** Points per window. */
+  points: number;
+  /** Window length in seconds. */
+  duration: number;
+  /** An in-process limiter used while the backend is failing. */
+  insuranceLimiter?: RateLimiterAbstract;
+}
