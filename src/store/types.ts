@@ -43,7 +43,11 @@ export interface BillingStore {
     retentionMs: number,
   ): Promise<BalanceView | undefined>;
 
-  /** Forces the next request to refetch the balance from Dodo (keeps the current view meanwhile). */
+  /**
+   * Forces the next request to refetch the balance from Dodo: the view keeps its amounts but
+   * reports `syncedAt: 0` until the next applied sync. The newest observation time is kept, so
+   * a fetch that started before it is still ignored.
+   */
   markBalanceStale(customerId: string): Promise<void>;
 
   /**
