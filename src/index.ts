@@ -1,4 +1,7 @@
+export { RequestBilling, type UsageRecord } from './billing-context.js';
 export { BillingError, ConfigError, StoreError } from './errors.js';
+export type { Logger } from './logger.js';
+export { type MeterUsageMiddleware, type MeterUsageOptions, meterUsage } from './meter-usage/index.js';
 export {
   costOfTokens,
   displayUsd,
@@ -19,4 +22,12 @@ export {
   UNITS_PER_DOLLAR,
   unitsPerCredit,
 } from './money.js';
+export type { MeterNames, SharedOptions } from './options.js';
+export {
+  charactersOverFour,
+  type RequireCreditsOptions,
+  requireCredits,
+  type TokenEstimator,
+} from './require-credits/index.js';
+export { MemoryStore, type MemoryStoreOptions } from './store/memory.js';
 export type * from './store/types.js';

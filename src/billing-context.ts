@@ -1,0 +1,162 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import type { Request, Response } from 'express';
+import type { Logger } from './logger.js';
+import type { Money } from './money.js';
+import type { BillingStore } from './store/types.js';
+
+/** Token usage of one LLM call, as an app reports it or as it is read from a response. */
+export interface UsageRecord {
+  /** The model the tokens are priced at. */
+  model: string;
+  inputTokens: number;
+  outputTokens: number;
+  /** Input tokens served from the provider's cache (kept in event metadata). */
+  cachedInputTokens?: number;
+  /** Reasoning tokens, included in `outputTokens` (kept in event metadata). */
+  reasoningTokens?: number;
+  /** True when the counts are estimated (a cut stream, a response without usage). */
+  estimated?: boolean;
+}
+
+/** Decides what the request is billed when its response ends. */
+export type Settler = (billing: RequestBilling, response: Response) => Promise<void>;
+
+/**
+ * The billing state of one request, shared by the middlewares through `res.locals.billing`:
+ * whichever of them runs first creates it, the others add to it. It ends exactly once, when
+ * the response closes however it closes (finished, aborted, errored).
+ */
+export class RequestBilling {
+  /** Requested model after any soft-cap rewrite (what the request is priced at). */
+  model: string | undefined;
+  /** Input tokens estimated from the request, used when the response carries no usage. */
+  estimatedInputTokens = 0;
+  /** The credits held for this request by `requireCredits`. */
+  reservation: { id: string; amount: Money } | undefined;
+  /** Billing period key for the usage counters (a subscription period, else the UTC month). */
+  usagePeriod: string | undefined;
+  /** False when the request is covered by a subscription and must not spend credits. */
+  chargeCredits = true;
+  /** Set by `meterUsage`: settles the request's usage when the response ends. */
+  settler: Settler | undefined;
+  private readonly records: UsageRecord[] = [];
+  private ended = false;
+  private readonly endListeners: ((billing: RequestBilling) => void)[] = [];
+
+  constructor(
+    readonly customerId: string,
+    readonly requestId: string,
+    private readonly onUnsettled: (billing: RequestBilling) => Promise<void>,
+  ) {}
+
+  /**
+   * Reports usage explicitly, for responses that are not OpenAI-shaped. Several calls add up;
+   * when any usage is recorded, it replaces what would be read from the response.
+   * @example res.locals.billing.record({ model: 'gpt-4o', inputTokens: 1200, outputTokens: 300 })
+   */
+  record(usage: UsageRecord): void {
+    for (const key of ['inputTokens', 'outputTokens', 'cachedInputTokens', 'reasoningTokens'] as const) {
+      const value = usage[key];
+      if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
+        throw new TypeError(`billing.record: \`${key}\` must be a non-negative integer (got ${value}).`);
+      }
+    }
+    if (typeof usage.model !== 'string' || usage.model === '') {
+      throw new TypeError('billing.record: `model` must be the model name the tokens are priced at.');
+    }
+    this.records.push({ ...usage });
+  }
+
+  /** Usage recorded with `record()` so far. */
+  recorded(): readonly UsageRecord[] {
+    return this.records;
+  }
+
+  /** Runs `listener` once the request's billing has ended (settled or released). */
+  onEnd(listener: (billing: RequestBilling) => void): void {
+    if (this.ended) listener(this);
+    else this.endListeners.push(listener);
+  }
+
+  /** True once the response has closed and the billing ended. */
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Ends the request's billing once: settles through `meterUsage`, or releases the reservation. */
+  async end(response: Response): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    try {
+      if (this.settler) await this.settler(this, response);
+      else await this.onUnsettled(this);
+    } finally {
+      for (const listener of this.endListeners.splice(0)) listener(this);
+    }
+  }
+}
+
+/** The request whose handler is running now (for clients wrapped to bill the current request). */
+export const currentBilling = new AsyncLocalStorage<RequestBilling>();
+
+/** The request's billing, if a billing middleware has run for it. */
+export function billingOf(res: Response): RequestBilling | undefined {
+  const billing = res.locals.billing;
+  return billing instanceof RequestBilling ? billing : undefined;
+}
+
+/**
+ * Attaches a new billing state to the response, ending it when the response closes. `close`
+ * fires once on every response in Node ≥ 18, after `finish` or on an abort, so it is the one
+ * place that sees every ending.
+ */
+export function attachBilling(
+  res: Response,
+  billing: RequestBilling,
+  onError: (error: unknown) => void,
+): void {
+  res.locals.billing = billing;
+  res.once('close', () => {
+    billing.end(res).catch(onError);
+  });
+}
+
+/** What opening a request's billing needs, from whichever middleware runs first. */
+export interface OpenBillingOptions {
+  store: BillingStore;
+  customerId: (req: Request) => string | undefined | Promise<string | undefined>;
+  requestId: ((req: Request) => string) | undefined;
+  logger: Logger;
+}
+
+/**
+ * The request's billing: the one an earlier billing middleware opened, or a new one for the
+ * customer `customerId(req)` names. `undefined` when the app's authentication names nobody.
+ */
+export async function openBilling(
+  req: Request,
+  res: Response,
+  options: OpenBillingOptions,
+): Promise<RequestBilling | undefined> {
+  const existing = billingOf(res);
+  if (existing) return existing;
+  const customerId = await options.customerId(req);
+  if (typeof customerId !== 'string' || customerId === '') return undefined;
+  const { store, logger } = options;
+  const billing = new RequestBilling(
+    customerId,
+    options.requestId?.(req) ?? randomUUID(),
+    async (unsettled) => {
+      if (unsettled.reservation) await store.release(unsettled.customerId, unsettled.reservation.id);
+    },
+  );
+  attachBilling(res, billing, (error) =>
+    logger.error('ending the billing of a request failed', {
+      customerId,
+      requestId: billing.requestId,
+      error,
+    }),
+  );
+  return billing;
+}

@@ -1,0 +1,22 @@
+import type { Response } from 'express';
+
+/** The body OpenAI answers errors with; the `openai` SDK maps it onto its error classes. */
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+export function openAIError(message: string, type: string, code: string | null, param: string | null = null) {
+  return { error: { message, type, param, code } } satisfies OpenAIErrorBody;
+}
+
+/** Answers with an OpenAI-shaped error, unless the response has already started. */
+export function sendOpenAIError(
+  res: Response,
+  status: number,
+  body: OpenAIErrorBody,
+  headers: Readonly<Record<string, string>> = {},
+): void {
+  if (res.headersSent) return;
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+  res.status(status).json(body);
+}

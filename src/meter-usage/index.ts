@@ -1,0 +1,161 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { currentBilling, openBilling, type RequestBilling } from '../billing-context.js';
+import { costOfTokens, type Money } from '../money.js';
+import { priceOf } from '../options.js';
+import { charactersOverFour, promptText } from '../require-credits/estimate.js';
+import type { BillingStore, Settlement } from '../store/types.js';
+import {
+  type MeterUsageOptions,
+  type ResolvedMeterUsageOptions,
+  resolveMeterUsageOptions,
+} from './options.js';
+import { OutboxFlusher } from './outbox-flusher.js';
+import { captureResponse, type ResponseCapture } from './response-capture.js';
+import { usageEvents } from './usage-events.js';
+import { usageRecordsOf } from './usage-records.js';
+
+export type { MeterUsageOptions } from './options.js';
+
+/** A settlement id is remembered this long: longer than any retry of it. */
+const SETTLEMENT_RETENTION_MS = 7 * 24 * 60 * 60_000;
+
+/** The `meterUsage` handler, with the controls of its background outbox flusher. */
+export interface MeterUsageMiddleware extends RequestHandler {
+  /** Resolves once every queued usage event has been accepted by Dodo, or rejects with why not. */
+  flush(timeoutMs?: number): Promise<void>;
+  /** Flushes what it can, then stops the flusher's timer. */
+  close(): Promise<void>;
+}
+
+/** One flusher per store, however many `meterUsage` instances share it. */
+const flushers = new WeakMap<BillingStore, OutboxFlusher>();
+
+function flusherFor(config: ResolvedMeterUsageOptions): OutboxFlusher {
+  let flusher = flushers.get(config.store);
+  if (!flusher) {
+    flusher = new OutboxFlusher({
+      store: config.store,
+      dodo: config.dodo,
+      logger: config.logger,
+      intervalMs: config.flushIntervalMs,
+      batchSize: config.batchSize,
+      leaseMs: config.leaseMs,
+      ingestTimeoutMs: config.ingestTimeoutMs,
+      maxBackoffMs: config.maxBackoffMs,
+      onDeadLetter: config.onDeadLetter,
+    });
+    flushers.set(config.store, flusher);
+  }
+  return flusher;
+}
+
+function modelFromBody(req: Request): string | undefined {
+  const model = (req.body as { model?: unknown } | undefined)?.model;
+  return typeof model === 'string' && model !== '' ? model : undefined;
+}
+
+/**
+ * Around the handler: reads the usage of the response (JSON `usage`, the usage chunk of an
+ * event stream, or what the app records with `res.locals.billing.record(…)`), prices it, and
+ * settles it in one atomic store operation — reservation released, cost deducted, two usage
+ * events queued in the durable outbox — when the response ends. A background flusher sends
+ * the outbox to Dodo; no response ever waits on Dodo.
+ */
+export function meterUsage(options: Readonly<MeterUsageOptions>): MeterUsageMiddleware {
+  const config = resolveMeterUsageOptions(options);
+  const flusher = flusherFor(config);
+  flusher.start();
+
+  const middleware = async function meterUsageMiddleware(req: Request, res: Response, next: NextFunction) {
+    let billing: RequestBilling | undefined;
+    try {
+      billing = await openBilling(req, res, config);
+    } catch (error) {
+      return next(error);
+    }
+    // Nobody to bill: `requireCredits`, when mounted, answers such requests with 401.
+    if (!billing) return next();
+    if (billing.model === undefined) billing.model = modelFromBody(req);
+    if (billing.estimatedInputTokens === 0)
+      billing.estimatedInputTokens = charactersOverFour(promptText(req.body));
+    const capture = captureResponse(res, config.maxJsonBytes);
+    billing.settler = (ended, response) => settle(config, flusher, ended, capture, response);
+    return currentBilling.run(billing, next);
+  } as MeterUsageMiddleware;
+
+  middleware.flush = (timeoutMs?: number) => flusher.flush(timeoutMs);
+  middleware.close = async () => {
+    try {
+      await flusher.flush();
+    } finally {
+      flusher.stop();
+    }
+  };
+  return middleware;
+}
+
+/** UTC calendar month, the default billing period of the usage counters. */
+function calendarMonth(now: number): string {
+  return new Date(now).toISOString().slice(0, 7);
+}
+
+async function settle(
+  config: ResolvedMeterUsageOptions,
+  flusher: OutboxFlusher,
+  billing: RequestBilling,
+  capture: ResponseCapture,
+  res: Response,
+): Promise<void> {
+  const { store, logger } = config;
+  const records = usageRecordsOf(billing, capture, res);
+  const now = store.now();
+  let cost: Money = 0n;
+  const counters: Record<string, bigint> = {};
+  const add = (name: string, amount: bigint) => {
+    counters[name] = (counters[name] ?? 0n) + amount;
+  };
+  for (const usage of records) {
+    const price = priceOf(config.pricing, usage.model);
+    const tokens = BigInt(usage.inputTokens + usage.outputTokens);
+    add('input_tokens', BigInt(usage.inputTokens));
+    add('output_tokens', BigInt(usage.outputTokens));
+    add('tokens', tokens);
+    add(`tokens:${usage.model}`, tokens);
+    if (!price) {
+      // Dodo still prices the events with its meters; only the local view cannot.
+      logger.warn('usage of an unpriced model: its events are sent, the local balance is not charged', {
+        model: usage.model,
+      });
+      continue;
+    }
+    const requestCost = costOfTokens(price, usage.inputTokens, usage.outputTokens).total;
+    cost += requestCost;
+    add('cost', requestCost);
+    add(`cost:${usage.model}`, requestCost);
+  }
+
+  const settlement: Settlement = {
+    customerId: billing.customerId,
+    reservationId: billing.reservation?.id,
+    settlementId: billing.requestId,
+    cost: billing.chargeCredits ? cost : 0n,
+    events: billing.chargeCredits
+      ? usageEvents(billing, records, config.meters, new Date(now).toISOString())
+      : [],
+    usage:
+      records.length > 0
+        ? { period: billing.usagePeriod ?? calendarMonth(now), counters, ttlMs: config.usageRetentionMs }
+        : undefined,
+    retentionMs: SETTLEMENT_RETENTION_MS,
+  };
+  try {
+    await store.settle(settlement);
+  } catch (error) {
+    logger.error('settling a request failed: it will be retried in the background', {
+      customerId: billing.customerId,
+      requestId: billing.requestId,
+      error,
+    });
+    flusher.retryLater(settlement);
+  }
+}

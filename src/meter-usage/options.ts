@@ -1,0 +1,117 @@
+import type DodoPayments from 'dodopayments';
+import type { Request } from 'express';
+import { ConfigError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { PriceInput } from '../money.js';
+import {
+  type MeterNames,
+  positiveInteger,
+  type ResolvedPricing,
+  requireFunction,
+  requireOption,
+  resolveLogger,
+  resolveMeters,
+  resolveModelPricing,
+  resolveStore,
+  type SharedOptions,
+} from '../options.js';
+import type { BillingStore, DeadLetter } from '../store/types.js';
+
+export interface MeterUsageOptions extends SharedOptions {
+  /** Price for models missing from `pricing` (their events are still sent to Dodo). */
+  defaultPrice?: PriceInput;
+  /** Largest JSON response read for its `usage`; larger ones are estimated. @default 8 MiB */
+  maxJsonBytes?: number;
+  /** Pause between outbox flushes. @default 1_000 */
+  flushIntervalMs?: number;
+  /** Events per ingest call (Dodo accepts at most 1000). @default 1000 */
+  batchSize?: number;
+  /** Deadline of one ingest call to Dodo. @default 10_000 */
+  ingestTimeoutMs?: number;
+  /** Longest pause before a failed batch is retried. @default 60_000 */
+  maxBackoffMs?: number;
+  /** How long a claimed batch is this process's before another may take it over. @default 60_000 */
+  leaseMs?: number;
+  /** How long the counters of a billing period are kept. @default 62 days */
+  usageRetentionMs?: number;
+  /** Called for each event Dodo refuses as invalid; it stays in the store's dead letters. */
+  onDeadLetter?: (deadLetter: DeadLetter) => void;
+  /** An id for the request when `requireCredits` did not run before. @default randomUUID */
+  requestId?: (req: Request) => string;
+}
+
+export interface ResolvedMeterUsageOptions {
+  store: BillingStore;
+  dodo: DodoPayments;
+  customerId: (req: Request) => string | undefined | Promise<string | undefined>;
+  pricing: ResolvedPricing;
+  meters: (model: string) => MeterNames;
+  maxJsonBytes: number;
+  flushIntervalMs: number;
+  batchSize: number;
+  ingestTimeoutMs: number;
+  maxBackoffMs: number;
+  leaseMs: number;
+  usageRetentionMs: number;
+  onDeadLetter: ((deadLetter: DeadLetter) => void) | undefined;
+  requestId: ((req: Request) => string) | undefined;
+  logger: Logger;
+}
+
+const NAME = 'meterUsage';
+
+export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): ResolvedMeterUsageOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new ConfigError('ERR_ELB_INVALID_OPTION', `${NAME}: options must be an object.`);
+  }
+  const batchSize = positiveInteger(options.batchSize, 'batchSize', NAME, 1000);
+  if (batchSize > 1000) {
+    throw new ConfigError(
+      'ERR_ELB_INVALID_OPTION',
+      `${NAME}: \`batchSize\` must be at most 1000, Dodo's limit per ingest call (got ${batchSize}).`,
+    );
+  }
+  return {
+    store: resolveStore(options, NAME),
+    dodo: requireOption(options.dodo, 'dodo', NAME, 'a DodoPayments client, to send usage events'),
+    customerId: requireFunction(
+      options.customerId,
+      'customerId',
+      NAME,
+      'a function of the request returning the Dodo customer id from your own authentication',
+    ),
+    pricing: resolveModelPricing(options.pricing, options.defaultPrice, NAME),
+    meters: resolveMeters(options.meters, NAME),
+    maxJsonBytes: positiveInteger(options.maxJsonBytes, 'maxJsonBytes', NAME, 8 * 1024 * 1024),
+    flushIntervalMs: positiveInteger(options.flushIntervalMs, 'flushIntervalMs', NAME, 1_000),
+    batchSize,
+    ingestTimeoutMs: positiveInteger(options.ingestTimeoutMs, 'ingestTimeoutMs', NAME, 10_000),
+    maxBackoffMs: positiveInteger(options.maxBackoffMs, 'maxBackoffMs', NAME, 60_000),
+    leaseMs: positiveInteger(options.leaseMs, 'leaseMs', NAME, 60_000),
+    usageRetentionMs: positiveInteger(
+      options.usageRetentionMs,
+      'usageRetentionMs',
+      NAME,
+      62 * 24 * 60 * 60_000,
+    ),
+    onDeadLetter:
+      options.onDeadLetter === undefined
+        ? undefined
+        : requireFunction(
+            options.onDeadLetter,
+            'onDeadLetter',
+            NAME,
+            'a function called with each dead-lettered event',
+          ),
+    requestId:
+      options.requestId === undefined
+        ? undefined
+        : requireFunction(
+            options.requestId,
+            'requestId',
+            NAME,
+            'a function of the request returning a unique id',
+          ),
+    logger: resolveLogger(options.logger),
+  };
+}
