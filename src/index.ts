@@ -30,4 +30,5 @@ export {
   type TokenEstimator,
 } from './require-credits/index.js';
 export { MemoryStore, type MemoryStoreOptions } from './store/memory.js';
+export { RedisStore, type RedisStoreOptions } from './store/redis.js';
 export type * from './store/types.js';

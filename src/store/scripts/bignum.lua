@@ -1,0 +1,139 @@
+-- Exact signed integers for money in Lua, whose numbers are doubles (exact only to 2^53, about
+-- $9,007 at 10^-12 USD per unit). Values are decimal strings at the Redis boundary and
+-- { sign = -1|0|1, limbs = { least significant first } } inside, in base 10^7: a sum or
+-- difference of two limbs plus a carry stays far below 2^53, so every step is exact.
+-- Prepended to every script; everything is local (Redis forbids script globals).
+
+local BIGNUM_BASE = 10000000
+local BIGNUM_LIMB_DIGITS = 7
+
+local function bignum_parse(text)
+  if type(text) ~= 'string' then
+    return error('bignum: expected an integer string, got ' .. type(text))
+  end
+  local sign, digits = string.match(text, '^(%-?)(%d+)$')
+  if not digits then
+    return error('bignum: not an integer string: ' .. text)
+  end
+  digits = string.gsub(digits, '^0+', '')
+  local limbs = {}
+  local last = #digits
+  while last > 0 do
+    local first = math.max(1, last - BIGNUM_LIMB_DIGITS + 1)
+    limbs[#limbs + 1] = tonumber(string.sub(digits, first, last))
+    last = first - 1
+  end
+  if #limbs == 0 then
+    return { sign = 0, limbs = {} }
+  end
+  return { sign = (sign == '-') and -1 or 1, limbs = limbs }
+end
+
+-- A missing Redis field (false or nil) reads as zero.
+local function bignum_or_zero(text)
+  if not text then
+    return { sign = 0, limbs = {} }
+  end
+  return bignum_parse(text)
+end
+
+local function bignum_tostring(value)
+  if value.sign == 0 then
+    return '0'
+  end
+  local limbs = value.limbs
+  local parts = { (value.sign < 0) and '-' or '', string.format('%d', limbs[#limbs]) }
+  for index = #limbs - 1, 1, -1 do
+    parts[#parts + 1] = string.format('%07d', limbs[index])
+  end
+  return table.concat(parts)
+end
+
+local function bignum_compare_magnitude(left, right)
+  if #left ~= #right then
+    return (#left < #right) and -1 or 1
+  end
+  for index = #left, 1, -1 do
+    if left[index] ~= right[index] then
+      return (left[index] < right[index]) and -1 or 1
+    end
+  end
+  return 0
+end
+
+local function bignum_add_magnitude(left, right)
+  local sum, carry = {}, 0
+  for index = 1, math.max(#left, #right) do
+    local limb = (left[index] or 0) + (right[index] or 0) + carry
+    if limb >= BIGNUM_BASE then
+      sum[index], carry = limb - BIGNUM_BASE, 1
+    else
+      sum[index], carry = limb, 0
+    end
+  end
+  if carry > 0 then
+    sum[#sum + 1] = carry
+  end
+  return sum
+end
+
+-- |left| - |right|, requiring |left| >= |right|.
+local function bignum_subtract_magnitude(left, right)
+  local difference, borrow = {}, 0
+  for index = 1, #left do
+    local limb = left[index] - (right[index] or 0) - borrow
+    if limb < 0 then
+      difference[index], borrow = limb + BIGNUM_BASE, 1
+    else
+      difference[index], borrow = limb, 0
+    end
+  end
+  while #difference > 0 and difference[#difference] == 0 do
+    difference[#difference] = nil
+  end
+  return difference
+end
+
+local function bignum_add(left, right)
+  if left.sign == 0 then
+    return right
+  end
+  if right.sign == 0 then
+    return left
+  end
+  if left.sign == right.sign then
+    return { sign = left.sign, limbs = bignum_add_magnitude(left.limbs, right.limbs) }
+  end
+  local order = bignum_compare_magnitude(left.limbs, right.limbs)
+  if order == 0 then
+    return { sign = 0, limbs = {} }
+  end
+  if order > 0 then
+    return { sign = left.sign, limbs = bignum_subtract_magnitude(left.limbs, right.limbs) }
+  end
+  return { sign = right.sign, limbs = bignum_subtract_magnitude(right.limbs, left.limbs) }
+end
+
+local function bignum_negate(value)
+  return { sign = -value.sign, limbs = value.limbs }
+end
+
+local function bignum_sub(left, right)
+  return bignum_add(left, bignum_negate(right))
+end
+
+-- -1, 0 or 1 as left is less than, equal to or greater than right.
+local function bignum_cmp(left, right)
+  if left.sign ~= right.sign then
+    return (left.sign < right.sign) and -1 or 1
+  end
+  if left.sign == 0 then
+    return 0
+  end
+  return left.sign * bignum_compare_magnitude(left.limbs, right.limbs)
+end
+
+-- Adds two integer strings and returns the sum as an integer string.
+local function bignum_add_strings(left, right)
+  return bignum_tostring(bignum_add(bignum_or_zero(left), bignum_or_zero(right)))
+end

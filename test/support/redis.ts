@@ -1,0 +1,261 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { promisify } from 'node:util';
+import { Cluster, Redis } from 'ioredis';
+
+/*
+ * Real Redis for tests, never a mock: Lua is only tested against the real thing.
+ * Order of preference: REDIS_URL, a Redis already on 127.0.0.1:6379, a `redis-server` started
+ * here on a free port (stopped when the test process exits). Each test isolates its keys with a
+ * unique prefix, so runs never collide on a shared Redis.
+ */
+
+const run = promisify(execFile);
+const LOCAL_DEFAULT_URL = 'redis://127.0.0.1:6379';
+const STARTUP_TIMEOUT_MS = 10_000;
+
+/** A `redis-server` child process started by a test. */
+export interface RedisServer {
+  url: string;
+  port: number;
+  /** Stops the server gracefully and waits for it to exit. */
+  stop(): Promise<void>;
+  /** Kills the server abruptly (SIGKILL), as a crash would, and waits for it to exit. */
+  kill(): Promise<void>;
+}
+
+/** A three-master Redis Cluster started by a test. */
+export interface RedisClusterForTests {
+  nodes: { host: string; port: number }[];
+  /** A new ioredis `Cluster` client on the nodes (disconnected by `stop()`). */
+  client(): Cluster;
+  /** Kills every node, disconnects the clients and removes the temporary directory. */
+  stop(): Promise<void>;
+}
+
+/** Whether `redis-server` (and `redis-cli`) can be run from PATH. */
+export function hasRedisBinaries(): boolean {
+  const paths = (process.env.PATH ?? '').split(delimiter);
+  return ['redis-server', 'redis-cli'].every((binary) => paths.some((dir) => existsSync(join(dir, binary))));
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** One PING with short timeouts and no retries; true when Redis answered. */
+async function answersPing(url: string): Promise<boolean> {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 500,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    return (await client.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
+async function waitUntil(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`Timed out after ${STARTUP_TIMEOUT_MS} ms waiting for ${what}.`);
+}
+
+/** Children still running, killed when the test process exits however it exits. */
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+function spawnRedisServer(args: string[], cwd?: string): ChildProcess {
+  const child = spawn('redis-server', args, { cwd, stdio: 'ignore' });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+/**
+ * Starts a throwaway `redis-server` on a free port, without persistence, for tests that stop or
+ * kill their own Redis.
+ */
+export async function startRedisServer(): Promise<RedisServer> {
+  const port = await freePort();
+  const child = spawnRedisServer(['--port', String(port), '--save', '', '--appendonly', 'no']);
+  const url = `redis://127.0.0.1:${port}`;
+  await waitUntil(`redis-server on port ${port}`, () => answersPing(url));
+  const stopWith = async (signal: NodeJS.Signals) => {
+    child.kill(signal);
+    await exited(child);
+  };
+  return { url, port, stop: () => stopWith('SIGTERM'), kill: () => stopWith('SIGKILL') };
+}
+
+let sharedUrl: Promise<string | undefined> | undefined;
+
+/**
+ * The Redis every Redis-backed test uses: `REDIS_URL` when set, else 127.0.0.1:6379 when it
+ * answers, else a `redis-server` started for this process (when the binary exists), else
+ * `undefined`. Resolved once per test process.
+ */
+export function redisUrlForTests(): Promise<string | undefined> {
+  sharedUrl ??= (async () => {
+    if (process.env.REDIS_URL) return process.env.REDIS_URL;
+    if (await answersPing(LOCAL_DEFAULT_URL)) return LOCAL_DEFAULT_URL;
+    if (!hasRedisBinaries()) return undefined;
+    return (await startRedisServer()).url;
+  })();
+  return sharedUrl;
+}
+
+function noRedis(suiteName: string, what: string): void {
+  const message = `${suiteName}: ${what}. Set REDIS_URL, run Redis on 127.0.0.1:6379, or install redis-server.`;
+  if (process.env.CI === 'true') throw new Error(`${message} (required when CI=true)`);
+  console.warn(`\n⚠️  SKIPPING ${message}\n`);
+}
+
+/**
+ * The Redis URL for a suite, or `undefined` when no Redis is available: then it throws when
+ * `CI=true` (a CI run must not silently skip Redis) and otherwise warns loudly, so the caller
+ * can `describe.skip`.
+ *
+ * @example
+ * const url = await requireRedis('RedisStore');
+ * (url ? describe : describe.skip)('RedisStore', () => { … });
+ */
+export async function requireRedis(suiteName: string): Promise<string | undefined> {
+  const url = await redisUrlForTests();
+  if (!url) noRedis(suiteName, 'no Redis available');
+  return url;
+}
+
+/** Like `requireRedis`, for suites that start their own servers or cluster: true when they can. */
+export function requireRedisBinaries(suiteName: string): boolean {
+  const available = hasRedisBinaries();
+  if (!available) noRedis(suiteName, '`redis-server` and `redis-cli` are not on PATH');
+  return available;
+}
+
+async function clusterStateOk(port: number): Promise<boolean> {
+  try {
+    const { stdout } = await run('redis-cli', ['-p', String(port), 'cluster', 'info']);
+    return stdout.includes('cluster_state:ok');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts a Redis Cluster of three masters (no replicas) on free ports, in a temporary directory,
+ * and waits until every node reports `cluster_state:ok`.
+ */
+export async function startRedisCluster(): Promise<RedisClusterForTests> {
+  const directory = await mkdtemp(join(tmpdir(), 'elb-redis-cluster-'));
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const servers = ports.map((port) =>
+    spawnRedisServer(
+      [
+        '--port',
+        String(port),
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        join(directory, `nodes-${port}.conf`),
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--daemonize',
+        'no',
+      ],
+      directory,
+    ),
+  );
+  const clients: Cluster[] = [];
+  const stop = async () => {
+    for (const client of clients) client.disconnect();
+    for (const server of servers) server.kill('SIGKILL');
+    await Promise.all(servers.map(exited));
+    await rm(directory, { recursive: true, force: true });
+  };
+  try {
+    await Promise.all(
+      ports.map((port) =>
+        waitUntil(`cluster node on port ${port}`, () => answersPing(`redis://127.0.0.1:${port}`)),
+      ),
+    );
+    await run('redis-cli', [
+      '--cluster',
+      'create',
+      ...ports.map((port) => `127.0.0.1:${port}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ]);
+    await Promise.all(
+      ports.map((port) => waitUntil(`cluster_state:ok on ${port}`, () => clusterStateOk(port))),
+    );
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  const nodes = ports.map((port) => ({ host: '127.0.0.1', port }));
+  return {
+    nodes,
+    client() {
+      const client = new Cluster(nodes, { redisOptions: { maxRetriesPerRequest: 1 } });
+      client.on('error', () => {});
+      clients.push(client);
+      return client;
+    },
+    stop,
+  };
+}
+
+/** Deletes every key starting with `prefix` (SCAN, never KEYS), so shared Redis stays clean. */
+export async function deleteKeysWithPrefix(client: Redis, prefix: string): Promise<void> {
+  const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    if (keys.length > 0) await client.unlink(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+}
+
+/** Resolves once an ioredis client is connected and ready for commands. */
+export async function whenReady(client: Redis | Cluster): Promise<void> {
+  if (client.status === 'ready') return;
+  await new Promise<void>((resolve, reject) => {
+    client.once('ready', resolve);
+    client.once('end', () => reject(new Error('Redis connection ended before it was ready.')));
+  });
+}
