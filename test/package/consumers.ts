@@ -1,0 +1,140 @@
+/**
+ * The consumer programs the packaging test writes next to the extracted tarball. They are
+ * strings, not files under test/, because the repo's own `tsc` would otherwise type-check them
+ * against whatever `dist/` happens to hold (the package name resolves to itself in this repo).
+ */
+
+/** What a runtime consumer prints, as one JSON line. */
+export interface ConsumerReport {
+  resolved: { main: string; testing: string };
+  mainExports: string[];
+  testingExports: string[];
+  moneyScale: number;
+  price: string;
+  billingErrorCode: string;
+  mock: { status: number; usage: unknown; expected: { prompt: number; completion: number } };
+}
+
+/** Starts the packaged mock LLM and asks it one question: proves the built bundle runs. */
+const exercise = `
+  const llm = await testing.createMockLLM({ apiKey: 'sk-pack' });
+  try {
+    const request = { model: 'gpt-4o', messages: [{ role: 'user', content: 'packed and shipped' }] };
+    const response = await fetch(llm.baseURL + '/chat/completions', {
+      method: 'POST',
+      headers: { authorization: 'Bearer sk-pack', 'content-type': 'application/json' },
+      body: JSON.stringify(request),
+    });
+    const answer = await response.json();
+    const expected = testing.mockCompletion('chat', request);
+    return {
+      status: response.status,
+      usage: answer.usage,
+      expected: { prompt: expected.promptTokens, completion: expected.completionTokens },
+    };
+  } finally {
+    await llm.close();
+  }
+`;
+
+function report(resolve: string): string {
+  return `
+const names = (module) => Object.keys(module).filter((name) => name !== 'default' && name !== '__esModule').sort();
+async function exerciseMock() {${exercise}}
+console.log(JSON.stringify({
+  resolved: { main: ${resolve}('express-llm-billing'), testing: ${resolve}('express-llm-billing/testing') },
+  mainExports: names(main),
+  testingExports: names(testing),
+  moneyScale: MONEY_SCALE,
+  price: parseUsd('2.50', 'price').toString(),
+  billingErrorCode: new BillingError('ERR_PACK', 'packed').code,
+  mock: await exerciseMock(),
+}));
+`;
+}
+
+export const esmConsumer = `import { BillingError, MONEY_SCALE, parseUsd } from 'express-llm-billing';
+import * as main from 'express-llm-billing';
+import * as testing from 'express-llm-billing/testing';
+${report('import.meta.resolve')}`;
+
+export const cjsConsumer = `'use strict';
+const { BillingError, MONEY_SCALE, parseUsd } = require('express-llm-billing');
+const main = require('express-llm-billing');
+const testing = require('express-llm-billing/testing');
+const { pathToFileURL } = require('node:url');
+const resolveUrl = (specifier) => pathToFileURL(require.resolve(specifier)).href;
+(async () => {
+${report('resolveUrl')}
+})().catch((error) => {
+  console.error(error);
+  process.exitCode = 1;
+});
+`;
+
+/** Type-checked through the `import` conditions (`dist/*.d.ts`). */
+export const tsEsmConsumer = `import {
+  BillingError,
+  type BillingStore,
+  MONEY_SCALE,
+  type Money,
+  type PricingInput,
+  parseUsd,
+} from 'express-llm-billing';
+import {
+  createMockLLM,
+  type MockCompletion,
+  type MockLLM,
+  type MockLLMOptions,
+  mockCompletion,
+} from 'express-llm-billing/testing';
+
+const scale: 12 = MONEY_SCALE;
+const price: Money = parseUsd('2.50', 'price');
+const pricing: PricingInput = { 'gpt-4o': { input: '2.50', output: '10.00' } };
+const error: BillingError = new BillingError('ERR_X', 'message', { status: 402 });
+const status: number = error.status;
+const options: MockLLMOptions = { latencyMs: 0, cachedTokens: ({ promptTokens }) => promptTokens };
+const completion: MockCompletion = mockCompletion('chat', { model: 'gpt-4o', messages: [] });
+const tokens: number = completion.promptTokens;
+export async function start(): Promise<MockLLM> {
+  return createMockLLM(options);
+}
+export function storeNow(store: BillingStore): number {
+  return store.now();
+}
+// @ts-expect-error -- types are real (not \`any\`): a name the package does not export is an error.
+import { notAnExport } from 'express-llm-billing';
+export { scale, price, pricing, status, tokens };
+`;
+
+/** Type-checked through the `require` conditions (`dist/*.d.cts`). */
+export const tsCjsConsumer = `import billing = require('express-llm-billing');
+import testing = require('express-llm-billing/testing');
+import type { Money } from 'express-llm-billing';
+
+const scale: 12 = billing.MONEY_SCALE;
+const price: Money = billing.parseUsd('0.15', 'price');
+const store: billing.BillingStore | undefined = undefined;
+const options: testing.MockLLMOptions = { tokensPerSecond: 50, faults: { status: 503 } };
+const start: (options?: testing.MockLLMOptions) => Promise<testing.MockLLM> = testing.createMockLLM;
+const count: number = testing.countTokens('one two');
+// @ts-expect-error -- types are real (not \`any\`): a name the package does not export is an error.
+billing.notAnExport;
+export = { scale, price, store, options, start, count };
+`;
+
+export const consumerTsconfig = {
+  compilerOptions: {
+    module: 'NodeNext',
+    moduleResolution: 'NodeNext',
+    target: 'ES2022',
+    lib: ['ES2022'],
+    strict: true,
+    noEmit: true,
+    // The package's own declaration files are checked too: a broken .d.ts must fail here.
+    skipLibCheck: false,
+    types: ['node'],
+  },
+  files: ['consumer.mts', 'consumer.cts'],
+};

@@ -1,0 +1,225 @@
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as sourceMain from '../../src/index.js';
+import * as sourceTesting from '../../src/testing/index.js';
+import {
+  type ConsumerReport,
+  cjsConsumer,
+  consumerTsconfig,
+  esmConsumer,
+  tsCjsConsumer,
+  tsEsmConsumer,
+} from './consumers.js';
+
+const run = promisify(execFile);
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+// Inside the repo, so the consumers find the package's own dependencies (lru-cache, express
+// types…) by walking up to the repo's node_modules: no network install.
+const PACK_ROOT = join(REPO, '.test-output', 'pack');
+const PACKAGE_DIR = join(PACK_ROOT, 'node_modules', 'express-llm-billing');
+const IS_WINDOWS = process.platform === 'win32';
+
+/** A few names that must stay exported, on top of "everything the source exports". */
+const REQUIRED_MAIN = ['BillingError', 'ConfigError', 'MONEY_SCALE', 'parseUsd'];
+const REQUIRED_TESTING = ['countTokens', 'createMockLLM', 'mockCompletion'];
+
+interface PackedFile {
+  path: string;
+}
+
+let scratch: string;
+let packedFiles: string[];
+let packedManifest: { exports: unknown; files?: string[] };
+
+async function exec(command: string, args: string[], cwd = REPO) {
+  // Vitest's loader hooks must not leak into the consumers: they run as a user's Node would.
+  const { NODE_OPTIONS: _ignored, ...env } = process.env;
+  try {
+    return await run(command, args, {
+      cwd,
+      env,
+      shell: IS_WINDOWS && command === 'npm',
+      maxBuffer: 32 * 1024 * 1024,
+      timeout: 120_000,
+    });
+  } catch (error) {
+    const { stdout = '', stderr = '' } = error as { stdout?: string; stderr?: string };
+    throw new Error(`${command} ${args.join(' ')} failed:\n${stdout}\n${stderr}`, { cause: error });
+  }
+}
+
+async function newestMtime(path: string): Promise<number> {
+  const info = await stat(path);
+  if (!info.isDirectory()) return info.mtimeMs;
+  // A directory's own mtime changes when a file is added or removed in it.
+  const entries = await readdir(path);
+  const times = await Promise.all(entries.map((entry) => newestMtime(join(path, entry))));
+  return Math.max(info.mtimeMs, ...times);
+}
+
+/** Every file path an exports map points to (`./dist/index.js`…), whatever its nesting. */
+function exportTargets(exportsField: unknown): string[] {
+  if (typeof exportsField === 'string') return [exportsField];
+  if (typeof exportsField !== 'object' || exportsField === null) return [];
+  return Object.values(exportsField).flatMap(exportTargets);
+}
+
+/** Reuses `dist/` only when it is newer than every input of the build; else `npm run build`. */
+async function ensureFreshBuild(): Promise<void> {
+  const manifest = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8'));
+  const inputs = ['src', 'package.json', 'tsup.config.ts', 'tsconfig.json'].map((path) => join(REPO, path));
+  const newestInput = Math.max(...(await Promise.all(inputs.map(newestMtime))));
+  const outputs = exportTargets(manifest.exports)
+    .filter((target) => target.startsWith('./dist/'))
+    .map((target) => join(REPO, target));
+  const outputTimes = await Promise.all(
+    outputs.map((path) =>
+      stat(path).then(
+        (s) => s.mtimeMs,
+        () => 0,
+      ),
+    ),
+  );
+  if (outputs.length > 0 && Math.min(...outputTimes) > newestInput) return;
+  await exec('npm', ['run', 'build']);
+}
+
+async function runConsumer(file: string): Promise<ConsumerReport> {
+  const { stdout } = await exec(process.execPath, [file], PACK_ROOT);
+  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as ConsumerReport;
+}
+
+function namesOf(module: object): string[] {
+  return Object.keys(module)
+    .filter((name) => name !== 'default' && name !== '__esModule')
+    .sort();
+}
+
+beforeAll(async () => {
+  await ensureFreshBuild();
+
+  scratch = await mkdtemp(join(tmpdir(), 'elb-pack-'));
+  const { stdout } = await exec('npm', ['pack', '--json', '--pack-destination', scratch]);
+  // A lifecycle script could print before npm's JSON: parse from the JSON array on.
+  const [info] = JSON.parse(stdout.slice(stdout.search(/^\[/m))) as [
+    { filename: string; files: PackedFile[] },
+  ];
+  packedFiles = info.files.map((file) => file.path.split(sep).join('/')).sort();
+
+  await rm(PACK_ROOT, { recursive: true, force: true });
+  await mkdir(PACKAGE_DIR, { recursive: true });
+  await exec('tar', ['-xzf', join(scratch, info.filename), '-C', PACKAGE_DIR, '--strip-components=1']);
+  packedManifest = JSON.parse(await readFile(join(PACKAGE_DIR, 'package.json'), 'utf8'));
+
+  // Its own package.json, with another name, so `express-llm-billing` is never resolved as the
+  // repo's self-reference (which would test dist/ instead of the tarball).
+  const consumers: Record<string, string> = {
+    'package.json': JSON.stringify({ name: 'express-llm-billing-consumer', private: true }),
+    'tsconfig.json': JSON.stringify(consumerTsconfig, null, 2),
+    'consumer.mjs': esmConsumer,
+    'consumer.cjs': cjsConsumer,
+    'consumer.mts': tsEsmConsumer,
+    'consumer.cts': tsCjsConsumer,
+  };
+  await Promise.all(Object.entries(consumers).map(([name, text]) => writeFile(join(PACK_ROOT, name), text)));
+}, 240_000);
+
+afterAll(async () => {
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+describe('the published tarball', () => {
+  it('holds only what "files" allows: dist, package.json, README, CHANGELOG, LICENSE', () => {
+    const allowedDirs = (packedManifest.files ?? []).filter((entry) => !entry.includes('.'));
+    const allowed = (path: string) =>
+      path === 'package.json' ||
+      /^(README|CHANGELOG|LICEN[CS]E)(\.[a-z]+)?$/i.test(path) ||
+      (packedManifest.files ?? []).includes(path) ||
+      allowedDirs.some((dir) => path.startsWith(`${dir}/`));
+
+    expect(packedFiles.filter((path) => !allowed(path))).toEqual([]);
+    expect(
+      packedFiles.filter((path) => /(^|\/)(src|test|examples|bench|\.test-output)\//.test(path)),
+    ).toEqual([]);
+    expect(packedFiles.filter((path) => /\.(test|spec)\.|\.tsbuildinfo$/.test(path))).toEqual([]);
+    // TypeScript sources never ship, only declarations.
+    expect(packedFiles.filter((path) => /\.[cm]?ts$/.test(path) && !/\.d\.[cm]?ts$/.test(path))).toEqual([]);
+  });
+
+  it('contains every file its exports map points to', async () => {
+    const targets = exportTargets(packedManifest.exports).map((target) => target.replace(/^\.\//, ''));
+    expect(targets).toEqual(
+      expect.arrayContaining(['dist/index.js', 'dist/index.cjs', 'dist/index.d.ts', 'dist/index.d.cts']),
+    );
+    expect(targets.filter((target) => !packedFiles.includes(target))).toEqual([]);
+    for (const target of targets) {
+      expect((await stat(join(PACKAGE_DIR, target))).isFile(), target).toBe(true);
+    }
+  });
+});
+
+describe('consumers of the extracted package', () => {
+  const expectedMain = namesOf(sourceMain);
+  const expectedTesting = namesOf(sourceTesting);
+
+  function expectReport(report: ConsumerReport, main: string, testing: string) {
+    const packageUrl = pathToFileURL(PACKAGE_DIR).href;
+    expect(report.resolved).toEqual({ main: `${packageUrl}/${main}`, testing: `${packageUrl}/${testing}` });
+    expect(report.mainExports).toEqual(expectedMain);
+    expect(report.mainExports).toEqual(expect.arrayContaining(REQUIRED_MAIN));
+    expect(report.testingExports).toEqual(expectedTesting);
+    expect(report.testingExports).toEqual(expect.arrayContaining(REQUIRED_TESTING));
+    expect(report.moneyScale).toBe(12);
+    expect(report.price).toBe('2500000000000');
+    expect(report.billingErrorCode).toBe('ERR_PACK');
+    expect(report.mock.status).toBe(200);
+    expect(report.mock.usage).toMatchObject({
+      prompt_tokens: report.mock.expected.prompt,
+      completion_tokens: report.mock.expected.completion,
+    });
+  }
+
+  it('imports both entry points from ESM (.mjs), resolved to the ESM build', async () => {
+    const report = await runConsumer('consumer.mjs');
+    expectReport(report, 'dist/index.js', 'dist/testing/index.js');
+  });
+
+  it('requires both entry points from CommonJS (.cjs), resolved to the CJS build', async () => {
+    const report = await runConsumer('consumer.cjs');
+    expectReport(report, 'dist/index.cjs', 'dist/testing/index.cjs');
+  });
+
+  it('type-checks with tsc under module NodeNext, through import (.mts) and require (.cts)', async () => {
+    const tsc = join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
+    const result = await exec(
+      process.execPath,
+      [tsc, '-p', join(PACK_ROOT, 'tsconfig.json')],
+      PACK_ROOT,
+    ).then(
+      () => 'ok',
+      (error: Error) => error.message,
+    );
+    expect(result).toBe('ok');
+  });
+
+  // Known issue, reported rather than fixed here (tsup.config.ts is not this test's to change):
+  // with `splitting: false`, src/errors.ts is bundled into both entry points, so an error
+  // thrown by `/testing` is not `instanceof` the classes exported by the main entry. Remove
+  // `.fails` once the entries share one copy.
+  it.fails('shares one BillingError class between the main and /testing entries', async () => {
+    const script = `
+      import { ConfigError } from 'express-llm-billing';
+      import { createMockLLM } from 'express-llm-billing/testing';
+      const error = await createMockLLM({ latencyMs: -1 }).catch((e) => e);
+      console.log(JSON.stringify({ name: error.name, shared: error instanceof ConfigError }));
+    `;
+    await writeFile(join(PACK_ROOT, 'shared-errors.mjs'), script);
+    const { stdout } = await exec(process.execPath, ['shared-errors.mjs'], PACK_ROOT);
+    expect(JSON.parse(stdout)).toEqual({ name: 'ConfigError', shared: true });
+  });
+});
