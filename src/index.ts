@@ -1,4 +1,11 @@
 export { RequestBilling, type UsageRecord } from './billing-context.js';
+export {
+  type DodoWebhookEventOf,
+  type DodoWebhooksOptions,
+  dodoWebhooks,
+  keepRawBody,
+  type WebhookHandlers,
+} from './dodo-webhooks/index.js';
 export { BillingError, ConfigError, StoreError } from './errors.js';
 export type { Logger } from './logger.js';
 export { type MeterUsageMiddleware, type MeterUsageOptions, meterUsage } from './meter-usage/index.js';

@@ -1,0 +1,27 @@
+import { parseCredits } from '../../money.js';
+import { customerIdOf, type Effect, timeOf } from './context.js';
+
+/**
+ * Every `credit.*` ledger movement carries the balance after it: it is applied as an
+ * observation of Dodo's balance at the entry's time, so late or out-of-order webhooks never
+ * overwrite a newer view (see docs/balance-sync.md). A deduction also confirms usage we
+ * settled locally, so it is no longer counted as pending.
+ */
+export const applyLedgerEntry: Effect = async (event, { store, perCredit, creditEntitlementId, logger }) => {
+  const { data } = event;
+  const customerId = customerIdOf(data);
+  if (!customerId || typeof data.balance_after !== 'string') {
+    logger.warn(`${event.type} without customer or balance_after: balance view unchanged`, {
+      type: event.type,
+    });
+    return;
+  }
+  if (creditEntitlementId !== undefined && data.credit_entitlement_id !== creditEntitlementId) return;
+  if (event.type === 'credit.deducted' && typeof data.amount === 'string') {
+    const amount = parseCredits(data.amount, perCredit);
+    await store.confirmDeducted(customerId, amount < 0n ? -amount : amount);
+  }
+  const overage = typeof data.overage_after === 'string' ? parseCredits(data.overage_after, perCredit) : 0n;
+  const balance = parseCredits(data.balance_after, perCredit) - overage;
+  await store.syncBalance(customerId, balance, timeOf(data.created_at, timeOf(event.timestamp, store.now())));
+};

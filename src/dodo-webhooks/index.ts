@@ -1,0 +1,162 @@
+import express, { type Request, type Response, type Router } from 'express';
+import { StoreError } from '../errors.js';
+import { builtInEffect, type DodoWebhookEvent } from './effects/index.js';
+import {
+  type DodoWebhooksOptions,
+  type ResolvedDodoWebhooksOptions,
+  resolveDodoWebhooksOptions,
+} from './options.js';
+import { type BodyTooLargeError, readRawBody } from './raw-body.js';
+import { verifySignature, WebhookRejection } from './verify.js';
+
+export type { DodoWebhookEventOf, DodoWebhooksOptions, WebhookHandlers } from './options.js';
+export { keepRawBody } from './raw-body.js';
+
+type RequestWithBodies = Request & { rawBody?: Buffer; body?: unknown };
+
+function reply(res: Response, status: number, code: string, message: string): void {
+  res.status(status).json({ error: { code, message } });
+}
+
+/**
+ * The exact bytes Dodo signed. Read from the stream when no body parser ran; when one did,
+ * only its kept copy (`keepRawBody`) can be verified — re-serialising parsed JSON changes the
+ * bytes, so it is refused with an explanation rather than blamed on the signature.
+ */
+async function rawBodyOf(req: RequestWithBodies, limitBytes: number): Promise<Buffer> {
+  if (Buffer.isBuffer(req.rawBody)) {
+    if (req.rawBody.length > limitBytes)
+      throw new WebhookRejection(
+        413,
+        'webhook_body_too_large',
+        `The webhook body is larger than ${limitBytes} bytes.`,
+      );
+    return req.rawBody;
+  }
+  if (Buffer.isBuffer(req.body)) return req.body;
+  if (
+    req.readableEnded ||
+    (req.body !== undefined && typeof req.body === 'object' && Object.keys(req.body as object).length > 0) ||
+    typeof req.body === 'string'
+  ) {
+    throw new WebhookRejection(
+      500,
+      'webhook_body_already_parsed',
+      "dodoWebhooks: a body parser read this request before the webhook router, so the signed bytes are gone. Mount `app.use('/webhooks/dodo', dodoWebhooks(…))` before `express.json()`, or keep the raw body with `express.json({ verify: keepRawBody })`.",
+    );
+  }
+  try {
+    return await readRawBody(req, limitBytes);
+  } catch (error) {
+    if ((error as BodyTooLargeError).name === 'BodyTooLargeError') {
+      throw new WebhookRejection(413, 'webhook_body_too_large', (error as Error).message);
+    }
+    throw new WebhookRejection(
+      400,
+      'unreadable_webhook_body',
+      `The webhook body could not be read: ${(error as Error).message}`,
+    );
+  }
+}
+
+function parseEvent(rawBody: Buffer): DodoWebhookEvent {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(rawBody.toString('utf8'));
+  } catch {
+    throw new WebhookRejection(400, 'malformed_webhook_body', 'The webhook body is not JSON.');
+  }
+  const event = parsed as Partial<DodoWebhookEvent> | null;
+  if (
+    !event ||
+    typeof event !== 'object' ||
+    typeof event.type !== 'string' ||
+    !event.data ||
+    typeof event.data !== 'object'
+  ) {
+    throw new WebhookRejection(
+      400,
+      'malformed_webhook_body',
+      'The webhook body is not a Dodo event: it needs `type` and `data`.',
+    );
+  }
+  return {
+    ...event,
+    timestamp: typeof event.timestamp === 'string' ? event.timestamp : '',
+  } as DodoWebhookEvent;
+}
+
+/**
+ * A Router for Dodo's webhooks: verifies each delivery's Standard Webhooks signature over the
+ * raw bytes, applies each webhook id exactly once across processes (built-in effects on
+ * spend, balances and plans, then the app's `on` handlers), and answers so that Dodo retries
+ * exactly what failed. Mount it with `app.use('/webhooks/dodo', dodoWebhooks(options))`.
+ */
+export function dodoWebhooks(options: Readonly<DodoWebhooksOptions>): Router {
+  const config = resolveDodoWebhooksOptions(options);
+  const router = express.Router();
+  router.post('/', async function dodoWebhooksHandler(req: Request, res: Response) {
+    let event: DodoWebhookEvent;
+    let webhookId: string;
+    try {
+      const rawBody = await rawBodyOf(req as RequestWithBodies, config.maxBodyBytes);
+      verifySignature(config.verifiers, rawBody, req.headers);
+      event = parseEvent(rawBody);
+      webhookId = String(req.headers['webhook-id']);
+    } catch (error) {
+      if (error instanceof WebhookRejection) return reply(res, error.status, error.code, error.message);
+      throw error;
+    }
+    await processOnce(config, event, webhookId, res);
+  });
+  return router;
+}
+
+async function processOnce(
+  config: ResolvedDodoWebhooksOptions,
+  event: DodoWebhookEvent,
+  webhookId: string,
+  res: Response,
+): Promise<void> {
+  const { store, logger } = config;
+  let claim: Awaited<ReturnType<typeof store.claimWebhook>>;
+  try {
+    claim = await store.claimWebhook(webhookId, config.processingTtlMs);
+  } catch (error) {
+    logger.error('webhook store unavailable: asking Dodo to retry', { webhookId, error });
+    return reply(res, 503, 'billing_unavailable', 'The billing store is unavailable; retry later.');
+  }
+  if (claim === 'done') {
+    res.status(200).json({ received: true, duplicate: true });
+    return;
+  }
+  if (claim === 'processing') {
+    // Another delivery of this id is running: answering non-2xx makes Dodo retry later, so the
+    // event still runs once if that delivery fails.
+    return reply(res, 409, 'webhook_in_progress', 'This webhook id is being processed by another delivery.');
+  }
+  try {
+    await builtInEffect(event.type)?.(event, { ...config, webhookId });
+    const handler = config.on[event.type] as ((event: unknown, webhookId: string) => unknown) | undefined;
+    await handler?.(event, webhookId);
+  } catch (error) {
+    await store.releaseWebhook(webhookId).catch(() => {});
+    const storeDown = error instanceof StoreError;
+    logger.error(`webhook ${event.type} failed: released for Dodo's retry`, { webhookId, error });
+    return reply(
+      res,
+      storeDown ? 503 : 500,
+      storeDown ? 'billing_unavailable' : 'webhook_handler_failed',
+      storeDown
+        ? 'The billing store is unavailable; retry later.'
+        : `The ${event.type} handler failed; retry later.`,
+    );
+  }
+  try {
+    await store.completeWebhook(webhookId, config.retentionMs);
+  } catch (error) {
+    // Applied but not marked done: its effects are idempotent, so a redelivery is harmless.
+    logger.warn('webhook applied but could not be marked done', { webhookId, error });
+  }
+  res.status(200).json({ received: true });
+}
