@@ -54,7 +54,8 @@ export interface MockCompletionSettings {
   reasoningTokens?: TokenSetting;
   /**
    * Replaces the reply text (before the cap), given the prompt's text (its tokens joined by
-   * single spaces).
+   * single spaces). Its whitespace is normalized to single spaces, so the reply's token count
+   * always equals `countTokens` of the text sent.
    * @default `Mock reply: ${prompt}`
    */
   reply?: string | ((prompt: string) => string);
