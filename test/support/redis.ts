@@ -100,7 +100,16 @@ function spawnRedisServer(args: string[], cwd?: string): ChildProcess {
   const child = spawn('redis-server', args, { cwd, stdio: 'ignore' });
   children.add(child);
   child.once('exit', () => children.delete(child));
+  // A spawn failure is reported by `stillRunning`, not as an unhandled error event.
+  child.on('error', () => {});
   return child;
+}
+
+/** Throws when a server died before answering (port taken, bad flag), instead of waiting on. */
+function stillRunning(child: ChildProcess, what: string): void {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) {
+    throw new Error(`${what} exited before it answered (exit code ${child.exitCode ?? child.signalCode}).`);
+  }
 }
 
 /**
@@ -111,7 +120,11 @@ export async function startRedisServer(): Promise<RedisServer> {
   const port = await freePort();
   const child = spawnRedisServer(['--port', String(port), '--save', '', '--appendonly', 'no']);
   const url = `redis://127.0.0.1:${port}`;
-  await waitUntil(`redis-server on port ${port}`, () => answersPing(url));
+  const what = `redis-server on port ${port}`;
+  await waitUntil(what, async () => {
+    stillRunning(child, what);
+    return answersPing(url);
+  });
   const stopWith = async (signal: NodeJS.Signals) => {
     child.kill(signal);
     await exited(child);
@@ -179,7 +192,9 @@ async function clusterStateOk(port: number): Promise<boolean> {
  */
 export async function startRedisCluster(): Promise<RedisClusterForTests> {
   const directory = await mkdtemp(join(tmpdir(), 'elb-redis-cluster-'));
-  const ports = [await freePort(), await freePort(), await freePort()];
+  const distinctPorts = new Set<number>();
+  while (distinctPorts.size < 3) distinctPorts.add(await freePort());
+  const ports = [...distinctPorts];
   const servers = ports.map((port) =>
     spawnRedisServer(
       [
@@ -208,9 +223,13 @@ export async function startRedisCluster(): Promise<RedisClusterForTests> {
   };
   try {
     await Promise.all(
-      ports.map((port) =>
-        waitUntil(`cluster node on port ${port}`, () => answersPing(`redis://127.0.0.1:${port}`)),
-      ),
+      ports.map((port, index) => {
+        const what = `cluster node on port ${port}`;
+        return waitUntil(what, async () => {
+          stillRunning(servers[index]!, what);
+          return answersPing(`redis://127.0.0.1:${port}`);
+        });
+      }),
     );
     await run('redis-cli', [
       '--cluster',
