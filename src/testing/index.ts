@@ -1,2 +1,2 @@
-export {};
+export * from './dodo-emulator/index.js';
 export * from './mock-llm/index.js';

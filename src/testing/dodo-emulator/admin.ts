@@ -1,0 +1,262 @@
+import type { DodoPayments } from 'dodopayments';
+import { type CreditUnits, describe, formatCreditUnits, readCredits } from './amounts.js';
+import type { CheckoutResult } from './checkout.js';
+import { ApiError, DodoEmulatorError } from './errors.js';
+import type { EventFilter } from './events.js';
+import type { FaultSpec, Faults } from './faults.js';
+import type { MeterDeduction } from './meters.js';
+import type { Parts } from './parts.js';
+import type { LoggedRequest } from './server.js';
+import type { EmittedWebhook, WebhookDelivery, WebhookFilter } from './webhooks.js';
+
+type Metadata = Record<string, string | number | boolean>;
+
+/** Admin methods of the emulator: set up state and look inside, without HTTP. */
+export interface DodoEmulatorAdmin {
+  /** Creates a customer. */
+  createCustomer(input: { email: string; name?: string; metadata?: Metadata }): DodoPayments.Customer;
+  /** Creates a credit entitlement. Defaults: name `'Credits'`, unit `'credits'`, precision `2`, no overage, no rollover. */
+  createCreditEntitlement(
+    input?: Partial<DodoPayments.CreditEntitlements.CreditEntitlementCreateParams>,
+  ): DodoPayments.CreditEntitlements.CreditEntitlement;
+  /** Creates a product from the API's own create params (`POST /products`). */
+  createProduct(input: DodoPayments.ProductCreateParams): DodoPayments.Product;
+  /** A one-time product granting `credits` of `creditEntitlementId`, priced `price` minor units (default USD). */
+  createCreditPack(input: {
+    name: string;
+    price: number;
+    currency?: DodoPayments.Currency;
+    creditEntitlementId: string;
+    credits: string | number;
+  }): DodoPayments.Product;
+  /**
+   * A subscription product (default monthly), optionally granting `credits` of
+   * `creditEntitlementId` per period and per unit of quantity.
+   */
+  createSubscriptionProduct(input: {
+    name: string;
+    price: number;
+    currency?: DodoPayments.Currency;
+    interval?: DodoPayments.TimeInterval;
+    creditEntitlementId?: string;
+    credits?: string | number;
+  }): DodoPayments.Product;
+  /**
+   * Creates a meter (default: sum of metadata `tokens`), linked to a credit entitlement when
+   * `creditEntitlementId` and `meterUnitsPerCredit` (a decimal string) are given.
+   */
+  createMeter(input: {
+    eventName: string;
+    name?: string;
+    aggregationKey?: string;
+    aggregation?: 'sum' | 'count';
+    creditEntitlementId?: string;
+    meterUnitsPerCredit?: string | number;
+  }): DodoPayments.Meter;
+  /** Links a meter to a credit entitlement: credits = meter units / `meterUnitsPerCredit`, exactly. */
+  linkMeter(meterId: string, creditEntitlementId: string, meterUnitsPerCredit: string | number): void;
+  /** Sets a balance exactly (one manual adjustment in the ledger, `credit.manual_adjustment`). Returns it. */
+  setBalance(customerId: string, creditEntitlementId: string, credits: string | number): string;
+  /** Adds credits (a grant, `credit.added`). Returns the balance after. */
+  addCredits(
+    customerId: string,
+    creditEntitlementId: string,
+    credits: string | number,
+    options?: { reason?: string },
+  ): string;
+  /** The balance as Dodo formats it, or undefined when the customer has none in this entitlement. */
+  balance(customerId: string, creditEntitlementId: string): string | undefined;
+  /** Ledger entries, oldest first. */
+  ledger(filter?: {
+    customerId?: string;
+    creditEntitlementId?: string;
+  }): DodoPayments.CreditEntitlements.CreditLedgerEntry[];
+  /** Ingested usage events, in ingestion order. */
+  ingestedEvents(filter?: EventFilter): DodoPayments.Event[];
+  /** Every asynchronous meter deduction so far, oldest first. */
+  meterDeductions(filter?: { customerId?: string; meterId?: string }): MeterDeduction[];
+  /** Injects a fault on a route (see `FaultSpec`), e.g. `fault('POST /events/ingest', { status: 503, times: 2 })`. */
+  fault(route: string, spec: FaultSpec): void;
+  clearFaults(): void;
+  /** Pays a checkout session, as visiting its `checkout_url` and pressing Pay does. */
+  completeCheckout(sessionId: string, form?: { email?: string; name?: string }): CheckoutResult;
+  /** Starts a subscription's next period now: payment, `subscription.renewed`, the period's credits. */
+  renewSubscription(subscriptionId: string): DodoPayments.Subscription;
+  /** Cancels a subscription now (`subscription.cancelled`). */
+  cancelSubscription(subscriptionId: string): DodoPayments.Subscription;
+  /** Where webhooks go from now on (undefined: record only). */
+  setWebhookUrl(url: string | undefined): void;
+  /** Every webhook emitted, oldest first. */
+  webhookEvents(): EmittedWebhook[];
+  /** Every webhook delivery attempt, oldest first. */
+  webhookDeliveries(): WebhookDelivery[];
+  /** Waits for webhooks to be delivered (see `WebhookFilter`). */
+  waitForWebhooks(filter?: WebhookFilter): Promise<EmittedWebhook[]>;
+  /** Resolves once pending meter deductions and webhook deliveries are done. Default timeout 10 s. */
+  settle(options?: { timeoutMs?: number }): Promise<void>;
+  /** Every API request received, oldest first. */
+  requests(): LoggedRequest[];
+}
+
+function credits(value: unknown, method: string, what = 'credits'): CreditUnits {
+  const units = readCredits(value);
+  if (typeof units === 'string') throw new DodoEmulatorError(`${method}: ${what} ${units}.`);
+  if (units < 0n)
+    throw new DodoEmulatorError(`${method}: ${what} must not be negative (got ${describe(value)}).`);
+  return units;
+}
+
+/** Runs an API operation for an admin method, turning its 4xx into a clear thrown error. */
+function admin<T>(method: string, operation: () => T): T {
+  try {
+    return operation();
+  } catch (caught) {
+    if (caught instanceof ApiError) throw new DodoEmulatorError(`${method}: ${caught.message}`);
+    throw caught;
+  }
+}
+
+export function createAdmin(parts: Parts, faults: Faults, log: LoggedRequest[]): DodoEmulatorAdmin {
+  const { runtime, catalog, credits: ledger, events, meters, subscriptions, checkouts, webhooks } = parts;
+  const product = (method: string, input: unknown) =>
+    admin(method, () => {
+      const { product: created, meterLinks } = catalog.createProduct(input);
+      for (const link of meterLinks) meters.link(link.meterId, link.entitlementId, link.meterUnitsPerCredit);
+      return created;
+    });
+  return {
+    createCustomer: (input) => admin('createCustomer', () => catalog.createCustomer(input)),
+    createCreditEntitlement: (input = {}) =>
+      admin('createCreditEntitlement', () =>
+        catalog.createEntitlement({
+          name: 'Credits',
+          unit: 'credits',
+          precision: 2,
+          overage_enabled: false,
+          rollover_enabled: false,
+          ...input,
+        }),
+      ),
+    createProduct: (input) => product('createProduct', input),
+    createCreditPack: (input) => {
+      catalog.requireEntitlement(input.creditEntitlementId, 'createCreditPack');
+      credits(input.credits, 'createCreditPack');
+      return product('createCreditPack', {
+        name: input.name,
+        tax_category: 'saas',
+        price: {
+          type: 'one_time_price',
+          price: input.price,
+          currency: input.currency ?? 'USD',
+          discount: 0,
+          purchasing_power_parity: false,
+        },
+        credit_entitlements: [
+          { credit_entitlement_id: input.creditEntitlementId, credits_amount: String(input.credits) },
+        ],
+      });
+    },
+    createSubscriptionProduct: (input) => {
+      const attach = input.creditEntitlementId
+        ? [{ credit_entitlement_id: input.creditEntitlementId, credits_amount: String(input.credits ?? '0') }]
+        : [];
+      if (input.creditEntitlementId)
+        catalog.requireEntitlement(input.creditEntitlementId, 'createSubscriptionProduct');
+      return product('createSubscriptionProduct', {
+        name: input.name,
+        tax_category: 'saas',
+        price: {
+          type: 'recurring_price',
+          price: input.price,
+          currency: input.currency ?? 'USD',
+          discount: 0,
+          purchasing_power_parity: false,
+          payment_frequency_count: 1,
+          payment_frequency_interval: input.interval ?? 'Month',
+          subscription_period_count: 10,
+          subscription_period_interval: 'Year',
+        },
+        credit_entitlements: attach,
+      });
+    },
+    createMeter: (input) =>
+      admin('createMeter', () => {
+        const aggregation = input.aggregation ?? 'sum';
+        const meter = meters.create({
+          name: input.name ?? input.eventName,
+          event_name: input.eventName,
+          measurement_unit: aggregation === 'count' ? 'events' : (input.aggregationKey ?? 'tokens'),
+          aggregation:
+            aggregation === 'count'
+              ? { type: 'count' }
+              : { type: 'sum', key: input.aggregationKey ?? 'tokens' },
+        });
+        if (input.creditEntitlementId !== undefined) {
+          catalog.requireEntitlement(input.creditEntitlementId, 'createMeter');
+          if (input.meterUnitsPerCredit === undefined) {
+            throw new DodoEmulatorError(
+              'createMeter: meterUnitsPerCredit is required with creditEntitlementId.',
+            );
+          }
+          meters.link(meter.id, input.creditEntitlementId, input.meterUnitsPerCredit);
+        }
+        return meter;
+      }),
+    linkMeter: (meterId, creditEntitlementId, meterUnitsPerCredit) => {
+      catalog.requireEntitlement(creditEntitlementId, 'linkMeter');
+      admin('linkMeter', () => meters.link(meterId, creditEntitlementId, meterUnitsPerCredit));
+    },
+    setBalance: (customerId, creditEntitlementId, amount) => {
+      catalog.requireCustomer(customerId, 'setBalance');
+      catalog.requireEntitlement(creditEntitlementId, 'setBalance');
+      const target = credits(amount, 'setBalance');
+      ledger.setBalance(customerId, creditEntitlementId, target);
+      return formatCreditUnits(target);
+    },
+    addCredits: (customerId, creditEntitlementId, amount, options = {}) => {
+      catalog.requireCustomer(customerId, 'addCredits');
+      catalog.requireEntitlement(creditEntitlementId, 'addCredits');
+      const units = credits(amount, 'addCredits');
+      if (units === 0n) throw new DodoEmulatorError('addCredits: credits must be greater than zero.');
+      const entry = ledger.record({
+        customerId,
+        entitlementId: creditEntitlementId,
+        direction: 'credit',
+        amount: units,
+        transactionType: 'credit_added',
+        description: options.reason ?? 'Credits added by the emulator admin API',
+        referenceType: 'admin',
+      });
+      return formatCreditUnits(entry.balanceAfter);
+    },
+    balance: (customerId, creditEntitlementId) => {
+      const record = ledger.balance(customerId, creditEntitlementId);
+      return record === undefined ? undefined : formatCreditUnits(record.balance);
+    },
+    ledger: (filter = {}) =>
+      ledger
+        .ledger({ customerId: filter.customerId, entitlementId: filter.creditEntitlementId })
+        .map((entry) => ledger.view(entry)),
+    ingestedEvents: (filter) => events.list(filter),
+    meterDeductions: (filter = {}) =>
+      meters
+        .deductionsList()
+        .filter(
+          (deduction) =>
+            (filter.customerId === undefined || deduction.customerId === filter.customerId) &&
+            (filter.meterId === undefined || deduction.meterId === filter.meterId),
+        ),
+    fault: (route, spec) => faults.add(route, spec),
+    clearFaults: () => faults.clear(),
+    completeCheckout: (sessionId, form) =>
+      admin('completeCheckout', () => checkouts.complete(sessionId, form)),
+    renewSubscription: (id) => subscriptions.renew(id),
+    cancelSubscription: (id) => subscriptions.cancel(id),
+    setWebhookUrl: (url) => webhooks.setUrl(url),
+    webhookEvents: () => webhooks.list(),
+    webhookDeliveries: () => webhooks.attempts(),
+    waitForWebhooks: (filter) => webhooks.waitFor(filter),
+    settle: (options = {}) => runtime.settle(options.timeoutMs ?? 10_000),
+    requests: () => [...log],
+  };
+}

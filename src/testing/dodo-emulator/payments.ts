@@ -1,0 +1,267 @@
+import type { DodoPayments } from 'dodopayments';
+import type { CreditUnits } from './amounts.js';
+import { amountOf, type Catalog } from './catalog.js';
+import type { CreditLedger } from './credits.js';
+import { invalid, notFound } from './errors.js';
+import type { Runtime } from './runtime.js';
+import * as read from './validate.js';
+import type { WebhookSender } from './webhooks.js';
+
+type Payment = DodoPayments.Payment;
+type Refund = DodoPayments.Refund;
+type Metadata = Record<string, string | number | boolean>;
+
+export interface CartItem {
+  productId: string;
+  quantity: number;
+  /** Per-entitlement credit overrides from the checkout's product cart. */
+  credits?: Map<string, CreditUnits>;
+}
+
+export interface NewPayment {
+  customerId: string;
+  cart: readonly CartItem[];
+  checkoutSessionId?: string;
+  subscriptionId?: string;
+  metadata?: Metadata;
+  /** Where granted credits come from: a one-time pack, or a subscription period. */
+  grantSource: 'one_time' | 'subscription';
+  grantSourceId?: string;
+  /** Called after `payment.succeeded` and before the credits are granted (a subscription event). */
+  beforeCredits?: () => void;
+}
+
+/**
+ * Payments and refunds. A succeeded payment grants the credits its products carry
+ * (`credit.added`) after `payment.succeeded`; a refund sends `refund.succeeded` and takes the
+ * refunded share of those credits back out of the balance.
+ */
+export class Payments {
+  private readonly payments = new Map<string, Payment>();
+  private readonly refunds = new Map<string, Refund>();
+  /** Minor units refunded so far, per payment and product. */
+  private readonly refundedLines = new Map<string, Map<string, number>>();
+
+  constructor(
+    private readonly runtime: Runtime,
+    private readonly catalog: Catalog,
+    private readonly credits: CreditLedger,
+    private readonly webhooks: WebhookSender,
+  ) {}
+
+  /** Records a succeeded payment, sends `payment.succeeded`, then grants the cart's credits. */
+  succeed(input: NewPayment): Payment {
+    const customer = this.catalog.customer(input.customerId);
+    const products = input.cart.map((item) => ({ item, product: this.catalog.product(item.productId) }));
+    const total = products.reduce(
+      (sum, { item, product }) => sum + amountOf(product.price) * item.quantity,
+      0,
+    );
+    const currency = products[0]?.product.price.currency ?? 'USD';
+    const payment: Payment = {
+      billing: { country: 'US' },
+      brand_id: this.runtime.brandId,
+      business_id: this.runtime.businessId,
+      created_at: this.runtime.iso(),
+      currency,
+      customer: {
+        customer_id: customer.customer_id,
+        email: customer.email,
+        name: customer.name,
+        metadata: customer.metadata ?? {},
+        phone_number: customer.phone_number ?? null,
+      },
+      digital_products_delivered: false,
+      disputes: [],
+      is_multi_subscription: false,
+      is_update_payment_method: false,
+      metadata: input.metadata ?? {},
+      payment_id: this.runtime.id('pay'),
+      payment_provider: 'dodo',
+      refunds: [],
+      retry_attempt: 0,
+      settlement_amount: total,
+      settlement_currency: currency,
+      subscription_ids: input.subscriptionId ? [input.subscriptionId] : [],
+      total_amount: total,
+      checkout_session_id: input.checkoutSessionId ?? null,
+      payment_method: 'card',
+      card_last_four: '4242',
+      card_network: 'VISA',
+      product_cart: input.cart.map((item) => ({ product_id: item.productId, quantity: item.quantity })),
+      refund_status: null,
+      status: 'succeeded',
+      subscription_id: input.subscriptionId ?? null,
+      tax: 0,
+      updated_at: this.runtime.iso(),
+    };
+    this.payments.set(payment.payment_id, payment);
+    this.webhooks.emit('payment.succeeded', { payload_type: 'Payment', ...structuredClone(payment) });
+    input.beforeCredits?.();
+    for (const item of input.cart) {
+      for (const grant of this.catalog.creditsOf(item.productId)) {
+        const credits = (item.credits?.get(grant.entitlementId) ?? grant.credits) * BigInt(item.quantity);
+        if (credits <= 0n) continue;
+        this.credits.record({
+          customerId: customer.customer_id,
+          entitlementId: grant.entitlementId,
+          direction: 'credit',
+          amount: credits,
+          transactionType: 'credit_added',
+          description: `Credits of product ${item.productId} × ${item.quantity}`,
+          referenceId: payment.payment_id,
+          referenceType: 'payment',
+          metadata: { product_id: item.productId, quantity: item.quantity },
+          grantSource: input.grantSource,
+          grantSourceId: input.grantSourceId ?? payment.payment_id,
+        });
+      }
+    }
+    return payment;
+  }
+
+  get(id: string): Payment {
+    const payment = this.payments.get(id);
+    if (!payment) throw notFound('Payment', id);
+    return payment;
+  }
+
+  list(filter: { customerId?: string; subscriptionId?: string; status?: string }): Payment[] {
+    return [...this.payments.values()]
+      .filter(
+        (payment) =>
+          (filter.customerId === undefined || payment.customer.customer_id === filter.customerId) &&
+          (filter.subscriptionId === undefined || payment.subscription_id === filter.subscriptionId) &&
+          (filter.status === undefined || payment.status === filter.status),
+      )
+      .reverse();
+  }
+
+  /**
+   * `POST /refunds`: the whole payment, or `items` (product ids, each with an optional amount in
+   * minor units). Sends `refund.succeeded` and removes the refunded share of the credits the
+   * payment granted (a manual-adjustment debit per entitlement; what the balance cannot cover
+   * is recorded as overage).
+   */
+  refund(input: unknown): Refund {
+    const body = read.object(input, 'body');
+    const payment = this.get(read.string(body, 'payment_id'));
+    if (payment.status !== 'succeeded')
+      throw invalid(`Payment ${payment.payment_id} did not succeed; it cannot be refunded.`);
+    const cart = payment.product_cart ?? [];
+    const lineTotal = (productId: string) => {
+      const line = cart.find((entry) => entry.product_id === productId);
+      if (!line)
+        throw invalid(
+          `items: product ${JSON.stringify(productId)} is not part of payment ${payment.payment_id}.`,
+        );
+      return amountOf(this.catalog.product(productId).price) * line.quantity;
+    };
+    const refundedLines = this.refundedLines.get(payment.payment_id) ?? new Map<string, number>();
+    const left = (productId: string) => lineTotal(productId) - (refundedLines.get(productId) ?? 0);
+    const shares = new Map<string, { refunded: number; of: number }>();
+    if (body.items === undefined || body.items === null) {
+      // A refund without items refunds whatever is left of the payment.
+      for (const line of cart) {
+        const rest = left(line.product_id);
+        if (rest > 0) shares.set(line.product_id, { refunded: rest, of: lineTotal(line.product_id) });
+      }
+    } else {
+      for (const [index, raw] of read.array(body, 'items').entries()) {
+        const item = read.object(raw, `items[${index}]`);
+        const productId = read.string(item, 'item_id');
+        const of = lineTotal(productId);
+        const refunded =
+          item.amount === undefined || item.amount === null ? of : read.integer(item, 'amount', { min: 1 });
+        if (refunded > left(productId)) {
+          throw invalid(
+            `items[${index}].amount ${refunded} is more than what is left to refund of the item (${left(productId)}).`,
+          );
+        }
+        shares.set(productId, { refunded, of });
+      }
+    }
+    const amount = [...shares.values()].reduce((sum, share) => sum + share.refunded, 0);
+    const alreadyRefunded = payment.refunds.reduce((sum, refund) => sum + (refund.amount ?? 0), 0);
+    if (amount === 0) throw invalid(`Payment ${payment.payment_id} is already fully refunded.`);
+    for (const [productId, share] of shares)
+      refundedLines.set(productId, (refundedLines.get(productId) ?? 0) + share.refunded);
+    this.refundedLines.set(payment.payment_id, refundedLines);
+    const refund: Refund = {
+      brand_id: this.runtime.brandId,
+      business_id: this.runtime.businessId,
+      created_at: this.runtime.iso(),
+      customer: payment.customer,
+      is_partial: amount < payment.total_amount,
+      metadata: read.metadata(body.metadata),
+      payment_id: payment.payment_id,
+      refund_id: this.runtime.id('ref'),
+      status: 'succeeded',
+      amount,
+      currency: payment.currency,
+      reason: read.optionalString(body, 'reason') ?? null,
+    };
+    this.refunds.set(refund.refund_id, refund);
+    payment.refunds.push({
+      business_id: refund.business_id,
+      created_at: refund.created_at,
+      is_partial: refund.is_partial,
+      payment_id: refund.payment_id,
+      refund_id: refund.refund_id,
+      status: refund.status,
+      amount: refund.amount ?? null,
+      currency: refund.currency ?? null,
+      reason: refund.reason ?? null,
+    });
+    payment.refund_status = alreadyRefunded + amount >= payment.total_amount ? 'full' : 'partial';
+    this.webhooks.emit('refund.succeeded', { payload_type: 'Refund', ...structuredClone(refund) });
+    this.clawBack(payment, refund, shares);
+    return refund;
+  }
+
+  private clawBack(
+    payment: Payment,
+    refund: Refund,
+    shares: Map<string, { refunded: number; of: number }>,
+  ): void {
+    const granted = this.credits
+      .ledger({ customerId: payment.customer.customer_id })
+      .filter(
+        (entry) =>
+          entry.isCredit && entry.referenceType === 'payment' && entry.referenceId === payment.payment_id,
+      );
+    for (const entry of granted) {
+      const share = shares.get(String(entry.metadata.product_id));
+      if (!share || share.of === 0) continue;
+      // The refunded fraction of this grant, rounded down to a credit unit.
+      const amount = (entry.amount * BigInt(share.refunded)) / BigInt(share.of);
+      if (amount <= 0n) continue;
+      this.credits.record({
+        customerId: entry.customerId,
+        entitlementId: entry.entitlementId,
+        direction: 'debit',
+        amount,
+        transactionType: 'refund',
+        description: `Credits of refunded payment ${payment.payment_id}`,
+        referenceId: refund.refund_id,
+        referenceType: 'refund',
+        metadata: { payment_id: payment.payment_id, product_id: String(entry.metadata.product_id) },
+        allowOverage: true,
+      });
+    }
+  }
+
+  getRefund(id: string): Refund {
+    const refund = this.refunds.get(id);
+    if (!refund) throw notFound('Refund', id);
+    return refund;
+  }
+
+  listRefunds(filter: { customerId?: string }): Refund[] {
+    return [...this.refunds.values()]
+      .filter(
+        (refund) => filter.customerId === undefined || refund.customer.customer_id === filter.customerId,
+      )
+      .reverse();
+  }
+}
