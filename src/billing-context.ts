@@ -40,6 +40,8 @@ export class RequestBilling {
   chargeCredits = true;
   /** Set by `meterUsage`: settles the request's usage when the response ends. */
   settler: Settler | undefined;
+  /** What the request was billed for, once settled (read by limiters and caps after the end). */
+  settledUsage: readonly UsageRecord[] | undefined;
   private readonly records: UsageRecord[] = [];
   private ended = false;
   private readonly endListeners: ((billing: RequestBilling) => void)[] = [];

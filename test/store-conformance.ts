@@ -119,9 +119,12 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
         expect(clawBack?.available).toBe(usd('-5'));
       });
 
-      it('leaves a customer without a view when adjusted before any sync', async () => {
+      it('leaves a customer without a view when adjusted before any sync, and remembers the id', async () => {
         expect(await store.adjustBalance('cus_new', 'topup_1', usd('10'), DAY)).toBeUndefined();
         expect(await store.getBalance('cus_new')).toBeUndefined();
+        await store.syncBalance('cus_new', usd('10'), now);
+        // The sync already includes the top-up: replaying its webhook must not add it again.
+        expect((await store.adjustBalance('cus_new', 'topup_1', usd('10'), DAY))?.balance).toBe(usd('10'));
       });
 
       it('keeps amounts far beyond 2^53 units exact', async () => {
@@ -159,12 +162,18 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
       });
 
       it('refuses a customer with no view so the caller can fetch one', async () => {
-        expect(await store.reserve('cus_none', 'r1', 1n, MINUTE)).toEqual({ ok: false, reason: 'no_balance' });
+        expect(await store.reserve('cus_none', 'r1', 1n, MINUTE)).toEqual({
+          ok: false,
+          reason: 'no_balance',
+        });
       });
 
       it('refuses even a zero-cost reservation when nothing is available', async () => {
         await store.adjustBalance('cus_1', 'spend_all', usd('-1'), DAY);
-        expect(await store.reserve('cus_1', 'r1', 0n, MINUTE)).toMatchObject({ ok: false, reason: 'insufficient' });
+        expect(await store.reserve('cus_1', 'r1', 0n, MINUTE)).toMatchObject({
+          ok: false,
+          reason: 'insufficient',
+        });
       });
 
       it('releases once', async () => {
@@ -240,10 +249,13 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
       });
 
       it('queues the usage of a customer without a view (usage is never lost)', async () => {
-        const result = await store.settle(settlement('cus_none'));
+        const result = await store.settle(settlement('cus_none', { cost: usd('0.25') }));
         expect(result.applied).toBe(true);
         expect(result.view).toBeUndefined();
         expect((await store.outboxStats()).waiting).toBe(2);
+        // Dodo has not deducted it yet either: the first sync must still subtract it.
+        const synced = await store.syncBalance('cus_none', usd('1'), now);
+        expect(synced.view).toMatchObject({ balance: usd('0.75'), pending: usd('0.25') });
       });
 
       it('deducts after the reservation already expired', async () => {
@@ -384,7 +396,9 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
       it('never hands one event to two concurrent claims', async () => {
         await enqueue(30);
         const batches = await Promise.all(Array.from({ length: 6 }, () => store.claimOutbox(10, MINUTE)));
-        const claimed = batches.flatMap((batch) => batch.events.map((claimedEvent) => claimedEvent.event.event_id));
+        const claimed = batches.flatMap((batch) =>
+          batch.events.map((claimedEvent) => claimedEvent.event.event_id),
+        );
         expect(claimed).toHaveLength(30);
         expect(new Set(claimed).size).toBe(30);
       });
@@ -412,7 +426,9 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
 
     describe('webhook claims', () => {
       it('lets exactly one of 20 parallel deliveries claim an id', async () => {
-        const claims = await Promise.all(Array.from({ length: 20 }, () => store.claimWebhook('wh_1', MINUTE)));
+        const claims = await Promise.all(
+          Array.from({ length: 20 }, () => store.claimWebhook('wh_1', MINUTE)),
+        );
         expect(claims.filter((claim) => claim === 'claimed')).toHaveLength(1);
         expect(claims.filter((claim) => claim === 'processing')).toHaveLength(19);
       });
@@ -457,8 +473,12 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
 
       it('keeps the newest state of each subscription', async () => {
         expect(await store.putSubscription('cus_1', plus)).toBe(true);
-        expect(await store.putSubscription('cus_1', { ...plus, status: 'cancelled', updatedAt: 300 })).toBe(true);
-        expect(await store.putSubscription('cus_1', { ...plus, status: 'active', updatedAt: 200 })).toBe(false);
+        expect(await store.putSubscription('cus_1', { ...plus, status: 'cancelled', updatedAt: 300 })).toBe(
+          true,
+        );
+        expect(await store.putSubscription('cus_1', { ...plus, status: 'active', updatedAt: 200 })).toBe(
+          false,
+        );
         await store.putSubscription('cus_1', { ...plus, subscriptionId: 'sub_2', quantity: 5, updatedAt: 1 });
         const subscriptions = await store.getSubscriptions('cus_1');
         expect(subscriptions.sort((a, b) => a.subscriptionId.localeCompare(b.subscriptionId))).toEqual([
@@ -505,13 +525,17 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
             reserved: 0n,
           });
           expect((await store.getSpend(id)).spend).toBe(BigInt(index + 1));
-          expect((await store.getSubscriptions(id)).map((subscription) => subscription.quantity)).toEqual([index + 1]);
+          expect((await store.getSubscriptions(id)).map((subscription) => subscription.quantity)).toEqual([
+            index + 1,
+          ]);
           expect(await store.getUsage(id, id)).toEqual({ [id || 'empty']: 1n });
           expect(await store.claimWebhook(id, MINUTE)).toBe('processing');
         }
         const batch = await store.claimOutbox(1000, MINUTE);
         expect(batch.events).toHaveLength(2 * AWKWARD_IDS.length);
-        expect(new Set(batch.events.map((claimed) => claimed.event.customer_id))).toEqual(new Set(AWKWARD_IDS));
+        expect(new Set(batch.events.map((claimed) => claimed.event.customer_id))).toEqual(
+          new Set(AWKWARD_IDS),
+        );
       });
     });
 

@@ -108,6 +108,7 @@ async function settle(
 ): Promise<void> {
   const { store, logger } = config;
   const records = usageRecordsOf(billing, capture, res);
+  billing.settledUsage = records;
   const now = store.now();
   let cost: Money = 0n;
   const counters: Record<string, bigint> = {};

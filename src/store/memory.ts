@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { RateLimiterMemory, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { type RateLimiterAbstract, RateLimiterMemory } from 'rate-limiter-flexible';
 import { ConfigError } from '../errors.js';
 import type { Money } from '../money.js';
 import type {
@@ -41,7 +41,6 @@ export interface MemoryStoreOptions {
 
 interface BalanceRecord {
   balance: Money;
-  pending: Money;
   /** Observation time of the newest Dodo balance applied: older ones are ignored. */
   syncedAt: number;
   /** Set by `markBalanceStale`: the view is reported with `syncedAt: 0` until the next sync. */
@@ -61,6 +60,8 @@ interface UsagePeriod {
 /** Everything kept for one customer: evicted together, so one bound covers it all. */
 interface CustomerState {
   balance: BalanceRecord | undefined;
+  /** Usage settled here that Dodo has not confirmed deducting; kept even before a first sync. */
+  pending: Money;
   reservations: Map<string, Reservation>;
   /** Adjustment and settlement ids applied, with when they may be forgotten. */
   appliedIds: Map<string, number>;
@@ -90,7 +91,10 @@ interface WebhookRecord {
 function positiveInteger(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new ConfigError('ERR_ELB_INVALID_OPTION', `\`${name}\` must be a positive integer (got ${String(value)}).`);
+    throw new ConfigError(
+      'ERR_ELB_INVALID_OPTION',
+      `\`${name}\` must be a positive integer (got ${String(value)}).`,
+    );
   }
   return value;
 }
@@ -119,6 +123,7 @@ export class MemoryStore implements BillingStore {
     if (!state) {
       state = {
         balance: undefined,
+        pending: 0n,
         reservations: new Map(),
         appliedIds: new Map(),
         spend: 0n,
@@ -159,8 +164,14 @@ export class MemoryStore implements BillingStore {
   private view(state: CustomerState): BalanceView | undefined {
     if (!state.balance) return undefined;
     const reserved = this.liveReserved(state);
-    const { balance, pending, syncedAt, stale } = state.balance;
-    return { balance, reserved, available: balance - reserved, pending, syncedAt: stale ? 0 : syncedAt };
+    const { balance, syncedAt, stale } = state.balance;
+    return {
+      balance,
+      reserved,
+      available: balance - reserved,
+      pending: state.pending,
+      syncedAt: stale ? 0 : syncedAt,
+    };
   }
 
   async getBalance(customerId: string): Promise<BalanceView | undefined> {
@@ -174,8 +185,7 @@ export class MemoryStore implements BillingStore {
     // A fetch that started before the last applied one must not overwrite it.
     const applied = !current || observedAt >= current.syncedAt;
     if (applied) {
-      const pending = current?.pending ?? 0n;
-      state.balance = { balance: dodoBalance - pending, pending, syncedAt: observedAt, stale: false };
+      state.balance = { balance: dodoBalance - state.pending, syncedAt: observedAt, stale: false };
     }
     return { applied, view: this.view(state)! };
   }
@@ -186,9 +196,10 @@ export class MemoryStore implements BillingStore {
     delta: Money,
     retentionMs: number,
   ): Promise<BalanceView | undefined> {
-    const state = this.customers.get(customerId);
-    if (!state?.balance) return undefined;
-    if (this.applyOnce(state, `adjust:${adjustmentId}`, retentionMs)) state.balance.balance += delta;
+    const state = this.customer(customerId);
+    // The id is remembered even without a view, so a replay after the next sync adds nothing.
+    if (this.applyOnce(state, `adjust:${adjustmentId}`, retentionMs) && state.balance)
+      state.balance.balance += delta;
     return this.view(state);
   }
 
@@ -198,18 +209,24 @@ export class MemoryStore implements BillingStore {
   }
 
   async confirmDeducted(customerId: string, amount: Money): Promise<void> {
-    const balance = this.customers.get(customerId)?.balance;
-    if (!balance) return;
-    balance.pending = balance.pending > amount ? balance.pending - amount : 0n;
+    const state = this.customers.get(customerId);
+    if (!state) return;
+    state.pending = state.pending > amount ? state.pending - amount : 0n;
   }
 
-  async reserve(customerId: string, reservationId: string, amount: Money, ttlMs: number): Promise<ReserveResult> {
+  async reserve(
+    customerId: string,
+    reservationId: string,
+    amount: Money,
+    ttlMs: number,
+  ): Promise<ReserveResult> {
     const state = this.customers.get(customerId);
     if (!state?.balance) return { ok: false, reason: 'no_balance' };
     state.reservations.delete(reservationId);
     const available = state.balance.balance - this.liveReserved(state);
     const syncedAt = state.balance.stale ? 0 : state.balance.syncedAt;
-    if (available <= 0n || available < amount) return { ok: false, reason: 'insufficient', available, syncedAt };
+    if (available <= 0n || available < amount)
+      return { ok: false, reason: 'insufficient', available, syncedAt };
     state.reservations.set(reservationId, { amount, expiresAt: this.now() + ttlMs });
     return { ok: true, available: available - amount, syncedAt };
   }
@@ -228,10 +245,8 @@ export class MemoryStore implements BillingStore {
       return { applied: false, view: this.view(state) };
     }
     if (settlement.reservationId !== undefined) state.reservations.delete(settlement.reservationId);
-    if (state.balance) {
-      state.balance.balance -= settlement.cost;
-      state.balance.pending += settlement.cost;
-    }
+    if (state.balance) state.balance.balance -= settlement.cost;
+    state.pending += settlement.cost;
     const now = this.now();
     for (const event of settlement.events) {
       if (this.outbox.has(event.event_id)) continue;
@@ -348,7 +363,12 @@ export class MemoryStore implements BillingStore {
     return [...this.deadLetters.values()].slice(0, limit);
   }
 
-  async recordPayment(customerId: string, paymentId: string, amount: Money, paidAt: number): Promise<SpendChange> {
+  async recordPayment(
+    customerId: string,
+    paymentId: string,
+    amount: Money,
+    paidAt: number,
+  ): Promise<SpendChange> {
     const state = this.customer(customerId);
     const applied = !state.paymentIds.has(paymentId);
     if (applied) {
