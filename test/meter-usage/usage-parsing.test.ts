@@ -3,7 +3,7 @@ import { SseUsageParser } from '../../src/meter-usage/sse-usage-parser.js';
 import { normalizeUsage } from '../../src/meter-usage/usage.js';
 
 const sse = (events: unknown[]) =>
-  events.map((event) => `data: ${JSON.stringify(event)}\n\n`).join('') + 'data: [DONE]\n\n';
+  `${events.map((event) => `data: ${JSON.stringify(event)}\n\n`).join('')}data: [DONE]\n\n`;
 
 describe('normalizeUsage', () => {
   it('reads Chat Completions usage with cached and reasoning tokens', () => {
