@@ -1,4 +1,5 @@
 export { RequestBilling, type UsageRecord } from './billing-context.js';
+export { type Billing, createBilling } from './create-billing.js';
 export {
   type DodoWebhookEventOf,
   type DodoWebhooksOptions,
@@ -36,6 +37,20 @@ export {
   requireCredits,
   type TokenEstimator,
 } from './require-credits/index.js';
+export {
+  type SoftCapPlan,
+  type SoftCapRouterOptions,
+  softCapRouter,
+  type UsageCap,
+} from './soft-cap-router/index.js';
 export { MemoryStore, type MemoryStoreOptions } from './store/memory.js';
 export { RedisStore, type RedisStoreOptions } from './store/redis.js';
 export type * from './store/types.js';
+export {
+  OPENAI_TIERS,
+  openAIDuration,
+  SEED_TIERS,
+  type Tier,
+  type TierRateLimitOptions,
+  tierRateLimit,
+} from './tier-rate-limit/index.js';

@@ -50,6 +50,9 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
       );
     }
 
+    // A subscription covers this request (softCapRouter decided so): no credits are held.
+    if (!billing.chargeCredits) return currentBilling.run(billing, next);
+
     const model = billing.model ?? config.model(req);
     const price = priceOf(config.pricing, model);
     if (!price) {
