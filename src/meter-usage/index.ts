@@ -25,6 +25,8 @@ export interface MeterUsageMiddleware extends RequestHandler {
   flush(timeoutMs?: number): Promise<void>;
   /** Flushes what it can, then stops the flusher's timer. */
   close(): Promise<void>;
+  /** Stops the flusher's timer without flushing: what is queued stays in the store's outbox. */
+  stop(): void;
 }
 
 /** One flusher per store, however many `meterUsage` instances share it. */
@@ -84,6 +86,7 @@ export function meterUsage(options: Readonly<MeterUsageOptions>): MeterUsageMidd
   } as MeterUsageMiddleware;
 
   middleware.flush = (timeoutMs?: number) => flusher.flush(timeoutMs);
+  middleware.stop = () => flusher.stop();
   middleware.close = async () => {
     try {
       await flusher.flush();
