@@ -24,16 +24,18 @@ function reply(res: Response, status: number, code: string, message: string): vo
  * bytes, so it is refused with an explanation rather than blamed on the signature.
  */
 async function rawBodyOf(req: RequestWithBodies, limitBytes: number): Promise<Buffer> {
-  if (Buffer.isBuffer(req.rawBody)) {
-    if (req.rawBody.length > limitBytes)
+  // A body parser that ran first (`keepRawBody`, or `express.raw()`) has its own limit: ours
+  // still applies.
+  const kept = Buffer.isBuffer(req.rawBody) ? req.rawBody : Buffer.isBuffer(req.body) ? req.body : undefined;
+  if (kept) {
+    if (kept.length > limitBytes)
       throw new WebhookRejection(
         413,
         'webhook_body_too_large',
         `The webhook body is larger than ${limitBytes} bytes.`,
       );
-    return req.rawBody;
+    return kept;
   }
-  if (Buffer.isBuffer(req.body)) return req.body;
   if (
     req.readableEnded ||
     (req.body !== undefined && typeof req.body === 'object' && Object.keys(req.body as object).length > 0) ||
@@ -137,7 +139,10 @@ async function processOnce(
   }
   try {
     await builtInEffect(event.type)?.(event, { ...config, webhookId });
-    const handler = config.on[event.type] as ((event: unknown, webhookId: string) => unknown) | undefined;
+    // Own properties only: a type such as `__proto__` or `toString` is not a handler.
+    const handler = Object.hasOwn(config.on, event.type)
+      ? (config.on[event.type] as (event: unknown, webhookId: string) => unknown)
+      : undefined;
     await handler?.(event, webhookId);
   } catch (error) {
     await store.releaseWebhook(webhookId).catch(() => {});

@@ -39,7 +39,8 @@ export function verifySignature(
   let lastError: unknown;
   for (const verifier of verifiers) {
     try {
-      verifier.verify(rawBody, signed);
+      // Parsing is ours: a validly signed body that is not JSON is malformed, not a bad signature.
+      verifier.verify(rawBody, signed, { jsonParse: false });
       return;
     } catch (error) {
       lastError = error;
