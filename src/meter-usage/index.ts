@@ -16,8 +16,11 @@ import { usageRecordsOf } from './usage-records.js';
 
 export type { MeterUsageOptions } from './options.js';
 
-/** A settlement id is remembered this long: longer than any retry of it. */
-const SETTLEMENT_RETENTION_MS = 7 * 24 * 60 * 60_000;
+/**
+ * A settlement id is remembered this long: far longer than any retry of it (retries of a
+ * settlement happen within minutes of the store coming back).
+ */
+const SETTLEMENT_RETENTION_MS = 24 * 60 * 60_000;
 
 /** The `meterUsage` handler, with the controls of its background outbox flusher. */
 export interface MeterUsageMiddleware extends RequestHandler {

@@ -88,6 +88,9 @@ interface WebhookRecord {
   expiresAt: number;
 }
 
+/** Settlement and adjustment ids remembered per customer, at most (the oldest go first). */
+const MAX_APPLIED_IDS_PER_CUSTOMER = 1_000_000;
+
 function positiveInteger(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
@@ -154,9 +157,13 @@ export class MemoryStore implements BillingStore {
     const now = this.now();
     const forgetAt = state.appliedIds.get(id);
     if (forgetAt !== undefined && forgetAt > now) return false;
+    state.appliedIds.delete(id);
     state.appliedIds.set(id, now + retentionMs);
-    if (state.appliedIds.size > 1000) {
-      for (const [key, at] of state.appliedIds) if (at <= now) state.appliedIds.delete(key);
+    // Ids are kept in insertion order with (mostly) one retention, so the expired ones are at
+    // the front: dropping them from there keeps this O(1) per call.
+    for (const [oldest, at] of state.appliedIds) {
+      if (at > now && state.appliedIds.size <= MAX_APPLIED_IDS_PER_CUSTOMER) break;
+      state.appliedIds.delete(oldest);
     }
     return true;
   }

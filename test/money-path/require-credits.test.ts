@@ -5,6 +5,8 @@ import { requireCredits } from '../../src/require-credits/index.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { type BillingApp, chat, PRICING, startBillingApp, startDodo } from '../support/billing-app.js';
 
+type ErrorBody = { error: { message: string; type: string; code: string | null; param: string | null } };
+
 const GPT4O = { model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(400) }], max_tokens: 50 };
 /** 100 input tokens at $2.50/1M + 50 output at $10/1M. */
 const GPT4O_ESTIMATE = parseUsd('0.00075', 'test');
@@ -59,7 +61,10 @@ describe('requireCredits', () => {
     await start();
     const unknown = await chat(app, customer, { ...GPT4O, model: 'gpt-9' });
     expect(unknown.status).toBe(400);
-    expect((await unknown.json()).error).toMatchObject({ code: 'model_not_priced', param: 'model' });
+    expect(((await unknown.json()) as ErrorBody).error).toMatchObject({
+      code: 'model_not_priced',
+      param: 'model',
+    });
     expect((await chat(app, customer, { messages: [] })).status).toBe(400);
     await app.close();
     app = await startBillingApp({
@@ -90,14 +95,14 @@ describe('requireCredits', () => {
     const response = await chat(app, customer, GPT4O);
     expect(response.status).toBe(429);
     expect(response.headers.get('x-should-retry')).toBe('false');
-    expect((await response.json()).error.code).toBe('insufficient_quota');
+    expect(((await response.json()) as ErrorBody).error.code).toBe('insufficient_quota');
   });
 
   it('refuses what the available balance cannot cover, and says how much is available', async () => {
     await start({}, '0.07'); // 0.07 cents < 0.075 cents estimated
     const response = await chat(app, customer, GPT4O);
     expect(response.status).toBe(402);
-    expect((await response.json()).error.message).toContain('$0.0007');
+    expect(((await response.json()) as ErrorBody).error.message).toContain('$0.0007');
     const smaller = await chat(app, customer, { ...GPT4O, max_tokens: 10 }, [100, 10]);
     expect(smaller.status).toBe(200);
   });
@@ -122,7 +127,7 @@ describe('requireCredits', () => {
     expect(performance.now() - started).toBeLessThan(1000);
     expect(response.status).toBe(503);
     expect(response.headers.get('retry-after')).toBe('5');
-    expect((await response.json()).error.code).toBe('billing_unavailable');
+    expect(((await response.json()) as ErrorBody).error.code).toBe('billing_unavailable');
   });
 
   it('admits unreserved with failOpen when Dodo is down, and logs it', async () => {

@@ -36,7 +36,12 @@ describe('meterUsage settles what requireCredits admitted', () => {
   }
 
   async function appOn(store: BillingStore, options: Partial<Parameters<typeof startBillingApp>[0]> = {}) {
-    const app = await startBillingApp({ store, emulator: dodo.emulator, entitlementId: dodo.entitlementId, ...options });
+    const app = await startBillingApp({
+      store,
+      emulator: dodo.emulator,
+      entitlementId: dodo.entitlementId,
+      ...options,
+    });
     apps.push(app);
     return app;
   }
@@ -48,7 +53,9 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const response = await chat(app, customer, REQUEST, [1234, 56]);
     expect(response.status).toBe(200);
     const cost = parseUsd('0.003645', 'test'); // 1234 × $2.50/1M + 56 × $10/1M
-    await expect.poll(async () => (await store.getBalance(customer))?.balance).toBe(parseUsd('1', 'test') - cost);
+    await expect
+      .poll(async () => (await store.getBalance(customer))?.balance)
+      .toBe(parseUsd('1', 'test') - cost);
     expect(await store.getBalance(customer)).toMatchObject({ reserved: 0n, pending: cost });
     const month = new Date().toISOString().slice(0, 7);
     expect(await store.getUsage(customer, month)).toMatchObject({
@@ -66,7 +73,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
       ['llm.input_tokens', expect.objectContaining({ model: 'gpt-4o', tokens: 1234 })],
       ['llm.output_tokens', expect.objectContaining({ model: 'gpt-4o', tokens: 56 })],
     ]);
-    const requestId = events[0]!.metadata.request_id as string;
+    const requestId = events[0]!.metadata?.request_id as string;
     expect(events.map((event) => event.event_id)).toEqual([`${requestId}:input`, `${requestId}:output`]);
   });
 
@@ -74,7 +81,9 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const store = new MemoryStore();
     const app = await appOn(store, {
       handler: (_req, res) => {
-        res.status(500).json({ error: { message: 'upstream failed', type: 'server_error', param: null, code: null } });
+        res
+          .status(500)
+          .json({ error: { message: 'upstream failed', type: 'server_error', param: null, code: null } });
       },
     });
     const customer = await customerWith('1');
@@ -88,8 +97,18 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const store = new MemoryStore();
     const app = await appOn(store, {
       handler: (_req, res) => {
-        res.locals.billing.record({ model: 'gpt-4o', inputTokens: 100, outputTokens: 10, cachedInputTokens: 40 });
-        res.locals.billing.record({ model: 'gpt-4o-mini', inputTokens: 1000, outputTokens: 200, reasoningTokens: 150 });
+        res.locals.billing.record({
+          model: 'gpt-4o',
+          inputTokens: 100,
+          outputTokens: 10,
+          cachedInputTokens: 40,
+        });
+        res.locals.billing.record({
+          model: 'gpt-4o-mini',
+          inputTokens: 1000,
+          outputTokens: 200,
+          reasoningTokens: 150,
+        });
         res.send('my own answer, not OpenAI-shaped');
       },
     });
@@ -114,7 +133,9 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const app = await appOn(store);
     const customer = await customerWith(formatCredits(10n * COST, CENTS)); // worth 10 requests
     const statuses = await Promise.all(
-      Array.from({ length: 100 }, () => chat(app, customer, REQUEST, [100, 50]).then((response) => response.status)),
+      Array.from({ length: 100 }, () =>
+        chat(app, customer, REQUEST, [100, 50]).then((response) => response.status),
+      ),
     );
     const admitted = statuses.filter((status) => status === 200).length;
     expect(admitted).toBe(10);
@@ -136,13 +157,13 @@ describe('meterUsage settles what requireCredits admitted', () => {
     try {
       const customer = await customerWith('3');
       await Promise.all(
-        Array.from({ length: 25 }, (_, i) => chat(app, customer, REQUEST, [97 + i, 13 + i]).then((r) => r.status)),
+        Array.from({ length: 25 }, (_, i) =>
+          chat(app, customer, REQUEST, [97 + i, 13 + i]).then((r) => r.status),
+        ),
       );
       await app.billing.flush();
       await dodo.emulator.settle();
-      await expect
-        .poll(async () => (await store.getBalance(customer))?.pending, { timeout: 5000 })
-        .toBe(0n);
+      await expect.poll(async () => (await store.getBalance(customer))?.pending, { timeout: 5000 }).toBe(0n);
       const dodoBalance = parseCredits(dodo.emulator.balance(customer, dodo.entitlementId)!, CENTS);
       expect((await store.getBalance(customer))?.balance).toBe(dodoBalance);
       expect(dodoBalance).toBeLessThan(parseCredits('3', CENTS));
@@ -168,7 +189,9 @@ describe('meterUsage settles what requireCredits admitted', () => {
     expect(Math.max(...latencies)).toBeLessThan(200);
 
     dodo.emulator.clearFaults();
-    await expect.poll(() => dodo.emulator.ingestedEvents({ customerId: customer }).length, { timeout: 5000 }).toBe(40);
+    await expect
+      .poll(() => dodo.emulator.ingestedEvents({ customerId: customer }).length, { timeout: 5000 })
+      .toBe(40);
     await app.billing.flush();
     const ids = dodo.emulator.ingestedEvents({ customerId: customer }).map((event) => event.event_id);
     expect(new Set(ids).size).toBe(40);
@@ -217,43 +240,53 @@ describe('meterUsage settles what requireCredits admitted', () => {
       await Promise.all(clients.map((client) => client.quit()));
     });
 
-    it.runIf(redisUrl)('admits at most what the balance covers when 100 requests hit two instances at once', async () => {
-      const [first, second] = [await appOn(await storeOnRedis()), await appOn(await storeOnRedis())];
-      const customer = await customerWith(formatCredits(10n * COST, CENTS));
-      const statuses = await Promise.all(
-        Array.from({ length: 100 }, (_, i) =>
-          chat(i % 2 ? first! : second!, customer, REQUEST, [100, 50]).then((response) => response.status),
-        ),
-      );
-      expect(statuses.filter((status) => status === 200)).toHaveLength(10);
-      await first!.billing.flush();
-      await second!.billing.flush();
-      const events = dodo.emulator.ingestedEvents({ customerId: customer });
-      expect(events).toHaveLength(20);
-      expect(new Set(events.map((event) => event.event_id)).size).toBe(20);
-    });
+    it.runIf(redisUrl)(
+      'admits at most what the balance covers when 100 requests hit two instances at once',
+      async () => {
+        const [first, second] = [await appOn(await storeOnRedis()), await appOn(await storeOnRedis())];
+        const customer = await customerWith(formatCredits(10n * COST, CENTS));
+        const statuses = await Promise.all(
+          Array.from({ length: 100 }, (_, i) =>
+            chat(i % 2 ? first! : second!, customer, REQUEST, [100, 50]).then((response) => response.status),
+          ),
+        );
+        expect(statuses.filter((status) => status === 200)).toHaveLength(10);
+        await first!.billing.flush();
+        await second!.billing.flush();
+        const events = dodo.emulator.ingestedEvents({ customerId: customer });
+        expect(events).toHaveLength(20);
+        expect(new Set(events.map((event) => event.event_id)).size).toBe(20);
+      },
+    );
 
-    it.runIf(redisUrl)('a restarted instance delivers the outbox a dead one left, and its reservations expire', async () => {
-      let now = Date.now();
-      const deadStore = await storeOnRedis(() => now);
-      const crashed = await appOn(deadStore, { requireCredits: { reservationTtlMs: 60_000 } });
-      const customer = await customerWith(formatCredits(2n * COST, CENTS));
-      dodo.emulator.fault('POST /events/ingest', { status: 503 }); // nothing leaves before the crash
-      expect((await chat(crashed, customer, REQUEST, [100, 50])).status).toBe(200);
-      await expect.poll(async () => (await deadStore.outboxStats()).waiting + (await deadStore.outboxStats()).leased).toBe(2);
-      // What a request in flight leaves behind when its process dies: a live reservation.
-      expect(await deadStore.reserve(customer, 'in-flight-when-killed', COST, 60_000)).toMatchObject({ ok: true });
-      await crashed.crash();
-      apps = apps.filter((app) => app !== crashed);
-      dodo.emulator.clearFaults();
+    it.runIf(redisUrl)(
+      'a restarted instance delivers the outbox a dead one left, and its reservations expire',
+      async () => {
+        let now = Date.now();
+        const deadStore = await storeOnRedis(() => now);
+        const crashed = await appOn(deadStore, { requireCredits: { reservationTtlMs: 60_000 } });
+        const customer = await customerWith(formatCredits(2n * COST, CENTS));
+        dodo.emulator.fault('POST /events/ingest', { status: 503 }); // nothing leaves before the crash
+        expect((await chat(crashed, customer, REQUEST, [100, 50])).status).toBe(200);
+        await expect
+          .poll(async () => (await deadStore.outboxStats()).waiting + (await deadStore.outboxStats()).leased)
+          .toBe(2);
+        // What a request in flight leaves behind when its process dies: a live reservation.
+        expect(await deadStore.reserve(customer, 'in-flight-when-killed', COST, 60_000)).toMatchObject({
+          ok: true,
+        });
+        await crashed.crash();
+        apps = apps.filter((app) => app !== crashed);
+        dodo.emulator.clearFaults();
 
-      const restarted = await appOn(await storeOnRedis(() => now));
-      expect((await chat(restarted, customer, REQUEST, [100, 50])).status).toBe(402);
-      now += 61_000; // past the dead worker's lease, its backoff and the reservation's TTL
-      await restarted.billing.flush(10_000);
-      const events = dodo.emulator.ingestedEvents({ customerId: customer });
-      expect(events).toHaveLength(2);
-      expect((await chat(restarted, customer, REQUEST, [100, 50])).status).toBe(200);
-    });
+        const restarted = await appOn(await storeOnRedis(() => now));
+        expect((await chat(restarted, customer, REQUEST, [100, 50])).status).toBe(402);
+        now += 61_000; // past the dead worker's lease, its backoff and the reservation's TTL
+        await restarted.billing.flush(10_000);
+        const events = dodo.emulator.ingestedEvents({ customerId: customer });
+        expect(events).toHaveLength(2);
+        expect((await chat(restarted, customer, REQUEST, [100, 50])).status).toBe(200);
+      },
+    );
   });
 });
