@@ -138,11 +138,11 @@ async function processOnce(
     return reply(res, 409, 'webhook_in_progress', 'This webhook id is being processed by another delivery.');
   }
   try {
-    await builtInEffect(event.type)?.(event, { ...config, webhookId });
     // Own properties only: a type such as `__proto__` or `toString` is not a handler.
     const handler = Object.hasOwn(config.on, event.type)
       ? (config.on[event.type] as (event: unknown, webhookId: string) => unknown)
       : undefined;
+    await applyBuiltInEffect(config, event, webhookId, handler !== undefined);
     await handler?.(event, webhookId);
   } catch (error) {
     await store.releaseWebhook(webhookId).catch(() => {});
@@ -164,4 +164,25 @@ async function processOnce(
     logger.warn('webhook applied but could not be marked done', { webhookId, error });
   }
   res.status(200).json({ received: true });
+}
+
+/**
+ * Runs the event's built-in effect. When an app handler follows, the effect is marked done
+ * under its own id first: if the handler throws, Dodo's retry runs the handler again but not
+ * the effect, since not every effect is idempotent (`credit.deducted` lowers pending usage).
+ */
+async function applyBuiltInEffect(
+  config: ResolvedDodoWebhooksOptions,
+  event: DodoWebhookEvent,
+  webhookId: string,
+  handlerFollows: boolean,
+): Promise<void> {
+  const effect = builtInEffect(event.type);
+  if (!effect) return;
+  if (!handlerFollows) return effect(event, { ...config, webhookId });
+  const effectId = `builtin:${webhookId}`;
+  // We hold the delivery's claim, so `processing` here is a dead holder's: run it again.
+  if ((await config.store.claimWebhook(effectId, config.processingTtlMs)) === 'done') return;
+  await effect(event, { ...config, webhookId });
+  await config.store.completeWebhook(effectId, config.retentionMs);
 }
