@@ -245,7 +245,13 @@ describe.each(kinds)('dodoWebhooks: exactly once per webhook-id ($name)', (kind)
     let now = Date.now();
     const { dodo, store, startApp } = await setup(() => now);
     let runs = 0;
-    const app = await startApp({ on: { 'custom.event': () => void (runs += 1) } });
+    const app = await startApp({
+      on: {
+        'custom.event': () => {
+          runs += 1;
+        },
+      },
+    });
     const send = (id: string) =>
       postSigned(app.webhookUrl, { secret: dodo.webhookKey, id, body: eventBody('custom.event', {}) });
     expect(tally([await send('msg_kept')])).toEqual(['ran']);
