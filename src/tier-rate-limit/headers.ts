@@ -3,7 +3,7 @@
  * `1h2m3s`. Seconds are rounded up, so a client that waits that long is never early.
  */
 export function openAIDuration(ms: number): string {
-  if (ms < 1000) return `${Math.max(0, Math.ceil(ms))}ms`;
+  if (Math.ceil(ms) < 1000) return `${Math.max(0, Math.ceil(ms))}ms`;
   let seconds = Math.ceil(ms / 1000);
   const hours = Math.floor(seconds / 3600);
   seconds -= hours * 3600;

@@ -2,9 +2,11 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { LRUCache } from 'lru-cache';
 import { openBilling, type RequestBilling } from '../billing-context.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
+import { captureResponse } from '../meter-usage/response-capture.js';
+import { usageRecordsOf } from '../meter-usage/usage-records.js';
 import { charactersOverFour, promptText, requestedMaxOutputTokens } from '../require-credits/estimate.js';
 import { openAIDuration, retryAfterSeconds } from './headers.js';
-import { buildTierLimiters, type Consumed, consume, type TierLimiters } from './limiters.js';
+import { buildTierLimits, type Consumed, type Counted, consume, giveBack, type Limit } from './limiters.js';
 import {
   type ResolvedTierRateLimitOptions,
   resolveTierRateLimitOptions,
@@ -16,6 +18,9 @@ export { openAIDuration } from './headers.js';
 export type { TierRateLimitOptions } from './options.js';
 export { OPENAI_TIERS, SEED_TIERS, type Tier } from './tiers.js';
 
+/** Largest JSON response read for usage when `meterUsage` is not mounted. */
+const MAX_JSON_BYTES = 8 * 1024 * 1024;
+
 /**
  * OpenAI's spend-based usage tiers: the customer's lifetime spend and days since first payment
  * (kept true by `dodoWebhooks`) select a tier, whose RPM, TPM and RPD are enforced with
@@ -24,7 +29,7 @@ export { OPENAI_TIERS, SEED_TIERS, type Tier } from './tiers.js';
  */
 export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestHandler {
   const config = resolveTierRateLimitOptions(options);
-  const limiters = buildTierLimiters(config.store, config.tiers, config.keyPrefix);
+  const limits = buildTierLimits(config.store, config.tiers, config.keyPrefix);
   // The last tier seen per customer: used while the store cannot tell the spend.
   const lastTier = new LRUCache<string, ResolvedTier>({ max: 100_000 });
 
@@ -48,9 +53,12 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
     }
     const customerId = billing.customerId;
     const tier = await currentTier(config, customerId, lastTier);
-    const windows = limiters.get(tier.name)!;
+    const windows = limits.get(tier.name)!;
     const estimatedTokens =
       charactersOverFour(promptText(req.body)) + (requestedMaxOutputTokens(req.body) ?? 0);
+    if (windows.tpm && estimatedTokens > windows.tpm.limit) {
+      return tooLarge(res, config, req, customerId, windows.tpm, estimatedTokens);
+    }
 
     const consumed = await Promise.all([
       consume(windows.rpm, customerId, 1),
@@ -66,19 +74,16 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
         });
       }
     }
-    setHeaders(res, rpm!, tpm);
     const refused = consumed.find((answer) => answer?.outcome === 'refused');
     if (refused && refused.outcome === 'refused') {
-      // What was taken from the other windows for a request that will not run is given back.
-      for (const answer of consumed) {
-        if (answer && answer !== refused && answer.outcome === 'allowed') {
-          answer.window.limiter.reward(customerId, answer.points).catch(() => {});
-        }
-      }
+      // A refused request is not counted in any window: "Used" stays what was admitted, and a
+      // large refused request does not crowd out smaller ones that fit.
+      for (const answer of consumed) if (answer) giveBack(answer, customerId, answer.points);
+      setHeaders(res, rpm!, tpm, true);
       return refuse(res, config, req, customerId, refused, tier);
     }
-    if (tpm?.outcome === 'allowed')
-      correctTokensAfterSettlement(billing, windows, customerId, estimatedTokens);
+    setHeaders(res, rpm!, tpm, false);
+    if (tpm && tpm.outcome === 'allowed') correctTokensAfterSettlement(billing, res, tpm, customerId);
     return next();
   };
 }
@@ -95,40 +100,50 @@ async function currentTier(
     return tier;
   } catch (error) {
     const fallback = lastTier.get(customerId) ?? config.tiers[0]!;
-    config.logger.warn('store unavailable: limiting on the last known tier', {
-      customerId,
-      tier: fallback.name,
-      error,
-    });
+    config.logger.warn(
+      'store unavailable: limiting on the last known tier with the in-process insurance limiter',
+      {
+        customerId,
+        tier: fallback.name,
+        error,
+      },
+    );
     return fallback;
   }
 }
 
-function setHeaders(res: Response, rpm: Consumed, tpm: Consumed | undefined): void {
+function setHeaders(res: Response, rpm: Consumed, tpm: Consumed | undefined, refused: boolean): void {
   const set = (kind: 'requests' | 'tokens', answer: Consumed) => {
     if (answer.outcome === 'failed') return;
-    res.setHeader(`x-ratelimit-limit-${kind}`, String(answer.window.limit));
-    res.setHeader(`x-ratelimit-remaining-${kind}`, String(Math.max(0, answer.result.remainingPoints)));
-    res.setHeader(`x-ratelimit-reset-${kind}`, openAIDuration(answer.result.msBeforeNext));
+    // A refused request was given back, so what remains is counted without it.
+    const counted = refused ? answer.used : answer.used + answer.points;
+    res.setHeader(`x-ratelimit-limit-${kind}`, String(answer.limit.limit));
+    res.setHeader(`x-ratelimit-remaining-${kind}`, String(Math.max(0, answer.limit.limit - counted)));
+    res.setHeader(`x-ratelimit-reset-${kind}`, openAIDuration(answer.msBeforeNext));
   };
   set('requests', rpm);
   if (tpm) set('tokens', tpm);
 }
 
-/** After the response is settled, the window is charged the actual tokens, not the estimate. */
+/**
+ * After the response, the window is charged the actual tokens instead of the estimate: the
+ * usage `meterUsage` settled, else the usage the response reports. An error response without
+ * usage generated nothing and is charged nothing; a success without usage keeps the estimate.
+ */
 function correctTokensAfterSettlement(
   billing: RequestBilling,
-  windows: TierLimiters,
+  res: Response,
+  tpm: Consumed,
   customerId: string,
-  estimated: number,
 ): void {
-  const tpm = windows.tpm!;
+  const capture = captureResponse(res, MAX_JSON_BYTES);
   billing.onEnd((ended) => {
-    if (!ended.settledUsage) return;
-    const actual = ended.settledUsage.reduce((sum, usage) => sum + usage.inputTokens + usage.outputTokens, 0);
-    const difference = actual - estimated;
-    if (difference > 0) tpm.limiter.penalty(customerId, difference).catch(() => {});
-    else if (difference < 0) tpm.limiter.reward(customerId, -difference).catch(() => {});
+    const records = ended.settledUsage ?? usageRecordsOf(ended, capture, res);
+    if (records.length === 0 && res.statusCode < 400) return;
+    const actual = records.reduce((sum, usage) => sum + usage.inputTokens + usage.outputTokens, 0);
+    const difference = actual - tpm.points;
+    if (difference > 0) tpm.limit.window.limiter.penalty(customerId, difference).catch(() => {});
+    else giveBack(tpm, customerId, -difference);
   });
 }
 
@@ -137,18 +152,36 @@ function refuse(
   config: ResolvedTierRateLimitOptions,
   req: Request,
   customerId: string,
-  refused: Extract<Consumed, { outcome: 'refused' }>,
+  refused: Counted,
   tier: ResolvedTier,
 ): void {
-  const wait = refused.result.msBeforeNext;
-  const used = Math.max(0, refused.result.consumedPoints - refused.points);
+  const wait = refused.msBeforeNext;
   const model = config.model(req);
   const message =
-    `Rate limit reached for ${model ?? 'requests'} in organization ${customerId} on ${refused.window.label}: ` +
-    `Limit ${refused.window.limit}, Used ${used}, Requested ${refused.points}. ` +
+    `Rate limit reached for ${model ?? 'requests'} in organization ${customerId} on ${refused.limit.window.label}: ` +
+    `Limit ${refused.limit.limit}, Used ${refused.used}, Requested ${refused.points}. ` +
     `Please try again in ${openAIDuration(wait)}. Your usage tier is ${tier.name}; spending more unlocks higher limits.`;
-  sendOpenAIError(res, 429, openAIError(message, refused.window.kind, 'rate_limit_exceeded'), {
+  sendOpenAIError(res, 429, openAIError(message, refused.limit.window.kind, 'rate_limit_exceeded'), {
     'retry-after': String(retryAfterSeconds(wait)),
     'retry-after-ms': String(Math.ceil(wait)),
+  });
+}
+
+/** A request whose estimate alone exceeds the TPM limit can never run: OpenAI's "Request too large". */
+function tooLarge(
+  res: Response,
+  config: ResolvedTierRateLimitOptions,
+  req: Request,
+  customerId: string,
+  tpm: Limit,
+  requested: number,
+): void {
+  const model = config.model(req);
+  const message =
+    `Request too large for ${model ?? 'requests'} in organization ${customerId} on ${tpm.window.label}: ` +
+    `Limit ${tpm.limit}, Requested ${requested}. The input or output tokens must be reduced in order to run successfully.`;
+  // Retrying the same request cannot succeed: the `openai` SDK honours `x-should-retry`.
+  sendOpenAIError(res, 429, openAIError(message, tpm.window.kind, 'rate_limit_exceeded'), {
+    'x-should-retry': 'false',
   });
 }

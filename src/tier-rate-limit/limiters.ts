@@ -2,80 +2,132 @@ import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from 'rat
 import type { BillingStore } from '../store/types.js';
 import type { ResolvedTier } from './tiers.js';
 
-/** One rate window of a tier: what it counts and how the 429 message names it. */
+/** One rate window, shared by every tier: what it counts and how the 429 message names it. */
 export interface Window {
   kind: 'requests' | 'tokens';
   /** As OpenAI's message says it: `requests per min (RPM)`. */
   label: string;
   limiter: RateLimiterAbstract;
+}
+
+/** A window with one tier's limit in it. */
+export interface Limit {
+  window: Window;
   limit: number;
 }
 
-export interface TierLimiters {
-  rpm: Window;
-  rpd: Window | undefined;
-  tpm: Window | undefined;
+export interface TierLimits {
+  rpm: Limit;
+  rpd: Limit | undefined;
+  tpm: Limit | undefined;
 }
 
 /**
- * Limiters of every tier. Limiters of one window share a key prefix across tiers, so a
- * customer moving up a tier keeps the current window's count instead of starting afresh.
- * Each has an in-process insurance limiter that takes over while the store is failing.
+ * The limits of every tier. Each window (RPM, RPD, TPM) is one limiter shared by all tiers,
+ * and each tier's limit is checked against its count here, so a customer moving to another
+ * tier keeps the current window's count on every store (memory limiters do not share counts
+ * between instances). Each window has an in-process insurance limiter that takes over while
+ * the store is failing.
  */
-export function buildTierLimiters(
+export function buildTierLimits(
   store: BillingStore,
   tiers: readonly ResolvedTier[],
   keyPrefix: string,
-): Map<string, TierLimiters> {
+): Map<string, TierLimits> {
   const window = (
     name: string,
-    points: number,
+    limits: (number | undefined)[],
     duration: number,
     kind: Window['kind'],
     label: string,
-  ): Window => ({
-    kind,
-    label,
-    limit: points,
-    limiter: store.createRateLimiter({
-      keyPrefix: `${keyPrefix}:${name}`,
-      points,
-      duration,
-      insuranceLimiter: new RateLimiterMemory({
-        keyPrefix: `${keyPrefix}:${name}:insurance`,
+  ): Window | undefined => {
+    const defined = limits.filter((limit): limit is number => limit !== undefined);
+    if (defined.length === 0) return undefined;
+    // The limiter itself never decides: the tier's limit is compared with its count.
+    const points = Math.max(...defined);
+    return {
+      kind,
+      label,
+      limiter: store.createRateLimiter({
+        keyPrefix: `${keyPrefix}:${name}`,
         points,
         duration,
+        insuranceLimiter: new RateLimiterMemory({
+          keyPrefix: `${keyPrefix}:${name}:insurance`,
+          points,
+          duration,
+        }),
       }),
-    }),
-  });
+    };
+  };
+  const rpm = window(
+    'rpm',
+    tiers.map((tier) => tier.rpm),
+    60,
+    'requests',
+    'requests per min (RPM)',
+  )!;
+  const rpd = window(
+    'rpd',
+    tiers.map((tier) => tier.rpd),
+    86_400,
+    'requests',
+    'requests per day (RPD)',
+  );
+  const tpm = window(
+    'tpm',
+    tiers.map((tier) => tier.tpm),
+    60,
+    'tokens',
+    'tokens per min (TPM)',
+  );
+  const limitOf = (shared: Window | undefined, limit: number | undefined) =>
+    shared && limit !== undefined ? { window: shared, limit } : undefined;
   return new Map(
     tiers.map((tier) => [
       tier.name,
-      {
-        rpm: window('rpm', tier.rpm, 60, 'requests', 'requests per min (RPM)'),
-        rpd:
-          tier.rpd === undefined
-            ? undefined
-            : window('rpd', tier.rpd, 86_400, 'requests', 'requests per day (RPD)'),
-        tpm:
-          tier.tpm === undefined ? undefined : window('tpm', tier.tpm, 60, 'tokens', 'tokens per min (TPM)'),
-      },
+      { rpm: { window: rpm, limit: tier.rpm }, rpd: limitOf(rpd, tier.rpd), tpm: limitOf(tpm, tier.tpm) },
     ]),
   );
 }
 
-/** A consumed window: its answer, or the refusal. */
-export type Consumed =
-  | { window: Window; points: number; outcome: 'allowed'; result: RateLimiterRes }
-  | { window: Window; points: number; outcome: 'refused'; result: RateLimiterRes }
-  | { window: Window; points: number; outcome: 'failed'; error: unknown };
+/** What consuming a window answered. `used` is what it held before this request. */
+export type Consumed = Counted | { limit: Limit; points: number; outcome: 'failed'; error: unknown };
 
-/** Consumes `points` from a window. A store failure is `failed`, never a refusal. */
-export async function consume(window: Window, key: string, points: number): Promise<Consumed> {
+export interface Counted {
+  limit: Limit;
+  points: number;
+  outcome: 'allowed' | 'refused';
+  used: number;
+  msBeforeNext: number;
+  /** When the window this request was counted in ends (ms, `Date.now()` clock). */
+  resetsAt: number;
+}
+
+/** Consumes `points` from a window and checks the tier's limit. A store failure is `failed`, never a refusal. */
+export async function consume(limit: Limit, key: string, points: number): Promise<Consumed> {
+  let result: RateLimiterRes;
   try {
-    return { window, points, outcome: 'allowed', result: await window.limiter.consume(key, points) };
+    result = await limit.window.limiter.consume(key, points);
   } catch (rejection) {
-    if (rejection instanceof RateLimiterRes) return { window, points, outcome: 'refused', result: rejection };
-    return { window, points, outcome: 'failed', error: rejection };
+    if (!(rejection instanceof RateLimiterRes)) return { limit, points, outcome: 'failed', error: rejection };
+    result = rejection;
   }
+  return {
+    limit,
+    points,
+    outcome: result.consumedPoints > limit.limit ? 'refused' : 'allowed',
+    used: result.consumedPoints - points,
+    msBeforeNext: result.msBeforeNext,
+    resetsAt: Date.now() + result.msBeforeNext,
+  };
+}
+
+/**
+ * Gives `points` back to the window a request was counted in. Once that window has ended, a
+ * reward would open the next one below zero, so it is skipped.
+ */
+export function giveBack(consumed: Consumed, key: string, points: number): void {
+  if (consumed.outcome === 'failed' || points <= 0 || Date.now() >= consumed.resetsAt) return;
+  consumed.limit.window.limiter.reward(key, points).catch(() => {});
 }

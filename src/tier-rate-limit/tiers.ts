@@ -57,7 +57,10 @@ function limit(value: unknown, where: string, field: string, required: boolean):
   return value;
 }
 
-/** Validates the tiers: names unique, thresholds ascending from $0, limits positive integers. */
+/**
+ * Validates the tiers: names unique, thresholds ascending from $0 (spend and days never lower
+ * than the tier below), limits positive integers.
+ */
 export function resolveTiers(tiers: unknown): ResolvedTier[] {
   if (!Array.isArray(tiers) || tiers.length === 0) {
     throw new ConfigError(
@@ -84,7 +87,7 @@ export function resolveTiers(tiers: unknown): ResolvedTier[] {
     }
     return {
       name: tier.name,
-      minSpend: parseUsd(tier.minSpend, `tiers[${index}].minSpend`),
+      minSpend: parseUsd(tier.minSpend, `tierRateLimit: ${where}.minSpend`),
       minDaysSinceFirstPayment: days,
       rpm: limit(tier.rpm, where, 'rpm', true)!,
       tpm: limit(tier.tpm, where, 'tpm', false),
@@ -100,6 +103,12 @@ export function resolveTiers(tiers: unknown): ResolvedTier[] {
   for (let index = 1; index < resolved.length; index++) {
     const previous = resolved[index - 1]!;
     const tier = resolved[index]!;
+    if (tier.minDaysSinceFirstPayment < previous.minDaysSinceFirstPayment) {
+      throw new ConfigError(
+        'ERR_ELB_INVALID_TIER',
+        `tierRateLimit: tiers[${index}] ("${tier.name}").minDaysSinceFirstPayment (${tier.minDaysSinceFirstPayment}) must not be below tiers[${index - 1}] ("${previous.name}")'s (${previous.minDaysSinceFirstPayment}): a higher tier never asks for less.`,
+      );
+    }
     if (
       tier.minSpend < previous.minSpend ||
       (tier.minSpend === previous.minSpend &&
@@ -123,7 +132,8 @@ export function tierFor(
   firstPaymentAt: number | undefined,
   now: number,
 ): ResolvedTier {
-  const days = firstPaymentAt === undefined ? 0 : Math.floor((now - firstPaymentAt) / DAY_MS);
+  // Dodo stamps the payment with its own clock: one slightly ahead of ours is day 0, not day -1.
+  const days = firstPaymentAt === undefined ? 0 : Math.max(0, Math.floor((now - firstPaymentAt) / DAY_MS));
   for (let index = tiers.length - 1; index > 0; index--) {
     const tier = tiers[index]!;
     if (spend >= tier.minSpend && days >= tier.minDaysSinceFirstPayment) return tier;
