@@ -1,4 +1,4 @@
-import { moneyFromMinorUnits } from '../../money.js';
+import { moneyFromMinorUnits, parseCredits } from '../../money.js';
 import { customerIdOf, type Effect, type EffectContext, minorUnitDigits } from './context.js';
 
 async function clawBack(
@@ -10,8 +10,33 @@ async function clawBack(
 ) {
   const { store } = context;
   await store.recordRefund(customerId, refundId, moneyFromMinorUnits(minorUnits, minorUnitDigits(currency)));
-  // The refunded credits leave Dodo's balance: the next request rereads it before spending.
+  // The refunded credits leave Dodo's balance, maybe before their `credit.*` entry reaches us.
+  // A stale view still admits what it covers, so the view is corrected from Dodo at once when
+  // a client is at hand; marked stale, it is reread on the next refusal or refresh.
   await store.markBalanceStale(customerId);
+  await rereadBalance(customerId, context);
+}
+
+const REREAD_TIMEOUT_MS = 5_000;
+
+/** Applies Dodo's current balance as an observation made when the call started. */
+async function rereadBalance(customerId: string, context: EffectContext): Promise<void> {
+  const { store, dodo, creditEntitlementId, perCredit, logger } = context;
+  if (!dodo || creditEntitlementId === undefined) return;
+  const observedAt = store.now();
+  let balance: bigint;
+  try {
+    const answer = await dodo.creditEntitlements.balances.retrieve(
+      customerId,
+      { credit_entitlement_id: creditEntitlementId },
+      { timeout: REREAD_TIMEOUT_MS, maxRetries: 1 },
+    );
+    balance = parseCredits(answer.balance, perCredit) - parseCredits(answer.overage ?? '0', perCredit);
+  } catch (error) {
+    logger.warn('balance reread after a refund failed: the view stays stale', { customerId, error });
+    return;
+  }
+  await store.syncBalance(customerId, balance, observedAt);
 }
 
 /** `refund.succeeded`: lifetime spend shrinks, and the balance is reread at once. */
