@@ -8,7 +8,8 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
-  splitting: false,
+  // One shared chunk for code both entry points use, so `instanceof ConfigError` holds across them.
+  splitting: true,
   // Lua scripts live in their own files and are inlined as strings at build time.
   loader: { '.lua': 'text' },
   outExtension: ({ format }) => ({ js: format === 'cjs' ? '.cjs' : '.js' }),

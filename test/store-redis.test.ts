@@ -262,6 +262,14 @@ if (!redisUrl) {
       expect(await store.getBalance('cus_1')).toBeUndefined();
     });
 
+    it('lets calls made while a new client is still connecting wait for it, within the deadline', async () => {
+      const fresh = new Redis(redisUrl);
+      throwaway.push(fresh);
+      const store = new RedisStore({ client: fresh, prefix: `elb-test:${randomUUID()}:` });
+      expect(fresh.status).not.toBe('ready');
+      expect(await store.getBalance('cus_1')).toBeUndefined();
+    });
+
     it('does not quit the injected client on close, and isolates prefixes', async () => {
       const first = await storeOn();
       const second = await storeOn();

@@ -113,6 +113,8 @@ export class RedisStore implements BillingStore {
   private readonly scripts: Record<ScriptName, ScriptCommand>;
   /** The shard each claimed event came from, per batch, for ack/nack/dead-letter. */
   private readonly batchShards = new WeakMap<OutboxBatch, Map<string, number>>();
+  /** Whether the client has connected once: after that, not ready means Redis is down. */
+  private wasReady: boolean;
 
   constructor(options: Readonly<RedisStoreOptions>) {
     const { client, prefix, shards, commandTimeoutMs, now } = resolveRedisStoreOptions(options);
@@ -124,6 +126,12 @@ export class RedisStore implements BillingStore {
     // A `lazyConnect` client connects on its first command, which `run` never sends while the
     // client is not ready: start connecting now instead (failures surface as its error events).
     if (client.status === 'wait') client.connect().catch(() => {});
+    this.wasReady = client.status === 'ready';
+    if (!this.wasReady) {
+      client.once('ready', () => {
+        this.wasReady = true;
+      });
+    }
   }
 
   /**
@@ -132,10 +140,7 @@ export class RedisStore implements BillingStore {
    * `StoreError` carrying the cause.
    */
   private async run<T>(operation: string, work: () => Promise<T>): Promise<T> {
-    const { status } = this.client;
-    if (status !== 'ready') {
-      throw new StoreError(`Redis is not ready (status "${status}"); ${operation} was not attempted.`);
-    }
+    if (this.client.status !== 'ready') await this.firstConnection(operation);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -151,6 +156,48 @@ export class RedisStore implements BillingStore {
       throw new StoreError(`Redis failed during ${operation}: ${describeError(error)}`, { cause: error });
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /**
+   * At startup the client is still connecting: calls wait for it, within the deadline. Once it
+   * has been ready, a client that is not ready means Redis is down, and calls fail at once.
+   */
+  private async firstConnection(operation: string): Promise<void> {
+    const { status } = this.client;
+    const starting = !this.wasReady && (status === 'wait' || status === 'connecting' || status === 'connect');
+    if (!starting) {
+      throw new StoreError(`Redis is not ready (status "${status}"); ${operation} was not attempted.`);
+    }
+    const client = this.client;
+    let timer: NodeJS.Timeout | undefined;
+    let onReady: () => void = () => {};
+    let onFailure: (error?: unknown) => void = () => {};
+    try {
+      await new Promise<void>((resolve, reject) => {
+        onReady = resolve;
+        // A refused or dropped first connection fails the call now, not at the deadline.
+        onFailure = (error) =>
+          reject(new StoreError(`Redis is unreachable; ${operation} was not attempted.`, { cause: error }));
+        client.once('ready', onReady);
+        client.once('error', onFailure);
+        client.once('end', onFailure);
+        timer = setTimeout(
+          () =>
+            reject(
+              new StoreError(
+                `Redis did not connect within ${this.commandTimeoutMs} ms; ${operation} was not attempted.`,
+              ),
+            ),
+          this.commandTimeoutMs,
+        );
+        timer.unref();
+      });
+    } finally {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+      client.off('error', onFailure);
+      client.off('end', onFailure);
     }
   }
 

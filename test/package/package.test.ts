@@ -207,19 +207,27 @@ describe('consumers of the extracted package', () => {
     expect(result).toBe('ok');
   });
 
-  // Known issue, reported rather than fixed here (tsup.config.ts is not this test's to change):
-  // with `splitting: false`, src/errors.ts is bundled into both entry points, so an error
-  // thrown by `/testing` is not `instanceof` the classes exported by the main entry. Remove
-  // `.fails` once the entries share one copy.
-  it.fails('shares one BillingError class between the main and /testing entries', async () => {
-    const script = `
+  // Both entry points share one chunk of common code (tsup `splitting: true`), so an error thrown
+  // by `/testing` is an instance of the classes the main entry exports, in ESM and in CJS.
+  it('shares one BillingError class between the main and /testing entries', async () => {
+    const esm = `
       import { ConfigError } from 'express-llm-billing';
       import { createMockLLM } from 'express-llm-billing/testing';
       const error = await createMockLLM({ latencyMs: -1 }).catch((e) => e);
       console.log(JSON.stringify({ name: error.name, shared: error instanceof ConfigError }));
     `;
-    await writeFile(join(PACK_ROOT, 'shared-errors.mjs'), script);
-    const { stdout } = await exec(process.execPath, ['shared-errors.mjs'], PACK_ROOT);
-    expect(JSON.parse(stdout)).toEqual({ name: 'ConfigError', shared: true });
+    const cjs = `
+      const { ConfigError } = require('express-llm-billing');
+      const { createMockLLM } = require('express-llm-billing/testing');
+      createMockLLM({ latencyMs: -1 }).catch((error) =>
+        console.log(JSON.stringify({ name: error.name, shared: error instanceof ConfigError })),
+      );
+    `;
+    await writeFile(join(PACK_ROOT, 'shared-errors.mjs'), esm);
+    await writeFile(join(PACK_ROOT, 'shared-errors.cjs'), cjs);
+    for (const file of ['shared-errors.mjs', 'shared-errors.cjs']) {
+      const { stdout } = await exec(process.execPath, [file], PACK_ROOT);
+      expect(JSON.parse(stdout)).toEqual({ name: 'ConfigError', shared: true });
+    }
   });
 });

@@ -1,0 +1,106 @@
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import DodoPayments from 'dodopayments';
+import express, { type Request, type RequestHandler, type Response } from 'express';
+import { Redis } from 'ioredis';
+import { createBilling } from '../src/create-billing.js';
+import { MemoryStore } from '../src/store/memory.js';
+import { RedisStore } from '../src/store/redis.js';
+import type { BillingStore } from '../src/store/types.js';
+
+/** One variant of the benchmark, serving `POST /v1/chat/completions` in this process. */
+const [variant = 'bare', baseURL = '', apiKey = '', entitlementId = ''] = process.argv.slice(2);
+const dodo = new DodoPayments({ bearerToken: apiKey, baseURL, maxRetries: 0 });
+
+const PRICING = { 'gpt-4o': { input: '2.50', output: '10.00' } };
+
+/** The upstream LLM's answer, as every variant returns it: OpenAI-shaped, with usage. */
+const completion: RequestHandler = (req: Request, res: Response) => {
+  res.json({
+    id: 'chatcmpl-bench',
+    object: 'chat.completion',
+    created: 1_790_000_000,
+    model: req.body.model,
+    choices: [
+      { index: 0, message: { role: 'assistant', content: 'Hello from the bench.' }, finish_reason: 'stop' },
+    ],
+    usage: { prompt_tokens: 120, completion_tokens: 30, total_tokens: 150 },
+  });
+};
+
+const customerOf = (req: Request) => req.get('x-customer') || undefined;
+
+function billingStack(store: BillingStore): RequestHandler[] {
+  const billing = createBilling({
+    store,
+    dodo,
+    creditEntitlementId: entitlementId,
+    customerId: customerOf,
+    pricing: PRICING,
+    creditsPerDollar: 100,
+  });
+  return [
+    billing.tierRateLimit({
+      tiers: [{ name: 'bench', minSpend: '0', rpm: 1_000_000_000, tpm: 1_000_000_000 }],
+    }),
+    billing.softCapRouter({
+      plans: { prod_plus: { softCap: { tokens: 1_000_000 }, downgrade: { 'gpt-4o': 'gpt-4o-mini' } } },
+    }),
+    billing.requireCredits(),
+    billing.meterUsage(),
+  ];
+}
+
+/** The seed's proxy: an awaited balance read before and an awaited ingest after every request. */
+const naive: RequestHandler = async (req, res) => {
+  const customerId = customerOf(req)!;
+  const balance = await dodo.creditEntitlements.balances.retrieve(customerId, {
+    credit_entitlement_id: entitlementId,
+  });
+  if (Number(balance.balance) <= 0) {
+    res.status(402).json({ error: 'Insufficient credits. Please top up.' });
+    return;
+  }
+  const requestId = randomUUID();
+  const timestamp = new Date().toISOString();
+  await dodo.usageEvents.ingest({
+    events: [
+      {
+        event_id: `req_${requestId}`,
+        customer_id: customerId,
+        event_name: 'llm.input_tokens',
+        timestamp,
+        metadata: { model: 'gpt-4o', tokens: 120 },
+      },
+      {
+        event_id: `req_${requestId}_out`,
+        customer_id: customerId,
+        event_name: 'llm.output_tokens',
+        timestamp,
+        metadata: { model: 'gpt-4o', tokens: 30 },
+      },
+    ],
+  });
+  completion(req, res, () => {});
+};
+
+async function middlewares(): Promise<RequestHandler[]> {
+  if (variant === 'bare') return [completion];
+  if (variant === 'naive') return [naive];
+  if (variant === 'memory') return [...billingStack(new MemoryStore()), completion];
+  if (variant === 'redis') {
+    const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    return [...billingStack(new RedisStore({ client, prefix: `elb-bench:${randomUUID()}:` })), completion];
+  }
+  throw new Error(`unknown variant ${variant}`);
+}
+
+const app = express();
+app.use(express.json());
+app.get('/__cpu', (_req, res) => {
+  res.json(process.cpuUsage());
+});
+app.post('/v1/chat/completions', ...(await middlewares()));
+const server = app.listen(0, '127.0.0.1', () => {
+  process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port });
+});
