@@ -30,6 +30,7 @@ function capLabel(cap: ResolvedCap, amount: bigint): string {
  */
 export function softCapRouter(options: Readonly<SoftCapRouterOptions>): RequestHandler {
   const config = resolveSoftCapRouterOptions(options);
+  const warnedAboutUsd = { done: false };
 
   return async function softCapRouterMiddleware(req: Request, res: Response, next: NextFunction) {
     let billing: RequestBilling | undefined;
@@ -48,7 +49,7 @@ export function softCapRouter(options: Readonly<SoftCapRouterOptions>): RequestH
     const plan = config.plans.get(subscription.productId)!;
     billing.usagePeriod = periodKey(subscription);
     billing.chargeCredits = config.chargeSubscribers;
-    countUsageWithoutMeter(config, billing, res);
+    countUsageWithoutMeter(config, billing, res, plan, warnedAboutUsd);
 
     const seats = BigInt(plan.perSeat ? Math.max(1, subscription.quantity) : 1);
     const usage = (cap: ResolvedCap) => used[cap.unit] ?? 0n;
@@ -112,10 +113,22 @@ function countUsageWithoutMeter(
   config: ResolvedSoftCapRouterOptions,
   billing: RequestBilling,
   res: Response,
+  plan: ResolvedPlan,
+  warnedAboutUsd: { done: boolean },
 ): void {
   const capture = captureResponse(res, MAX_JSON_BYTES);
   billing.onEnd((ended) => {
     if (ended.settledUsage) return;
+    if (!warnedAboutUsd.done && (plan.softCap.unit === 'cost' || plan.hardCap?.unit === 'cost')) {
+      // Only `meterUsage` knows the prices: without it a USD cap would silently never apply.
+      warnedAboutUsd.done = true;
+      config.logger.warn(
+        'softCapRouter: a USD cap is counted by meterUsage, which this route does not mount',
+        {
+          customerId: ended.customerId,
+        },
+      );
+    }
     const records = usageRecordsOf(ended, capture, res);
     if (records.length === 0) return;
     const tokens = records.reduce((sum, usage) => sum + BigInt(usage.inputTokens + usage.outputTokens), 0n);
