@@ -117,9 +117,10 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
 }
 
 /**
- * Reserves against the local view, going to Dodo only when there is no view, or when a stale
- * view would refuse (a top-up may have happened since). A stale view that admits is refreshed
- * in the background: the hot path never waits on Dodo when it does not have to.
+ * Reserves against the local view, going to Dodo only when there is no view, when the view was
+ * marked stale (a refund), or when a view past its TTL would refuse (a top-up may have happened
+ * since). A view past its TTL that admits is refreshed in the background: the hot path never
+ * waits on Dodo when it does not have to.
  */
 async function reserveWithFreshBalance(
   config: ResolvedRequireCreditsOptions,
@@ -137,6 +138,12 @@ async function reserveWithFreshBalance(
   }
   const syncedAt = 'syncedAt' in first ? first.syncedAt : 0;
   if (syncedAt + balanceTtlMs > store.now()) return first;
+  if (syncedAt === 0) {
+    // Marked stale (a refund clawed credits back): Dodo is asked before anything is spent.
+    if (first.ok) await store.release(customerId, requestId);
+    await fetcher.refresh(customerId);
+    return reserve();
+  }
   if (first.ok) {
     fetcher
       .refresh(customerId)

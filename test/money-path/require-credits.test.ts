@@ -153,6 +153,16 @@ describe('requireCredits', () => {
     expect((await chat(app, customer, GPT4O, [100, 50])).status).toBe(200);
   });
 
+  it('asks Dodo before admitting on a view marked stale (a refund clawed credits back)', async () => {
+    await start({ balanceTtlMs: 60_000 }, '100');
+    expect((await chat(app, customer, GPT4O, [100, 50])).status).toBe(200);
+    dodo.emulator.setBalance(customer, dodo.entitlementId, '0');
+    expect((await chat(app, customer, GPT4O, [100, 50])).status).toBe(200); // fresh view: no Dodo call
+    await store.markBalanceStale(customer);
+    expect((await chat(app, customer, GPT4O)).status).toBe(402);
+    expect((await store.getBalance(customer))?.reserved).toBe(0n);
+  });
+
   it('releases the reservation when the client aborts, when the handler fails, and when it answers', async () => {
     let releaseHandler: () => void = () => {};
     const handlerStarted = new Promise<void>((started) => {
