@@ -1,0 +1,101 @@
+import { fileURLToPath } from 'node:url';
+import express, { type ErrorRequestHandler, type Express } from 'express';
+import { type Billing, createBilling, SEED_TIERS, type Tier, unitsPerCredit } from '../../src/index.js';
+import { apiKeyAuth, customerIdOf } from './api-keys.js';
+import { balanceRoute, topUpRoute } from './billing-routes.js';
+import { chatCompletions, listModels } from './chat.js';
+import { CREDITS_PER_DOLLAR, meterNames, PRICING } from './seed.js';
+import type { Wiring } from './wiring.js';
+
+const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
+
+/** Body parsing errors and anything unexpected, answered with OpenAI-shaped JSON. */
+const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
+  if (res.headersSent) return next(error);
+  const status =
+    typeof error?.status === 'number' && error.status >= 400 && error.status < 500 ? error.status : 500;
+  if (status === 500) console.error('unhandled error:', error);
+  res.status(status).json({
+    error: {
+      message:
+        status === 500 ? 'The proxy had an error while processing your request.' : String(error.message),
+      type: status === 500 ? 'server_error' : 'invalid_request_error',
+      param: null,
+      code: null,
+    },
+  });
+};
+
+/**
+ * The proxy: the same routes and middlewares in both modes, built from the wiring.
+ *
+ * `POST /v1/chat/completions`: api-key auth → tierRateLimit → softCapRouter → requireCredits →
+ * meterUsage → the upstream call. `POST /webhooks/dodo` is mounted before any body parser,
+ * because its signature is checked over the raw bytes.
+ */
+export function buildApp(
+  wiring: Wiring,
+  options: { tiers?: readonly Tier[] } = {},
+): { app: Express; billing: Billing } {
+  const tiers = options.tiers ?? SEED_TIERS;
+  const billing = createBilling({
+    store: wiring.store,
+    dodo: wiring.dodo,
+    creditEntitlementId: wiring.creditEntitlementId,
+    customerId: customerIdOf,
+    pricing: PRICING,
+    creditsPerDollar: CREDITS_PER_DOLLAR,
+    meters: meterNames,
+    webhookKey: wiring.webhookKey,
+  });
+  const auth = apiKeyAuth(wiring.apiKeys);
+  const json = express.json({ limit: '4mb' });
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', 'loopback');
+
+  app.use('/webhooks/dodo', billing.dodoWebhooks());
+
+  const chain = [
+    json,
+    auth,
+    billing.tierRateLimit({ tiers }),
+    ...(Object.keys(wiring.plans).length > 0 ? [billing.softCapRouter({ plans: wiring.plans })] : []),
+    billing.requireCredits(),
+    billing.meterUsage(),
+  ];
+  app.post('/v1/chat/completions', ...chain, chatCompletions(wiring.openai));
+  app.get('/v1/models', auth, listModels(wiring.openai, new Set(Object.keys(PRICING))));
+  app.use('/v1', (req, res) => {
+    res.status(404).json({
+      error: {
+        message: `Invalid URL (${req.method} ${req.originalUrl})`,
+        type: 'invalid_request_error',
+        param: null,
+        code: null,
+      },
+    });
+  });
+
+  const sources = {
+    store: wiring.store,
+    dodo: wiring.dodo,
+    creditEntitlementId: wiring.creditEntitlementId,
+    perCredit: unitsPerCredit(CREDITS_PER_DOLLAR),
+    tiers,
+    plans: wiring.plans,
+  };
+  app.get('/billing/balance', auth, balanceRoute(sources));
+  app.post('/billing/top-up', json, auth, topUpRoute(wiring));
+
+  app.get('/healthz', async (_req, res) => {
+    try {
+      res.json({ status: 'ok', mode: wiring.mode, outbox: await wiring.store.outboxStats() });
+    } catch {
+      res.status(503).json({ status: 'unavailable', mode: wiring.mode });
+    }
+  });
+  app.use(express.static(PUBLIC_DIR, { index: 'index.html' }));
+  app.use(jsonErrors);
+  return { app, billing };
+}

@@ -1,0 +1,220 @@
+import { readFileSync } from 'node:fs';
+import { parseUsd } from '../../src/index.js';
+
+/** A setting is missing or wrong: the message names the environment variable and the fix. */
+export class ExampleConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ExampleConfigError';
+  }
+}
+
+/** Settings common to both modes. */
+interface CommonConfig {
+  /** `PORT`, default 3000 (0: any free port). */
+  port: number;
+  /** `HOST`, default: every interface. */
+  host: string | undefined;
+  /** `PUBLIC_URL`: where Dodo's checkout sends the customer back; default the request's origin. */
+  publicUrl: string | undefined;
+}
+
+/** No service keys at all: the Dodo emulator, the mock LLM and a memory store, in-process. */
+export interface EmbeddedConfig extends CommonConfig {
+  mode: 'embedded';
+}
+
+/** Real Dodo Payments, a real OpenAI-compatible upstream and Redis. */
+export interface RealConfig extends CommonConfig {
+  mode: 'real';
+  dodo: {
+    apiKey: string;
+    environment: 'test_mode' | 'live_mode';
+    creditEntitlementId: string;
+    webhookKey: string;
+    /** Pack price in dollars (`"5"`) → the Dodo product that sells it. */
+    packs: Record<string, string>;
+    /** Subscription product ids of the plans with soft caps, when sold. */
+    plusProductId: string | undefined;
+    teamProductId: string | undefined;
+  };
+  openai: { apiKey: string; baseURL: string | undefined };
+  redisUrl: string;
+  /** API key → Dodo customer id. */
+  apiKeys: Record<string, string>;
+}
+
+export type ExampleConfig = EmbeddedConfig | RealConfig;
+
+/** Variables that ask for real mode: setting any of them requires all the required ones. */
+const REAL_MODE_VARIABLES = [
+  'DODO_PAYMENTS_API_KEY',
+  'DODO_PAYMENTS_ENVIRONMENT',
+  'DODO_CREDIT_ENTITLEMENT_ID',
+  'DODO_PAYMENTS_WEBHOOK_KEY',
+  'DODO_CREDIT_PACKS',
+  'OPENAI_API_KEY',
+  'REDIS_URL',
+  'API_KEYS',
+  'API_KEYS_FILE',
+] as const;
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function value(env: Env, name: string): string | undefined {
+  const text = env[name]?.trim();
+  return text === undefined || text === '' ? undefined : text;
+}
+
+function port(env: Env): number {
+  const text = value(env, 'PORT');
+  if (text === undefined) return 3000;
+  const number = Number(text);
+  if (!/^\d+$/.test(text) || number > 65_535) {
+    throw new ExampleConfigError(
+      'PORT',
+      `must be a port number from 0 to 65535 (got ${JSON.stringify(text)}).`,
+    );
+  }
+  return number;
+}
+
+function publicUrl(env: Env): string | undefined {
+  const text = value(env, 'PUBLIC_URL');
+  if (text === undefined) return undefined;
+  if (!URL.canParse(text) || !/^https?:$/.test(new URL(text).protocol)) {
+    throw new ExampleConfigError(
+      'PUBLIC_URL',
+      `must be an absolute http(s) URL (got ${JSON.stringify(text)}).`,
+    );
+  }
+  return text.replace(/\/+$/, '');
+}
+
+function jsonObject(text: string, variable: string, example: string): Record<string, string> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ExampleConfigError(variable, `is not JSON (${(error as Error).message}); expected ${example}.`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ExampleConfigError(variable, `must be a JSON object such as ${example}.`);
+  }
+  const entries = Object.entries(parsed);
+  if (entries.length === 0) throw new ExampleConfigError(variable, `is empty; expected ${example}.`);
+  for (const [key, id] of entries) {
+    if (typeof id !== 'string' || id === '') {
+      throw new ExampleConfigError(variable, `${JSON.stringify(key)} must map to a non-empty string id.`);
+    }
+  }
+  return parsed as Record<string, string>;
+}
+
+function apiKeys(env: Env): Record<string, string> {
+  const inline = value(env, 'API_KEYS');
+  const file = value(env, 'API_KEYS_FILE');
+  const example = '{"sk-…": "cus_…"}';
+  if (inline !== undefined && file !== undefined) {
+    throw new ExampleConfigError('API_KEYS_FILE', 'set either API_KEYS or API_KEYS_FILE, not both.');
+  }
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new ExampleConfigError('API_KEYS_FILE', `cannot be read: ${(error as Error).message}`);
+    }
+    return jsonObject(text, 'API_KEYS_FILE', example);
+  }
+  return jsonObject(inline!, 'API_KEYS', example);
+}
+
+function packs(text: string): Record<string, string> {
+  const parsed = jsonObject(text, 'DODO_CREDIT_PACKS', '{"5": "pdt_…", "10": "pdt_…"}');
+  for (const dollars of Object.keys(parsed)) {
+    try {
+      if (parseUsd(dollars, 'DODO_CREDIT_PACKS') <= 0n) throw new Error('not positive');
+    } catch {
+      throw new ExampleConfigError(
+        'DODO_CREDIT_PACKS',
+        `keys are pack prices in US dollars such as "5" (got ${JSON.stringify(dollars)}).`,
+      );
+    }
+  }
+  return parsed;
+}
+
+/**
+ * Reads the environment. No service variable at all: embedded mode. Any of them: real mode,
+ * which needs every required one — a missing or inconsistent one throws naming it.
+ */
+export function loadConfig(env: Env = process.env): ExampleConfig {
+  const common: CommonConfig = { port: port(env), host: value(env, 'HOST'), publicUrl: publicUrl(env) };
+  const present = REAL_MODE_VARIABLES.filter((name) => value(env, name) !== undefined);
+  if (present.length === 0) return { mode: 'embedded', ...common };
+
+  const required = [
+    'DODO_PAYMENTS_API_KEY',
+    'DODO_PAYMENTS_ENVIRONMENT',
+    'DODO_CREDIT_ENTITLEMENT_ID',
+    'DODO_PAYMENTS_WEBHOOK_KEY',
+    'DODO_CREDIT_PACKS',
+    'OPENAI_API_KEY',
+    'REDIS_URL',
+  ];
+  const missing = required.filter((name) => value(env, name) === undefined);
+  if (value(env, 'API_KEYS') === undefined && value(env, 'API_KEYS_FILE') === undefined) {
+    missing.push('API_KEYS');
+  }
+  if (missing.length > 0) {
+    throw new ExampleConfigError(
+      missing[0]!,
+      `is missing. ${present.join(', ')} ${present.length === 1 ? 'is' : 'are'} set, so the proxy runs against the real services and needs ${missing.join(', ')} too (API_KEYS may be given as API_KEYS_FILE). Unset them all to run on the embedded emulator.`,
+    );
+  }
+  const environment = value(env, 'DODO_PAYMENTS_ENVIRONMENT')!;
+  if (environment !== 'test_mode' && environment !== 'live_mode') {
+    throw new ExampleConfigError(
+      'DODO_PAYMENTS_ENVIRONMENT',
+      `must be test_mode or live_mode (got ${JSON.stringify(environment)}).`,
+    );
+  }
+  const webhookKey = value(env, 'DODO_PAYMENTS_WEBHOOK_KEY')!;
+  if (!/^(whsec_)?[A-Za-z0-9+/]+={0,2}$/.test(webhookKey)) {
+    throw new ExampleConfigError(
+      'DODO_PAYMENTS_WEBHOOK_KEY',
+      "must be the webhook secret from Dodo's dashboard (whsec_ followed by base64).",
+    );
+  }
+  const redisUrl = value(env, 'REDIS_URL')!;
+  if (!URL.canParse(redisUrl) || !/^rediss?:$/.test(new URL(redisUrl).protocol)) {
+    throw new ExampleConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL.');
+  }
+  const openaiBaseURL = value(env, 'OPENAI_BASE_URL');
+  if (openaiBaseURL !== undefined && !URL.canParse(openaiBaseURL)) {
+    throw new ExampleConfigError(
+      'OPENAI_BASE_URL',
+      'must be an absolute URL such as https://api.openai.com/v1.',
+    );
+  }
+  return {
+    mode: 'real',
+    ...common,
+    dodo: {
+      apiKey: value(env, 'DODO_PAYMENTS_API_KEY')!,
+      environment,
+      creditEntitlementId: value(env, 'DODO_CREDIT_ENTITLEMENT_ID')!,
+      webhookKey,
+      packs: packs(value(env, 'DODO_CREDIT_PACKS')!),
+      plusProductId: value(env, 'DODO_PLUS_PRODUCT_ID'),
+      teamProductId: value(env, 'DODO_TEAM_PRODUCT_ID'),
+    },
+    openai: { apiKey: value(env, 'OPENAI_API_KEY')!, baseURL: openaiBaseURL },
+    redisUrl,
+    apiKeys: apiKeys(env),
+  };
+}

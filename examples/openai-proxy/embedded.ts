@@ -1,0 +1,131 @@
+import OpenAI from 'openai';
+import { MemoryStore, parseUsd } from '../../src/index.js';
+import {
+  createDodoEmulator,
+  createMockLLM,
+  type DodoEmulator,
+  type MockLLM,
+  type MockLLMOptions,
+} from '../../src/testing/index.js';
+import { ApiKeys } from './api-keys.js';
+import type { EmbeddedConfig } from './config.js';
+import {
+  CREDITS_PER_DOLLAR,
+  meterNames,
+  meterUnitsPerCredit,
+  PACK_DOLLARS,
+  PLAN_CAPS,
+  PRICING,
+} from './seed.js';
+import type { Wiring } from './wiring.js';
+
+/** A customer of the embedded Dodo emulator and the API key that names it. */
+export interface EmbeddedCustomer {
+  apiKey: string;
+  customerId: string;
+}
+
+/** The in-process stand-ins for Dodo and OpenAI, and the demo customer. */
+export interface EmbeddedServices {
+  emulator: DodoEmulator;
+  mockLLM: MockLLM;
+  creditEntitlementId: string;
+  demo: EmbeddedCustomer;
+  /** Creates another customer holding `dollars` of credits (default none), with its own key. */
+  addCustomer(input?: { dollars?: string; email?: string }): EmbeddedCustomer;
+}
+
+/** Credits (cents) for an amount in dollars, as a decimal string. */
+function creditsFor(dollars: string): string {
+  const cents = (parseUsd(dollars, 'dollars') * BigInt(CREDITS_PER_DOLLAR)) / 10n ** 12n;
+  return cents.toString();
+}
+
+/**
+ * Sets the seed up on the Dodo emulator — a fiat credit entitlement, one input and one output
+ * meter per model priced from the table, the $5/$10/$50/$100 packs, Plus and Team — starts
+ * the mock LLM as upstream, and creates a demo customer holding $5.00 of credits.
+ */
+export async function bootEmbedded(
+  config: EmbeddedConfig,
+  options: { mockLLM?: MockLLMOptions } = {},
+): Promise<{ wiring: Wiring; services: EmbeddedServices }> {
+  const emulator = await createDodoEmulator();
+  const mockLLM = await createMockLLM(options.mockLLM);
+  try {
+    const credits = emulator.createCreditEntitlement({
+      name: 'USD credits',
+      unit: 'USD cents',
+      currency: 'USD',
+      precision: 2,
+      overage_enabled: false,
+      rollover_enabled: false,
+    });
+    for (const [model, price] of Object.entries(PRICING)) {
+      const names = meterNames(model);
+      for (const kind of ['input', 'output'] as const) {
+        const rate = meterUnitsPerCredit(price[kind]);
+        emulator.createMeter({
+          eventName: names[kind],
+          ...(rate === undefined ? {} : { creditEntitlementId: credits.id, meterUnitsPerCredit: rate }),
+        });
+      }
+    }
+    const packs = new Map<string, string>();
+    for (const dollars of PACK_DOLLARS) {
+      const product = emulator.createCreditPack({
+        name: `$${dollars} credit pack`,
+        price: Number(creditsFor(dollars)),
+        creditEntitlementId: credits.id,
+        credits: creditsFor(dollars),
+      });
+      packs.set(dollars, product.product_id);
+    }
+    const plus = emulator.createSubscriptionProduct({ name: 'Plus', price: 2000 });
+    const team = emulator.createSubscriptionProduct({ name: 'Team (per seat)', price: 2500 });
+
+    const apiKeys = new ApiKeys();
+    let customers = 0;
+    const addCustomer = (input: { dollars?: string; email?: string } = {}): EmbeddedCustomer => {
+      customers += 1;
+      const customer = emulator.createCustomer({
+        email: input.email ?? `customer-${customers}@example.com`,
+        name: customers === 1 ? 'Demo customer' : `Customer ${customers}`,
+      });
+      const amount = creditsFor(input.dollars ?? '0');
+      if (amount !== '0')
+        emulator.addCredits(customer.customer_id, credits.id, amount, { reason: 'Welcome credits' });
+      const apiKey = ApiKeys.generate();
+      apiKeys.add(apiKey, customer.customer_id);
+      return { apiKey, customerId: customer.customer_id };
+    };
+    const demo = addCustomer({ dollars: '5.00', email: 'demo@example.com' });
+
+    const wiring: Wiring = {
+      mode: 'embedded',
+      store: new MemoryStore(),
+      dodo: emulator.client(),
+      creditEntitlementId: credits.id,
+      webhookKey: emulator.webhookKey,
+      openai: new OpenAI({ apiKey: 'sk-mock-llm', baseURL: mockLLM.baseURL }),
+      apiKeys,
+      packs,
+      plans: {
+        [plus.product_id]: { name: 'plus', ...PLAN_CAPS.plus },
+        [team.product_id]: { name: 'team', ...PLAN_CAPS.team },
+      },
+      publicUrl: config.publicUrl,
+      listening: (appUrl) => emulator.setWebhookUrl(`${appUrl}/webhooks/dodo`),
+      close: async () => {
+        await Promise.allSettled([emulator.close(), mockLLM.close()]);
+      },
+    };
+    return {
+      wiring,
+      services: { emulator, mockLLM, creditEntitlementId: credits.id, demo, addCustomer },
+    };
+  } catch (error) {
+    await Promise.allSettled([emulator.close(), mockLLM.close()]);
+    throw error;
+  }
+}
