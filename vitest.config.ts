@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin } from 'vitest/config';
 
 /** Loads `.lua` files as strings, as the build's `text` loader does. */
@@ -14,6 +15,19 @@ function luaAsText(): Plugin {
 
 export default defineConfig({
   plugins: [luaAsText()],
+  // Tests written as a user writes them import the package by name: they get the sources.
+  resolve: {
+    alias: [
+      {
+        find: /^express-llm-billing\/testing$/,
+        replacement: fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)),
+      },
+      {
+        find: /^express-llm-billing$/,
+        replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)),
+      },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts', 'src/**/*.test.ts', 'examples/**/*.test.ts'],
     testTimeout: 20_000,

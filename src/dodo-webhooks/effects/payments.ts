@@ -11,7 +11,7 @@ export const recordSuccessfulPayment: Effect = async (event, { store, logger }) 
     logger.warn('payment.succeeded without customer, payment id or amount: spend unchanged', { paymentId });
     return;
   }
-  const paidAt = timeOf(data.created_at, timeOf(event.timestamp, Date.now()));
+  const paidAt = timeOf(data.created_at, timeOf(event.timestamp, store.now()));
   await store.recordPayment(
     customerId,
     paymentId,
