@@ -198,6 +198,37 @@ describe('meterUsage settles what requireCredits admitted', () => {
     expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
   });
 
+  it('re-stamps events an outage kept past Dodo’s one-hour window, keeping the original time', async () => {
+    let now = Date.now();
+    const clock = () => now;
+    const late = await startDodo({ now: clock });
+    try {
+      const store = new MemoryStore({ now: clock });
+      const app = await startBillingApp({ store, emulator: late.emulator, entitlementId: late.entitlementId });
+      apps.push(app);
+      const customer = late.emulator.createCustomer({ email: 'late@example.com' }).customer_id;
+      late.emulator.setBalance(customer, late.entitlementId, '100');
+      late.emulator.fault('POST /events/ingest', { status: 503 });
+      expect((await chat(app, customer, REQUEST, [100, 50])).status).toBe(200);
+      await expect(app.billing.flush(100)).rejects.toThrow(/not delivered/);
+      const settledAt = new Date(now).toISOString();
+
+      now += 2 * 60 * 60_000; // a two-hour outage: Dodo refuses events older than one hour
+      late.emulator.clearFaults();
+      await app.billing.flush(5000);
+      const events = late.emulator.ingestedEvents({ customerId: customer });
+      expect(events.map((event) => [event.metadata?.tokens, event.metadata?.original_timestamp])).toEqual([
+        [100, expect.any(String)],
+        [50, expect.any(String)],
+      ]);
+      const original = Date.parse(String(events[0]!.metadata?.original_timestamp));
+      expect(Math.abs(original - Date.parse(settledAt))).toBeLessThan(1000);
+      expect(Date.parse(events[0]!.timestamp)).toBeGreaterThan(original + 60 * 60_000);
+    } finally {
+      await late.emulator.close();
+    }
+  });
+
   it('dead-letters an event Dodo refuses, with the reason, and delivers the rest of its batch', async () => {
     const store = new MemoryStore();
     const deadLetters: unknown[] = [];
