@@ -204,7 +204,11 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const late = await startDodo({ now: clock });
     try {
       const store = new MemoryStore({ now: clock });
-      const app = await startBillingApp({ store, emulator: late.emulator, entitlementId: late.entitlementId });
+      const app = await startBillingApp({
+        store,
+        emulator: late.emulator,
+        entitlementId: late.entitlementId,
+      });
       apps.push(app);
       const customer = late.emulator.createCustomer({ email: 'late@example.com' }).customer_id;
       late.emulator.setBalance(customer, late.entitlementId, '100');
