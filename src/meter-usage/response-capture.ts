@@ -8,6 +8,8 @@ export class ResponseCapture {
   private jsonChunks: Buffer[] | undefined = [];
   private jsonBytes = 0;
   private decided = false;
+  /** The object given to `res.json()`: read as it is, instead of re-parsing what it became. */
+  private jsonBody: { value: unknown } | undefined;
 
   constructor(
     private readonly res: Response,
@@ -16,6 +18,7 @@ export class ResponseCapture {
 
   /** The parsed JSON body, when the response was JSON and not larger than the limit. */
   json(): unknown {
+    if (this.jsonBody) return this.jsonBody.value;
     if (!this.jsonChunks || this.sse) return undefined;
     try {
       return JSON.parse(Buffer.concat(this.jsonChunks, this.jsonBytes).toString('utf8'));
@@ -24,8 +27,13 @@ export class ResponseCapture {
     }
   }
 
+  observeJson(body: unknown): void {
+    this.jsonBody = { value: body };
+    this.jsonChunks = undefined;
+  }
+
   observe(chunk: unknown, encoding: unknown): void {
-    if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
+    if (chunk === undefined || chunk === null || typeof chunk === 'function' || this.jsonBody) return;
     if (!this.decided) this.decide();
     if (this.sse) {
       this.sse.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array));
@@ -49,14 +57,25 @@ export class ResponseCapture {
   }
 }
 
+const captures = new WeakMap<Response, ResponseCapture>();
+
 /**
  * Observes every chunk the handler writes, passing each through unchanged and at once: a
- * stream is never delayed or buffered by billing.
+ * stream is never delayed or buffered by billing. One capture per response, however many
+ * middlewares ask for it.
  */
 export function captureResponse(res: Response, maxJsonBytes: number): ResponseCapture {
+  const existing = captures.get(res);
+  if (existing) return existing;
   const capture = new ResponseCapture(res, maxJsonBytes);
+  captures.set(res, capture);
+  const json = res.json;
   const write = res.write;
   const end = res.end;
+  res.json = function jsonObserved(this: Response, body: unknown) {
+    capture.observeJson(body);
+    return json.call(this, body);
+  };
   res.write = function writeObserved(this: Response, chunk: unknown, ...rest: unknown[]) {
     capture.observe(chunk, rest[0]);
     return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
