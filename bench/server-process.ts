@@ -104,3 +104,5 @@ app.post('/v1/chat/completions', ...(await middlewares()));
 const server = app.listen(0, '127.0.0.1', () => {
   process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port });
 });
+// Exit normally on SIGINT so `--cpu-prof` can write its profile.
+process.on('SIGINT', () => process.exit(0));
