@@ -30,6 +30,14 @@ export {
   UNITS_PER_DOLLAR,
   unitsPerCredit,
 } from './money.js';
+export {
+  type MeteringStrategy,
+  type MetersOption,
+  type PerModelStrategy,
+  perModelMeters,
+  type WeightedStrategy,
+  weightedMeters,
+} from './metering.js';
 export type { MeterNames, SharedOptions } from './options.js';
 export {
   charactersOverFour,

@@ -2,16 +2,11 @@ import type DodoPayments from 'dodopayments';
 import type { Request } from 'express';
 import { ConfigError } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
+import { type MetersOption, type ResolvedMetering, resolveMetering } from './metering.js';
 import { type ModelPrice, type Money, type PricingInput, resolvePricing, unitsPerCredit } from './money.js';
 import type { BillingStore } from './store/types.js';
 
-/** Event names of the two usage events of a request. */
-export interface MeterNames {
-  /** @example 'llm.input_tokens' */
-  input: string;
-  /** @example 'llm.output_tokens' */
-  output: string;
-}
+export { DEFAULT_METERS, type MeterNames } from './metering.js';
 
 /**
  * Settings shared by the middlewares (bind them once with `createBilling`). Each middleware
@@ -39,18 +34,21 @@ export interface SharedOptions {
   /** How many credits one US dollar buys (100 when credits are cents). @default 100 */
   creditsPerDollar?: string | number;
   /**
-   * Event names of the input and output usage events, or a function of the model for one meter
-   * per model.
+   * How usage events are metered on Dodo. A strategy priced from `pricing`, exact to the unit
+   * (docs/metering-strategies.md): `{ strategy: 'per-model' }` (`perModelMeters()`: one input and
+   * one output meter per model, `gpt-4o.input_tokens`, …) or `{ strategy: 'weighted', base? }`
+   * (`weightedMeters()`: one input and one output meter, tokens times the model's integer weight).
+   * Or, as before, fixed event names, or a function of the model returning them (their rates are
+   * then yours to keep right).
    * @default { input: 'llm.input_tokens', output: 'llm.output_tokens' }
+   * @example meters: weightedMeters()
    */
-  meters?: MeterNames | ((model: string) => MeterNames);
+  meters?: MetersOption;
   /** Webhook secret(s); several during key rotation. @default the `dodo` client's `webhookKey` */
   webhookKey?: string | readonly string[];
   /** Where fail-open passes, retries and dead letters are reported. @default console */
   logger?: Logger;
 }
-
-export const DEFAULT_METERS: MeterNames = { input: 'llm.input_tokens', output: 'llm.output_tokens' };
 
 /** What a middleware named `middleware` requires of the shared options, checked at startup. */
 export function requireOption<T>(
@@ -127,24 +125,55 @@ export function priceOf(pricing: ResolvedPricing, model: string | undefined): Mo
   return (model === undefined ? undefined : pricing.table.get(model)) ?? pricing.fallback;
 }
 
+/**
+ * Resolves `meters` once, at startup; under a strategy, checks that Dodo's meters can price every
+ * model of `pricing` exactly as the local cost does (a `ConfigError` names the model otherwise).
+ */
 export function resolveMeters(
-  meters: SharedOptions['meters'],
+  options: Pick<SharedOptions, 'meters' | 'creditsPerDollar'>,
+  pricing: ResolvedPricing,
   middleware: string,
-): (model: string) => MeterNames {
-  if (meters === undefined) return () => DEFAULT_METERS;
-  if (typeof meters === 'function') return meters;
-  if (
-    typeof meters?.input !== 'string' ||
-    typeof meters?.output !== 'string' ||
-    !meters.input ||
-    !meters.output
-  ) {
-    throw new ConfigError(
-      'ERR_ELB_INVALID_OPTION',
-      `${middleware}: \`meters\` must be { input, output } event names or a function of the model returning them.`,
+): ResolvedMetering;
+/**
+ * The former form, without pricing: fine for event names and per-model meters; weighted meters
+ * need the pricing (the three-argument form) and are refused here rather than mis-billed.
+ * @deprecated pass the options and the resolved pricing
+ */
+export function resolveMeters(meters: SharedOptions['meters'], middleware: string): ResolvedMetering;
+export function resolveMeters(
+  ...args:
+    | [
+        options: Pick<SharedOptions, 'meters' | 'creditsPerDollar'>,
+        pricing: ResolvedPricing,
+        middleware: string,
+      ]
+    | [meters: SharedOptions['meters'], middleware: string]
+): ResolvedMetering {
+  const [options, pricing, middleware] = args.length === 3 ? args : [{ meters: args[0] }, undefined, args[1]];
+  try {
+    if (!pricing && isStrategy(options.meters, 'weighted')) {
+      throw new ConfigError(
+        'ERR_ELB_INVALID_OPTION',
+        '`meters`: weighted meters are priced from `pricing`; this middleware resolved them without it.',
+      );
+    }
+    return resolveMetering(
+      options.meters,
+      pricing?.table,
+      resolveUnitsPerCredit(options.creditsPerDollar),
+      'meters',
+      pricing?.fallback && { name: 'defaultPrice', price: pricing.fallback },
     );
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError(error.code, `${middleware}: ${error.message}`);
+    throw error;
   }
-  return () => meters;
+}
+
+function isStrategy(meters: SharedOptions['meters'], strategy: string): boolean {
+  return (
+    typeof meters === 'object' && meters !== null && 'strategy' in meters && meters.strategy === strategy
+  );
 }
 
 export function resolveUnitsPerCredit(creditsPerDollar: SharedOptions['creditsPerDollar']): Money {

@@ -2,9 +2,9 @@ import type DodoPayments from 'dodopayments';
 import type { Request } from 'express';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { ResolvedMetering } from '../metering.js';
 import type { PriceInput } from '../money.js';
 import {
-  type MeterNames,
   positiveInteger,
   type ResolvedPricing,
   requireFunction,
@@ -45,7 +45,7 @@ export interface ResolvedMeterUsageOptions {
   dodo: DodoPayments;
   customerId: (req: Request) => string | undefined | Promise<string | undefined>;
   pricing: ResolvedPricing;
-  meters: (model: string) => MeterNames;
+  meters: ResolvedMetering;
   maxJsonBytes: number;
   flushIntervalMs: number;
   batchSize: number;
@@ -71,6 +71,7 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
       `${NAME}: \`batchSize\` must be at most 1000, Dodo's limit per ingest call (got ${batchSize}).`,
     );
   }
+  const pricing = resolveModelPricing(options.pricing, options.defaultPrice, NAME);
   return {
     store: resolveStore(options, NAME),
     dodo: requireOption(options.dodo, 'dodo', NAME, 'a DodoPayments client, to send usage events'),
@@ -80,8 +81,8 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
       NAME,
       'a function of the request returning the Dodo customer id from your own authentication',
     ),
-    pricing: resolveModelPricing(options.pricing, options.defaultPrice, NAME),
-    meters: resolveMeters(options.meters, NAME),
+    pricing,
+    meters: resolveMeters(options, pricing, NAME),
     maxJsonBytes: positiveInteger(options.maxJsonBytes, 'maxJsonBytes', NAME, 8 * 1024 * 1024),
     flushIntervalMs: positiveInteger(options.flushIntervalMs, 'flushIntervalMs', NAME, 1_000),
     batchSize,

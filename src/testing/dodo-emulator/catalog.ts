@@ -123,6 +123,38 @@ export class Catalog {
     return entitlement;
   }
 
+  /**
+   * `PATCH /credit-entitlements/{id}`: partial update. `precision` cannot change (Dodo: it would
+   * invalidate existing balances).
+   */
+  updateEntitlement(id: string, input: unknown): CreditEntitlement {
+    const entitlement = this.entitlement(id);
+    const body = read.object(input, 'body');
+    if (body.precision !== undefined) throw invalid('precision cannot be modified after creation.');
+    const next: CreditEntitlement = { ...entitlement };
+    const name = read.optionalString(body, 'name');
+    if (name !== undefined) next.name = name;
+    const unit = read.optionalString(body, 'unit');
+    if (unit !== undefined) next.unit = unit;
+    const overage = read.optionalBoolean(body, 'overage_enabled');
+    if (overage !== undefined) next.overage_enabled = overage;
+    const rollover = read.optionalBoolean(body, 'rollover_enabled');
+    if (rollover !== undefined) next.rollover_enabled = rollover;
+    if ('expires_after_days' in body)
+      next.expires_after_days = (body.expires_after_days as number | null) ?? null;
+    if ('description' in body) next.description = read.optionalString(body, 'description') ?? null;
+    if ('currency' in body)
+      next.currency = (read.optionalString(body, 'currency') ?? null) as CreditEntitlement['currency'];
+    if ('price_per_unit' in body) next.price_per_unit = read.optionalString(body, 'price_per_unit') ?? null;
+    if (next.price_per_unit && !next.currency)
+      throw invalid('currency is required when price_per_unit is set.');
+    if (next.overage_enabled && !next.price_per_unit)
+      throw invalid('price_per_unit is required when overage_enabled is true.');
+    next.updated_at = this.runtime.iso();
+    this.entitlements.set(id, next);
+    return next;
+  }
+
   entitlement(id: string): CreditEntitlement {
     const entitlement = this.entitlements.get(id);
     if (!entitlement) throw notFound('Credit entitlement', id);
@@ -140,7 +172,75 @@ export class Catalog {
     const price = read.object(body.price, 'price') as unknown as Price;
     const taxCategory = read.string(body, 'tax_category') as Product['tax_category'];
     const isRecurring = checkPrice(price);
-    const attachments = body.credit_entitlements ?? [];
+    const { credits, mappings } = this.attachCredits(body.credit_entitlements ?? []);
+    const meterLinks = this.meterLinksOf(price);
+    const now = this.runtime.iso();
+    const product: Product = {
+      brand_id: this.runtime.brandId,
+      business_id: this.runtime.businessId,
+      created_at: now,
+      updated_at: now,
+      credit_entitlements: mappings,
+      entitlements: [],
+      is_recurring: isRecurring,
+      license_key_enabled: false,
+      metadata: read.metadata(body.metadata),
+      price,
+      product_id: this.runtime.id('pdt'),
+      tax_category: taxCategory,
+      name,
+      description: read.optionalString(body, 'description') ?? null,
+      addons: (body.addons as string[] | undefined) ?? null,
+    };
+    this.products.set(product.product_id, product);
+    this.productCredits.set(product.product_id, credits);
+    return { product, meterLinks };
+  }
+
+  /**
+   * `PATCH /products/{id}`: the fields given replace the product's (`credit_entitlements` and
+   * `price` entirely). Returns the meter links the new price declares and the meters the old
+   * price linked that it no longer does.
+   */
+  updateProduct(
+    id: string,
+    input: unknown,
+  ): { product: Product; meterLinks: MeterLinkRequest[]; unlinkedMeterIds: string[] } {
+    const product = this.product(id);
+    const body = read.object(input, 'body');
+    const before = this.meterLinksOf(product.price).map((link) => link.meterId);
+    let meterLinks = this.meterLinksOf(product.price);
+    if (body.price !== undefined && body.price !== null) {
+      const price = read.object(body.price, 'price') as unknown as Price;
+      const isRecurring = checkPrice(price);
+      if (isRecurring !== product.is_recurring) {
+        throw invalid('price.type cannot change between one-time and recurring on an existing product.');
+      }
+      meterLinks = this.meterLinksOf(price);
+      product.price = price;
+    }
+    if (body.credit_entitlements !== undefined && body.credit_entitlements !== null) {
+      const { credits, mappings } = this.attachCredits(body.credit_entitlements);
+      product.credit_entitlements = mappings;
+      this.productCredits.set(id, credits);
+    }
+    if (body.metadata !== undefined && body.metadata !== null)
+      product.metadata = read.metadata(body.metadata);
+    const name = read.optionalString(body, 'name');
+    if (name !== undefined) product.name = name;
+    if (body.description !== undefined)
+      product.description = read.optionalString(body, 'description') ?? null;
+    const taxCategory = read.optionalString(body, 'tax_category');
+    if (taxCategory !== undefined) product.tax_category = taxCategory as Product['tax_category'];
+    product.updated_at = this.runtime.iso();
+    const linked = new Set(meterLinks.map((link) => link.meterId));
+    return { product, meterLinks, unlinkedMeterIds: before.filter((meterId) => !linked.has(meterId)) };
+  }
+
+  private attachCredits(attachments: unknown): {
+    credits: ProductCredits[];
+    mappings: DodoPayments.CreditEntitlementMappingResponse[];
+  } {
     if (!Array.isArray(attachments)) throw invalid('credit_entitlements must be an array.');
     if (attachments.length > 5) throw invalid('At most 5 credit entitlements can be attached to a product.');
     const credits: ProductCredits[] = [];
@@ -167,6 +267,11 @@ export class Catalog {
         low_balance_threshold_percent: (attach.low_balance_threshold_percent as number | undefined) ?? null,
       };
     });
+    return { credits, mappings };
+  }
+
+  /** The meter → credit entitlement links a usage-based price declares (`price.meters[]`). */
+  private meterLinksOf(price: Price): MeterLinkRequest[] {
     const meterLinks: MeterLinkRequest[] = [];
     if (price.type === 'usage_based_price') {
       for (const [index, meter] of (price.meters ?? []).entries()) {
@@ -184,27 +289,7 @@ export class Catalog {
         });
       }
     }
-    const now = this.runtime.iso();
-    const product: Product = {
-      brand_id: this.runtime.brandId,
-      business_id: this.runtime.businessId,
-      created_at: now,
-      updated_at: now,
-      credit_entitlements: mappings,
-      entitlements: [],
-      is_recurring: isRecurring,
-      license_key_enabled: false,
-      metadata: read.metadata(body.metadata),
-      price,
-      product_id: this.runtime.id('pdt'),
-      tax_category: taxCategory,
-      name,
-      description: read.optionalString(body, 'description') ?? null,
-      addons: (body.addons as string[] | undefined) ?? null,
-    };
-    this.products.set(product.product_id, product);
-    this.productCredits.set(product.product_id, credits);
-    return { product, meterLinks };
+    return meterLinks;
   }
 
   product(id: string): Product {

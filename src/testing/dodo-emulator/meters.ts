@@ -136,6 +136,11 @@ export class Meters {
     return link;
   }
 
+  /** Removes a meter's link (a usage-based price that declared it changed); its carry stays. */
+  unlink(meterId: string): void {
+    this.links.delete(meterId);
+  }
+
   linkOf(meterId: string): MeterLink | undefined {
     return this.links.get(meterId);
   }

@@ -43,4 +43,10 @@ export function registerCatalogRoutes(router: Router, { catalog, credits, meters
     };
   });
   router.add('GET', '/products/{id}', ({ params }) => ({ json: catalog.product(params.id as string) }));
+  router.add('PATCH', '/products/{id}', ({ params, body }) => {
+    const { meterLinks, unlinkedMeterIds } = catalog.updateProduct(params.id as string, body);
+    for (const meterId of unlinkedMeterIds) meters.unlink(meterId);
+    for (const link of meterLinks) meters.link(link.meterId, link.entitlementId, link.meterUnitsPerCredit);
+    return { status: 204, empty: true };
+  });
 }

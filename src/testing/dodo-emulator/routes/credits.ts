@@ -16,6 +16,10 @@ export function registerCreditRoutes(router: Router, { catalog, credits }: Parts
   router.add('GET', '/credit-entitlements/{id}', ({ params }) => ({
     json: catalog.entitlement(params.id as string),
   }));
+  router.add('PATCH', '/credit-entitlements/{id}', ({ params, body }) => {
+    catalog.updateEntitlement(params.id as string, body);
+    return { status: 204, empty: true };
+  });
 
   router.add('GET', '/credit-entitlements/{id}/balances', ({ params, query }) => {
     catalog.entitlement(params.id as string);
