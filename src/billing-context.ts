@@ -45,6 +45,7 @@ export class RequestBilling {
   private readonly records: UsageRecord[] = [];
   private ended = false;
   private readonly endListeners: ((billing: RequestBilling) => void)[] = [];
+  private readonly endingListeners: ((billing: RequestBilling) => void)[] = [];
 
   constructor(
     readonly customerId: string,
@@ -81,6 +82,16 @@ export class RequestBilling {
     else this.endListeners.push(listener);
   }
 
+  /**
+   * Runs `listener` synchronously when the response closes, before its usage is settled, so
+   * work still in flight (a tracked LLM stream) can `record()` what it has. A listener that
+   * throws does not stop the settlement.
+   */
+  onEnding(listener: (billing: RequestBilling) => void): void {
+    if (this.ended) return;
+    this.endingListeners.push(listener);
+  }
+
   /** True once the response has closed and the billing ended. */
   get isEnded(): boolean {
     return this.ended;
@@ -90,6 +101,13 @@ export class RequestBilling {
   async end(response: Response): Promise<void> {
     if (this.ended) return;
     this.ended = true;
+    for (const listener of this.endingListeners.splice(0)) {
+      try {
+        listener(this);
+      } catch {
+        // The usage recorded so far is still settled.
+      }
+    }
     try {
       if (this.settler) await this.settler(this, response);
       else await this.onUnsettled(this);

@@ -11,6 +11,14 @@ export { BillingError, ConfigError, StoreError } from './errors.js';
 export type { Logger } from './logger.js';
 export { type MeterUsageMiddleware, type MeterUsageOptions, meterUsage } from './meter-usage/index.js';
 export {
+  type MeteringStrategy,
+  type MetersOption,
+  type PerModelStrategy,
+  perModelMeters,
+  type WeightedStrategy,
+  weightedMeters,
+} from './metering.js';
+export {
   costOfTokens,
   displayUsd,
   formatCredits,
@@ -30,14 +38,6 @@ export {
   UNITS_PER_DOLLAR,
   unitsPerCredit,
 } from './money.js';
-export {
-  type MeteringStrategy,
-  type MetersOption,
-  type PerModelStrategy,
-  perModelMeters,
-  type WeightedStrategy,
-  weightedMeters,
-} from './metering.js';
 export type { MeterNames, SharedOptions } from './options.js';
 export {
   charactersOverFour,
@@ -62,3 +62,10 @@ export {
   type TierRateLimitOptions,
   tierRateLimit,
 } from './tier-rate-limit/index.js';
+export {
+  currentRequestBilling,
+  type OpenAIClientLike,
+  type TrackOpenAIOptions,
+  trackOpenAI,
+  usageRecordOf,
+} from './track-openai/index.js';

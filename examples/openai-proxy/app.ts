@@ -1,10 +1,18 @@
 import { fileURLToPath } from 'node:url';
 import express, { type ErrorRequestHandler, type Express } from 'express';
-import { type Billing, createBilling, SEED_TIERS, type Tier, unitsPerCredit } from '../../src/index.js';
+import {
+  type Billing,
+  createBilling,
+  SEED_TIERS,
+  type Tier,
+  trackOpenAI,
+  unitsPerCredit,
+} from '../../src/index.js';
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
 import { balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
 import { CREDITS_PER_DOLLAR, meterNames, PRICING } from './seed.js';
+import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 
 const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
@@ -65,6 +73,23 @@ export function buildApp(
     billing.meterUsage(),
   ];
   app.post('/v1/chat/completions', ...chain, chatCompletions(wiring.openai));
+  // An endpoint of the app's own shape: a tracked client (a copy, so the proxy's calls stay
+  // billed from its responses) records each upstream call's usage on the request.
+  const tracked = trackOpenAI(wiring.openai.withOptions({}), {
+    store: wiring.store,
+    pricing: PRICING,
+    meters: meterNames,
+    creditsPerDollar: CREDITS_PER_DOLLAR,
+  });
+  app.post(
+    '/v1/summarize',
+    json,
+    auth,
+    billing.tierRateLimit({ tiers }),
+    billing.requireCredits({ model: () => SUMMARY_MODEL }),
+    billing.meterUsage(),
+    summarizeRoute(tracked),
+  );
   app.get('/v1/models', auth, listModels(wiring.openai, new Set(Object.keys(PRICING))));
   app.use('/v1', (req, res) => {
     res.status(404).json({
