@@ -1,9 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { currentBilling, openBilling, type RequestBilling } from '../billing-context.js';
-import { costOfTokens, type Money } from '../money.js';
-import { priceOf } from '../options.js';
 import { charactersOverFour, promptText } from '../require-credits/estimate.js';
-import type { BillingStore, Settlement } from '../store/types.js';
+import type { BillingStore } from '../store/types.js';
 import {
   type MeterUsageOptions,
   type ResolvedMeterUsageOptions,
@@ -11,16 +9,10 @@ import {
 } from './options.js';
 import { OutboxFlusher } from './outbox-flusher.js';
 import { captureResponse, type ResponseCapture } from './response-capture.js';
-import { usageEvents } from './usage-events.js';
+import { buildSettlement } from './settlement.js';
 import { usageRecordsOf } from './usage-records.js';
 
 export type { MeterUsageOptions } from './options.js';
-
-/**
- * A settlement id is remembered this long: far longer than any retry of it (retries of a
- * settlement happen within minutes of the store coming back).
- */
-const SETTLEMENT_RETENTION_MS = 24 * 60 * 60_000;
 
 /** The `meterUsage` handler, with the controls of its background outbox flusher. */
 export interface MeterUsageMiddleware extends RequestHandler {
@@ -100,11 +92,6 @@ export function meterUsage(options: Readonly<MeterUsageOptions>): MeterUsageMidd
   return middleware;
 }
 
-/** UTC calendar month, the default billing period of the usage counters. */
-function calendarMonth(now: number): string {
-  return new Date(now).toISOString().slice(0, 7);
-}
-
 async function settle(
   config: ResolvedMeterUsageOptions,
   flusher: OutboxFlusher,
@@ -115,46 +102,15 @@ async function settle(
   const { store, logger } = config;
   const records = usageRecordsOf(billing, capture, res);
   billing.settledUsage = records;
-  const now = store.now();
-  let cost: Money = 0n;
-  const counters: Record<string, bigint> = {};
-  const add = (name: string, amount: bigint) => {
-    counters[name] = (counters[name] ?? 0n) + amount;
-  };
-  for (const usage of records) {
-    const price = priceOf(config.pricing, usage.model);
-    const tokens = BigInt(usage.inputTokens + usage.outputTokens);
-    add('input_tokens', BigInt(usage.inputTokens));
-    add('output_tokens', BigInt(usage.outputTokens));
-    add('tokens', tokens);
-    add(`tokens:${usage.model}`, tokens);
-    if (!price) {
-      // Dodo still prices the events with its meters; only the local view cannot.
-      logger.warn('usage of an unpriced model: its events are sent, the local balance is not charged', {
-        model: usage.model,
-      });
-      continue;
-    }
-    const requestCost = costOfTokens(price, usage.inputTokens, usage.outputTokens).total;
-    cost += requestCost;
-    add('cost', requestCost);
-    add(`cost:${usage.model}`, requestCost);
-  }
-
-  const settlement: Settlement = {
+  const settlement = buildSettlement(config, {
     customerId: billing.customerId,
-    reservationId: billing.reservation?.id,
     settlementId: billing.requestId,
-    cost: billing.chargeCredits ? cost : 0n,
-    events: billing.chargeCredits
-      ? usageEvents(billing, records, config.meters, new Date(now).toISOString())
-      : [],
-    usage:
-      records.length > 0
-        ? { period: billing.usagePeriod ?? calendarMonth(now), counters, ttlMs: config.usageRetentionMs }
-        : undefined,
-    retentionMs: SETTLEMENT_RETENTION_MS,
-  };
+    reservationId: billing.reservation?.id,
+    records,
+    chargeCredits: billing.chargeCredits,
+    usagePeriod: billing.usagePeriod,
+    now: store.now(),
+  });
   try {
     await store.settle(settlement);
   } catch (error) {

@@ -146,6 +146,9 @@ export class OutboxFlusher {
   async flush(timeoutMs = 30_000): Promise<void> {
     const { store } = this.options;
     const deadline = Date.now() + timeoutMs;
+    // A background drain under way may have started before Dodo or the store recovered: its
+    // failure says nothing about now, so it is waited out, not joined.
+    await this.draining?.catch(() => {});
     for (;;) {
       this.lastError = undefined;
       await this.drainOnce();

@@ -1,4 +1,4 @@
-import type { RequestBilling, UsageRecord } from '../billing-context.js';
+import type { UsageRecord } from '../billing-context.js';
 import type { MeterNames, ModelMetering, ResolvedMetering } from '../metering.js';
 import type { OutboxEvent } from '../store/types.js';
 
@@ -20,7 +20,7 @@ function meterValue(value: bigint): number | string {
  * `raw_tokens` and `weight`.
  */
 export function usageEvents(
-  billing: RequestBilling,
+  billing: { customerId: string; requestId: string },
   records: readonly UsageRecord[],
   metering: ResolvedMetering | ((model: string) => MeterNames),
   timestamp: string,

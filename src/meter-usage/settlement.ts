@@ -1,0 +1,98 @@
+import type { UsageRecord } from '../billing-context.js';
+import type { Logger } from '../logger.js';
+import type { ResolvedMetering } from '../metering.js';
+import { costOfTokens, type Money } from '../money.js';
+import { priceOf, type ResolvedPricing } from '../options.js';
+import type { Settlement } from '../store/types.js';
+import { usageEvents } from './usage-events.js';
+
+/**
+ * A settlement id is remembered this long: far longer than any retry of it (retries of a
+ * settlement happen within minutes of the store coming back).
+ */
+export const SETTLEMENT_RETENTION_MS = 24 * 60 * 60_000;
+/** How long a billing period's counters are kept by default. */
+export const USAGE_RETENTION_MS = 62 * 24 * 60 * 60_000;
+
+/** What pricing a settlement needs. */
+export interface SettlementPricing {
+  pricing: ResolvedPricing;
+  meters: ResolvedMetering;
+  logger: Logger;
+  usageRetentionMs: number;
+}
+
+/** Usage to settle: a request's, or one call's billed on its own. */
+export interface UsageToSettle {
+  customerId: string;
+  /** Exactly-once key of the settlement, and the base of its event ids. */
+  settlementId: string;
+  /** The reservation the settlement releases. */
+  reservationId?: string | undefined;
+  records: readonly UsageRecord[];
+  /** False when a subscription covers the usage: counted, not charged, no events for Dodo. */
+  chargeCredits: boolean;
+  /** Billing period of the counters. @default the UTC month */
+  usagePeriod?: string | undefined;
+  now: number;
+}
+
+/** UTC calendar month, the default billing period of the usage counters. */
+function calendarMonth(now: number): string {
+  return new Date(now).toISOString().slice(0, 7);
+}
+
+/**
+ * The one shape every settlement has: the exact cost deducted from the balance view, the input
+ * and output events queued for Dodo (ids `<settlementId>:input` / `:output`, `:<n>:…` for the
+ * n-th record), counters added for the period (`input_tokens`, `output_tokens`, `tokens`,
+ * `cost`, and per model `tokens:<model>`, `cost:<model>`).
+ */
+export function buildSettlement(config: SettlementPricing, usage: UsageToSettle): Settlement {
+  let cost: Money = 0n;
+  const counters: Record<string, bigint> = {};
+  const add = (name: string, amount: bigint) => {
+    counters[name] = (counters[name] ?? 0n) + amount;
+  };
+  for (const record of usage.records) {
+    const tokens = BigInt(record.inputTokens + record.outputTokens);
+    add('input_tokens', BigInt(record.inputTokens));
+    add('output_tokens', BigInt(record.outputTokens));
+    add('tokens', tokens);
+    add(`tokens:${record.model}`, tokens);
+    const price = priceOf(config.pricing, record.model);
+    if (!price) {
+      // Dodo still prices the events with its meters; only the local view cannot.
+      config.logger.warn(
+        'usage of an unpriced model: its events are sent, the local balance is not charged',
+        {
+          model: record.model,
+        },
+      );
+      continue;
+    }
+    const recordCost = costOfTokens(price, record.inputTokens, record.outputTokens).total;
+    cost += recordCost;
+    add('cost', recordCost);
+    add(`cost:${record.model}`, recordCost);
+  }
+  return {
+    customerId: usage.customerId,
+    reservationId: usage.reservationId,
+    settlementId: usage.settlementId,
+    cost: usage.chargeCredits ? cost : 0n,
+    events: usage.chargeCredits
+      ? usageEvents(
+          { customerId: usage.customerId, requestId: usage.settlementId },
+          usage.records,
+          config.meters,
+          new Date(usage.now).toISOString(),
+        )
+      : [],
+    usage:
+      usage.records.length > 0
+        ? { period: usage.usagePeriod ?? calendarMonth(usage.now), counters, ttlMs: config.usageRetentionMs }
+        : undefined,
+    retentionMs: SETTLEMENT_RETENTION_MS,
+  };
+}
