@@ -112,13 +112,29 @@ function stillRunning(child: ChildProcess, what: string): void {
   }
 }
 
+/** Options of {@link startRedisServer}. */
+export interface RedisServerOptions {
+  /** Port to listen on, e.g. a killed server's, to restart it where its clients reconnect. Default: a free port. */
+  port?: number;
+  /**
+   * Directory of an append-only file fsynced on every write, so a server killed with SIGKILL and
+   * restarted on the same directory comes back with every acknowledged write. Default: no
+   * persistence.
+   */
+  appendOnlyDir?: string;
+}
+
 /**
- * Starts a throwaway `redis-server` on a free port, without persistence, for tests that stop or
- * kill their own Redis.
+ * Starts a throwaway `redis-server` (on a free port, without persistence unless asked), for
+ * tests that stop or kill their own Redis.
  */
-export async function startRedisServer(): Promise<RedisServer> {
-  const port = await freePort();
-  const child = spawnRedisServer(['--port', String(port), '--save', '', '--appendonly', 'no']);
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
+  const port = options.port ?? (await freePort());
+  const persistence =
+    options.appendOnlyDir === undefined
+      ? ['--appendonly', 'no']
+      : ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', options.appendOnlyDir];
+  const child = spawnRedisServer(['--port', String(port), '--save', '', ...persistence]);
   const url = `redis://127.0.0.1:${port}`;
   const what = `redis-server on port ${port}`;
   await waitUntil(what, async () => {

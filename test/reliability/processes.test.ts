@@ -1,0 +1,155 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RedisStore } from '../../src/store/redis.js';
+import { startDodo } from '../support/billing-app.js';
+import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
+import {
+  type AppProcess,
+  COST,
+  chat,
+  customerWorth,
+  idsOf,
+  startAppProcess,
+  stopAppProcesses,
+} from './support.js';
+
+/*
+ * Real processes: each app runs in its own Node process (app-process.ts) on one Redis; the Dodo
+ * emulator and the load stay here. What one process holds in memory dies with it, so only what
+ * the store keeps can make these pass.
+ */
+
+const redisUrl = await requireRedis('reliability: app processes');
+
+describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () => {
+  let dodo: Awaited<ReturnType<typeof startDodo>>;
+  let apps: AppProcess[] = [];
+  const prefixes: string[] = [];
+  let admin: Redis;
+
+  beforeAll(async () => {
+    dodo = await startDodo();
+    admin = new Redis(redisUrl!, { maxRetriesPerRequest: 1 });
+    await whenReady(admin);
+  });
+  afterEach(async () => {
+    dodo.emulator.clearFaults();
+    await stopAppProcesses(apps);
+    apps = [];
+  });
+  afterAll(async () => {
+    for (const prefix of prefixes) await deleteKeysWithPrefix(admin, prefix);
+    await admin.quit();
+    await dodo.emulator.close();
+  });
+
+  function freshPrefix(): string {
+    const prefix = `elb-reliability:${randomUUID()}:`;
+    prefixes.push(prefix);
+    return prefix;
+  }
+
+  async function app(prefix: string, options: Record<string, number> = {}): Promise<AppProcess> {
+    const started = await startAppProcess({
+      redisUrl: redisUrl!,
+      prefix,
+      dodoBaseURL: dodo.emulator.baseURL,
+      dodoApiKey: dodo.emulator.apiKey,
+      entitlementId: dodo.entitlementId,
+      ...options,
+    });
+    apps.push(started);
+    return started;
+  }
+
+  /** The test's own view of the store the apps share. */
+  function storeOn(prefix: string): RedisStore {
+    return new RedisStore({ client: admin, prefix, commandTimeoutMs: 5_000 });
+  }
+
+  it('two processes, 200 concurrent requests, a balance worth 20: 20 admitted, each billed exactly once', {
+    timeout: 45_000,
+  }, async () => {
+    const prefix = freshPrefix();
+    // No background flush during the race: Dodo's balance must not move under a refresh.
+    const [first, second] = await Promise.all([
+      app(prefix, { flushIntervalMs: 60_000 }),
+      app(prefix, { flushIntervalMs: 60_000 }),
+    ]);
+    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 20);
+
+    const statuses = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        chat((i % 2 ? first! : second!).url, customer).then((response) => response.status),
+      ),
+    );
+    const admitted = statuses.filter((status) => status === 200).length;
+    expect(statuses.filter((status) => status !== 200 && status !== 402)).toEqual([]);
+    expect(admitted).toBe(20);
+
+    await Promise.all([first!.flush(), second!.flush()]);
+    expect(await storeOn(prefix).listDeadLetters()).toEqual([]);
+    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    expect(events).toHaveLength(2 * admitted);
+    expect(new Set(idsOf(events)).size).toBe(2 * admitted);
+    const view = await storeOn(prefix).getBalance(customer);
+    expect(view).toMatchObject({ balance: 0n, reserved: 0n, pending: 20n * COST });
+    expect(await storeOn(prefix).outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
+  });
+
+  it('SIGKILL mid-traffic: a new process delivers every event once, and the held money expires back', {
+    timeout: 45_000,
+  }, async () => {
+    const prefix = freshPrefix();
+    // Short lease and reservation TTL, so that what the dead process held lapses in real time.
+    const short = { reservationTtlMs: 2_000, leaseMs: 2_000, flushIntervalMs: 50, maxBackoffMs: 200 };
+    const doomed = await app(prefix, short);
+    const store = storeOn(prefix);
+    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 15);
+    dodo.emulator.fault('POST /events/ingest', { status: 503 });
+
+    for (let i = 0; i < 10; i++) expect((await chat(doomed.url, customer)).status).toBe(200);
+    // Five requests held in flight by a slow handler: five live reservations when it dies.
+    const inFlight = Array.from({ length: 5 }, () =>
+      chat(doomed.url, customer, { delayMs: 60_000 }).then(
+        (response) => response.status,
+        () => 'connection lost',
+      ),
+    );
+    await expect.poll(async () => (await store.getBalance(customer))?.reserved).toBe(5n * COST);
+    await expect
+      .poll(async () => {
+        const stats = await store.outboxStats();
+        return stats.waiting + stats.leased;
+      })
+      .toBe(20);
+    expect((await chat(doomed.url, customer)).status).toBe(402); // everything is spent or held
+
+    await doomed.kill();
+    expect(await Promise.all(inFlight)).toEqual(Array(5).fill('connection lost'));
+    expect(dodo.emulator.ingestedEvents({ customerId: customer })).toHaveLength(0);
+    dodo.emulator.clearFaults();
+
+    const successor = await app(prefix, short);
+    await expect
+      .poll(() => dodo.emulator.ingestedEvents({ customerId: customer }).length, { timeout: 10_000 })
+      .toBe(20);
+    // The reservations of the requests that died with the process expire: spendable again.
+    await expect.poll(async () => (await store.getBalance(customer))?.reserved, { timeout: 10_000 }).toBe(0n);
+    for (let i = 0; i < 5; i++) expect((await chat(successor.url, customer)).status).toBe(200);
+    expect((await chat(successor.url, customer)).status).toBe(402);
+
+    await successor.flush();
+    expect(await store.listDeadLetters()).toEqual([]);
+    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    expect(events).toHaveLength(30);
+    expect(new Set(idsOf(events)).size).toBe(30);
+    expect(await store.getBalance(customer)).toMatchObject({
+      balance: 0n,
+      reserved: 0n,
+      pending: 15n * COST,
+    });
+    expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
+  });
+});

@@ -1,0 +1,118 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { formatCredits, parseUsd, unitsPerCredit } from '../../src/money.js';
+import type { DodoEmulator } from '../../src/testing/index.js';
+import type { AppProcessConfig, AppProcessMessage } from './app-process.js';
+
+export const CENTS = unitsPerCredit(100);
+/**
+ * 100 input tokens (400 characters) and `max_tokens` 50, answered with usage [100, 50]: the
+ * reservation equals the settled cost, $0.00075, so a balance of N × COST admits exactly N.
+ */
+export const REQUEST = {
+  model: 'gpt-4o',
+  messages: [{ role: 'user', content: 'x'.repeat(400) }],
+  max_tokens: 50,
+};
+export const USAGE: [number, number] = [100, 50];
+export const COST = parseUsd('0.00075', 'test');
+
+/** A customer in the emulator holding exactly `requests` × COST. */
+export function customerWorth(emulator: DodoEmulator, entitlementId: string, requests: number): string {
+  const customer = emulator.createCustomer({ email: `worth-${requests}@example.com` }).customer_id;
+  emulator.setBalance(customer, entitlementId, formatCredits(BigInt(requests) * COST, CENTS));
+  return customer;
+}
+
+export interface ChatOptions {
+  /** Keep the request in flight this long in the handler. */
+  delayMs?: number;
+  signal?: AbortSignal;
+}
+
+/** POSTs REQUEST as `customer`, billed USAGE. */
+export function chat(url: string, customer: string, options: ChatOptions = {}): Promise<globalThis.Response> {
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    'x-customer': customer,
+    'x-test-usage': USAGE.join(','),
+  };
+  if (options.delayMs) headers['x-test-delay-ms'] = String(options.delayMs);
+  return fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify(REQUEST),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+}
+
+/** A billing app running in its own process (see app-process.ts). */
+export interface AppProcess {
+  url: string;
+  child: ChildProcess;
+  /** Asks the app to flush its outbox to Dodo; rejects with its reason when it cannot. */
+  flush(): Promise<void>;
+  /** Kills the process with SIGKILL, as a crash or the OOM killer would, and waits for its exit. */
+  kill(): Promise<void>;
+}
+
+const APP_SCRIPT = fileURLToPath(new URL('./app-process.ts', import.meta.url));
+const REGISTER_LUA = fileURLToPath(new URL('../../tools/register-lua.mjs', import.meta.url));
+const STARTUP_TIMEOUT_MS = 20_000;
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Forks app-process.ts (tsx, `.lua` as text) and resolves once it listens. */
+export async function startAppProcess(config: AppProcessConfig): Promise<AppProcess> {
+  const child = fork(APP_SCRIPT, [JSON.stringify(config)], {
+    execArgv: ['--import', 'tsx', '--import', REGISTER_LUA],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`app process did not start within ${STARTUP_TIMEOUT_MS} ms`));
+    }, STARTUP_TIMEOUT_MS);
+    child.once('message', (message: AppProcessMessage) => {
+      clearTimeout(timer);
+      resolve(message.port);
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`app process exited before listening (${code ?? signal})`));
+    });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url,
+    child,
+    flush: async () => {
+      const response = await fetch(`${url}/__flush`, { method: 'POST' });
+      if (!response.ok) throw new Error(`flush failed: ${JSON.stringify(await response.json())}`);
+    },
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited(child);
+    },
+  };
+}
+
+/** Stops app processes at the end of a test (a killed one is already gone). */
+export async function stopAppProcesses(apps: readonly AppProcess[]): Promise<void> {
+  await Promise.all(apps.map((app) => app.kill()));
+}
+
+/** Event ids of a list of ingested events, checked distinct by the caller. */
+export function idsOf(events: readonly { event_id: string }[]): string[] {
+  return events.map((event) => event.event_id);
+}
