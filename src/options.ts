@@ -183,3 +183,48 @@ export function resolveUnitsPerCredit(creditsPerDollar: SharedOptions['creditsPe
 export function resolveLogger(logger: Logger | undefined): Logger {
   return logger ?? consoleLogger;
 }
+
+/** The model named in an OpenAI-shaped JSON body (`req.body.model`). */
+export function modelFromBody(req: Request): string | undefined {
+  const model = (req.body as { model?: unknown } | undefined)?.model;
+  return typeof model === 'string' && model !== '' ? model : undefined;
+}
+
+/** An optional function option: `undefined` when absent, a startup error when not a function. */
+export function optionalFunction<F>(
+  value: unknown,
+  name: string,
+  middleware: string,
+  hint: string,
+): F | undefined {
+  return value === undefined ? undefined : requireFunction<F>(value, name, middleware, hint);
+}
+
+/** `customerId(req)`: required by every middleware, read from the app's own authentication. */
+export function resolveCustomerIdReader(
+  value: unknown,
+  middleware: string,
+): (req: Request) => string | undefined | Promise<string | undefined> {
+  return requireFunction(
+    value,
+    'customerId',
+    middleware,
+    'a function of the request returning the Dodo customer id from your own authentication',
+  );
+}
+
+/** `requestId(req)`: optional; without it each request gets a random id. */
+export function resolveRequestIdReader(
+  value: unknown,
+  middleware: string,
+): ((req: Request) => string) | undefined {
+  return optionalFunction(value, 'requestId', middleware, 'a function of the request returning a unique id');
+}
+
+/** `model(req)`: the model a request names, `req.body.model` by default. */
+export function resolveModelReader(value: unknown, middleware: string): (req: Request) => string | undefined {
+  return (
+    optionalFunction(value, 'model', middleware, 'a function of the request returning the model name') ??
+    modelFromBody
+  );
+}

@@ -20,3 +20,12 @@ export function sendOpenAIError(
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   res.status(status).json(body);
 }
+
+/** The 401 of a request the app's authentication names no customer for. */
+export function noCustomerError(): OpenAIErrorBody {
+  return openAIError(
+    'No customer is associated with this request. Authenticate with a valid API key.',
+    'invalid_request_error',
+    'invalid_api_key',
+  );
+}

@@ -1,5 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { currentBilling, openBilling, type RequestBilling } from '../billing-context.js';
+import { modelFromBody } from '../options.js';
 import { charactersOverFour, promptText } from '../require-credits/estimate.js';
 import type { BillingStore } from '../store/types.js';
 import {
@@ -44,11 +45,6 @@ function flusherFor(config: ResolvedMeterUsageOptions): OutboxFlusher {
     flushers.set(config.store, flusher);
   }
   return flusher;
-}
-
-function modelFromBody(req: Request): string | undefined {
-  const model = (req.body as { model?: unknown } | undefined)?.model;
-  return typeof model === 'string' && model !== '' ? model : undefined;
 }
 
 /**

@@ -9,9 +9,11 @@ import {
   type ResolvedPricing,
   requireFunction,
   requireOption,
+  resolveCustomerIdReader,
   resolveLogger,
   resolveMeters,
   resolveModelPricing,
+  resolveRequestIdReader,
   resolveStore,
   type SharedOptions,
 } from '../options.js';
@@ -75,12 +77,7 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
   return {
     store: resolveStore(options, NAME),
     dodo: requireOption(options.dodo, 'dodo', NAME, 'a DodoPayments client, to send usage events'),
-    customerId: requireFunction(
-      options.customerId,
-      'customerId',
-      NAME,
-      'a function of the request returning the Dodo customer id from your own authentication',
-    ),
+    customerId: resolveCustomerIdReader(options.customerId, NAME),
     pricing,
     meters: resolveMeters(options, pricing, NAME),
     maxJsonBytes: positiveInteger(options.maxJsonBytes, 'maxJsonBytes', NAME, 8 * 1024 * 1024),
@@ -104,15 +101,7 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
             NAME,
             'a function called with each dead-lettered event',
           ),
-    requestId:
-      options.requestId === undefined
-        ? undefined
-        : requireFunction(
-            options.requestId,
-            'requestId',
-            NAME,
-            'a function of the request returning a unique id',
-          ),
+    requestId: resolveRequestIdReader(options.requestId, NAME),
     logger: resolveLogger(options.logger),
   };
 }

@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { currentBilling, openBilling, type RequestBilling } from '../billing-context.js';
-import { openAIError, sendOpenAIError } from '../http/openai-error.js';
+import { noCustomerError, openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { costOfTokens, displayUsd, type Money } from '../money.js';
 import { priceOf } from '../options.js';
 import type { ReserveResult } from '../store/types.js';
@@ -39,15 +39,7 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
       return next(error);
     }
     if (!billing) {
-      return sendOpenAIError(
-        res,
-        401,
-        openAIError(
-          'No customer is associated with this request. Authenticate with a valid API key.',
-          'invalid_request_error',
-          'invalid_api_key',
-        ),
-      );
+      return sendOpenAIError(res, 401, noCustomerError());
     }
 
     // A subscription covers this request (softCapRouter decided so): no credits are held.

@@ -8,8 +8,11 @@ import {
   type ResolvedPricing,
   requireFunction,
   requireOption,
+  resolveCustomerIdReader,
   resolveLogger,
   resolveModelPricing,
+  resolveModelReader,
+  resolveRequestIdReader,
   resolveStore,
   resolveUnitsPerCredit,
   type SharedOptions,
@@ -76,11 +79,6 @@ export interface ResolvedRequireCreditsOptions {
 
 const NAME = 'requireCredits';
 
-function modelFromBody(req: Request): string | undefined {
-  const model = (req.body as { model?: unknown } | undefined)?.model;
-  return typeof model === 'string' && model !== '' ? model : undefined;
-}
-
 export function resolveRequireCreditsOptions(
   options: Readonly<RequireCreditsOptions>,
 ): ResolvedRequireCreditsOptions {
@@ -103,12 +101,7 @@ export function resolveRequireCreditsOptions(
       NAME,
       'the id of the fiat credit entitlement whose balance is checked (cde_…)',
     ),
-    customerId: requireFunction(
-      options.customerId,
-      'customerId',
-      NAME,
-      'a function of the request returning the Dodo customer id from your own authentication',
-    ),
+    customerId: resolveCustomerIdReader(options.customerId, NAME),
     pricing: resolveModelPricing(options.pricing, options.defaultPrice, NAME),
     perCredit: resolveUnitsPerCredit(options.creditsPerDollar),
     balanceTtlMs: positiveInteger(options.balanceTtlMs, 'balanceTtlMs', NAME, 30_000),
@@ -129,22 +122,11 @@ export function resolveRequireCreditsOptions(
       NAME,
       1024,
     ),
-    model:
-      options.model === undefined
-        ? modelFromBody
-        : requireFunction(options.model, 'model', NAME, 'a function of the request returning the model name'),
+    model: resolveModelReader(options.model, NAME),
     insufficientStatus,
     failOpen: options.failOpen ?? false,
     retryAfterSeconds: positiveInteger(options.retryAfterSeconds, 'retryAfterSeconds', NAME, 5),
-    requestId:
-      options.requestId === undefined
-        ? undefined
-        : requireFunction(
-            options.requestId,
-            'requestId',
-            NAME,
-            'a function of the request returning a unique id',
-          ),
+    requestId: resolveRequestIdReader(options.requestId, NAME),
     logger: resolveLogger(options.logger),
   };
 }

@@ -4,8 +4,9 @@ import type { Logger } from '../logger.js';
 import { type Money, parseUsd } from '../money.js';
 import {
   positiveInteger,
-  requireFunction,
+  resolveCustomerIdReader,
   resolveLogger,
+  resolveRequestIdReader,
   resolveStore,
   type SharedOptions,
 } from '../options.js';
@@ -139,12 +140,7 @@ export function resolveSoftCapRouterOptions(
   }
   return {
     store: resolveStore(options, NAME),
-    customerId: requireFunction(
-      options.customerId,
-      'customerId',
-      NAME,
-      'a function of the request returning the Dodo customer id from your own authentication',
-    ),
+    customerId: resolveCustomerIdReader(options.customerId, NAME),
     plans: resolvePlans(options.plans),
     chargeSubscribers: options.chargeSubscribers ?? false,
     header: options.header ?? 'x-llm-billing-downgraded-from',
@@ -155,15 +151,7 @@ export function resolveSoftCapRouterOptions(
       NAME,
       62 * 24 * 60 * 60_000,
     ),
-    requestId:
-      options.requestId === undefined
-        ? undefined
-        : requireFunction(
-            options.requestId,
-            'requestId',
-            NAME,
-            'a function of the request returning a unique id',
-          ),
+    requestId: resolveRequestIdReader(options.requestId, NAME),
     logger: resolveLogger(options.logger),
   };
 }

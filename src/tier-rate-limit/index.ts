@@ -1,7 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { LRUCache } from 'lru-cache';
 import { openBilling, type RequestBilling } from '../billing-context.js';
-import { openAIError, sendOpenAIError } from '../http/openai-error.js';
+import { noCustomerError, openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
 import { charactersOverFour, promptText, requestedMaxOutputTokens } from '../require-credits/estimate.js';
@@ -41,15 +41,7 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
       return next(error);
     }
     if (!billing) {
-      return sendOpenAIError(
-        res,
-        401,
-        openAIError(
-          'No customer is associated with this request. Authenticate with a valid API key.',
-          'invalid_request_error',
-          'invalid_api_key',
-        ),
-      );
+      return sendOpenAIError(res, 401, noCustomerError());
     }
     const customerId = billing.customerId;
     const tier = await currentTier(config, customerId, lastTier);

@@ -1,7 +1,14 @@
 import type { Request } from 'express';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { requireFunction, resolveLogger, resolveStore, type SharedOptions } from '../options.js';
+import {
+  resolveCustomerIdReader,
+  resolveLogger,
+  resolveModelReader,
+  resolveRequestIdReader,
+  resolveStore,
+  type SharedOptions,
+} from '../options.js';
 import type { BillingStore } from '../store/types.js';
 import { type ResolvedTier, resolveTiers, type Tier } from './tiers.js';
 
@@ -28,11 +35,6 @@ export interface ResolvedTierRateLimitOptions {
 
 const NAME = 'tierRateLimit';
 
-function modelFromBody(req: Request): string | undefined {
-  const model = (req.body as { model?: unknown } | undefined)?.model;
-  return typeof model === 'string' && model !== '' ? model : undefined;
-}
-
 export function resolveTierRateLimitOptions(
   options: Readonly<TierRateLimitOptions>,
 ): ResolvedTierRateLimitOptions {
@@ -45,27 +47,11 @@ export function resolveTierRateLimitOptions(
   }
   return {
     store: resolveStore(options, NAME),
-    customerId: requireFunction(
-      options.customerId,
-      'customerId',
-      NAME,
-      'a function of the request returning the Dodo customer id from your own authentication',
-    ),
+    customerId: resolveCustomerIdReader(options.customerId, NAME),
     tiers: resolveTiers(options.tiers),
     keyPrefix,
-    model:
-      options.model === undefined
-        ? modelFromBody
-        : requireFunction(options.model, 'model', NAME, 'a function of the request returning the model name'),
-    requestId:
-      options.requestId === undefined
-        ? undefined
-        : requireFunction(
-            options.requestId,
-            'requestId',
-            NAME,
-            'a function of the request returning a unique id',
-          ),
+    model: resolveModelReader(options.model, NAME),
+    requestId: resolveRequestIdReader(options.requestId, NAME),
     logger: resolveLogger(options.logger),
   };
 }
