@@ -3,10 +3,8 @@ import type { AddressInfo } from 'node:net';
 import DodoPayments from 'dodopayments';
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import { Redis } from 'ioredis';
-import { createBilling } from '../src/create-billing.js';
-import { MemoryStore } from '../src/store/memory.js';
-import { RedisStore } from '../src/store/redis.js';
-import type { BillingStore } from '../src/store/types.js';
+// The published build, as users run it (`npm run bench` builds first).
+import { type BillingStore, createBilling, MemoryStore, RedisStore } from '../dist/index.js';
 
 /** One variant of the benchmark, serving `POST /v1/chat/completions` in this process. */
 const [variant = 'bare', baseURL = '', apiKey = '', entitlementId = ''] = process.argv.slice(2);
@@ -88,6 +86,11 @@ async function middlewares(): Promise<RequestHandler[]> {
   if (variant === 'bare') return [completion];
   if (variant === 'naive') return [naive];
   if (variant === 'memory') return [...billingStack(new MemoryStore()), completion];
+  if (variant.startsWith('only-')) {
+    const stack = billingStack(new MemoryStore());
+    const pick = { tier: [0], softcap: [1], credits: [2], meter: [3], money: [2, 3] }[variant.slice(5)] ?? [];
+    return [...pick.map((index) => stack[index]!), completion];
+  }
   if (variant === 'redis') {
     const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
     return [...billingStack(new RedisStore({ client, prefix: `elb-bench:${randomUUID()}:` })), completion];
