@@ -1,5 +1,6 @@
 import express, { type Request, type Response, type Router } from 'express';
 import { StoreError } from '../errors.js';
+import { UnreadableEventError } from './effects/context.js';
 import { builtInEffect, type DodoWebhookEvent } from './effects/index.js';
 import {
   type DodoWebhooksOptions,
@@ -145,6 +146,13 @@ async function processOnce(
     await applyBuiltInEffect(config, event, webhookId, handler !== undefined);
     await handler?.(event, webhookId);
   } catch (error) {
+    if (error instanceof UnreadableEventError) {
+      // Signed by Dodo but unreadable: a retry would fail the same way. Acknowledged, logged.
+      logger.error(`webhook ${event.type} ignored: ${error.message}`, { webhookId });
+      await store.completeWebhook(webhookId, config.retentionMs).catch(() => {});
+      res.status(200).json({ received: true, ignored: error.message });
+      return;
+    }
     await store.releaseWebhook(webhookId).catch(() => {});
     const storeDown = error instanceof StoreError;
     logger.error(`webhook ${event.type} failed: released for Dodo's retry`, { webhookId, error });

@@ -289,6 +289,45 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     expect((await store.getSpend(customerId)).spend).toBe(0n);
   });
 
+  it('acknowledges a signed event it cannot read (200, logged) without applying any of it', async () => {
+    const { dodo, store, customerId, entitlementId, startApp } = await setup();
+    const errors: string[] = [];
+    const app = await startApp({ logger: { warn: () => {}, error: (message) => void errors.push(message) } });
+    await store.syncBalance(customerId, usd('5'), 1);
+    const entry = {
+      id: 'cle_bad',
+      customer_id: customerId,
+      credit_entitlement_id: entitlementId,
+      amount: '1',
+      balance_before: '500',
+      balance_after: 'a lot',
+      overage_after: '0',
+      created_at: new Date().toISOString(),
+    };
+    const unreadable = [
+      eventBody('credit.deducted', entry),
+      eventBody('credit.added', { ...entry, balance_after: '600', overage_after: '1e' }),
+      eventBody('refund.succeeded', {
+        refund_id: 'ref_bad',
+        customer: { customer_id: customerId },
+        amount: 12.5,
+      }),
+      eventBody('payment.succeeded', {
+        payment_id: 'pay_bad',
+        customer: { customer_id: customerId },
+        total_amount: 1.5,
+      }),
+    ];
+    for (const body of unreadable) {
+      const answer = await postSigned(app.webhookUrl, { secret: dodo.webhookKey, body });
+      expect(answer.status).toBe(200);
+      expect(answer.body).toMatchObject({ received: true, ignored: expect.any(String) });
+    }
+    expect(errors).toHaveLength(4);
+    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('5'), pending: 0n });
+    expect(await store.getSpend(customerId)).toEqual({ spend: 0n, firstPaymentAt: undefined });
+  });
+
   it('calls the app handler for credit.balance_low with the verified event', async () => {
     const { dodo, customerId, entitlementId, startApp } = await setup({ balanceLowThreshold: '500' });
     const low: unknown[] = [];

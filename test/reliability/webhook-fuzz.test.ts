@@ -45,9 +45,6 @@ const DOCUMENTED: Record<number, readonly string[]> = {
   401: ['invalid_webhook_signature', 'webhook_timestamp_out_of_tolerance'],
   409: ['webhook_in_progress'],
   413: ['webhook_body_too_large'],
-  // A correctly signed event whose data a built-in effect cannot read (e.g. `balance_after`
-  // not a decimal string) fails like a throwing handler: 500, released for Dodo's retry.
-  500: ['webhook_handler_failed'],
   503: ['billing_unavailable'],
 };
 

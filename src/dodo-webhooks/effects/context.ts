@@ -1,6 +1,6 @@
 import type DodoPayments from 'dodopayments';
 import type { Logger } from '../../logger.js';
-import type { Money } from '../../money.js';
+import { type Money, moneyFromMinorUnits, parseCredits } from '../../money.js';
 import type { BillingStore } from '../../store/types.js';
 
 /** What a built-in effect may use: everything goes through the store, so each is idempotent. */
@@ -68,4 +68,36 @@ export function customerIdOf(data: Record<string, unknown>): string | undefined 
 export function timeOf(value: unknown, fallback: number): number {
   const parsed = typeof value === 'string' ? Date.parse(value) : Number.NaN;
   return Number.isFinite(parsed) ? parsed : fallback;
+}
+
+/**
+ * A signed event whose fields cannot be read (a balance that is not a decimal, an amount that
+ * is not an integer): retrying it would fail the same way, so it is acknowledged and logged,
+ * with no effect.
+ */
+export class UnreadableEventError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnreadableEventError';
+  }
+}
+
+/** A decimal credit amount field, exactly, or an `UnreadableEventError` naming the field. */
+export function readCredits(data: Record<string, unknown>, field: string, perCredit: Money): Money {
+  const value = data[field];
+  try {
+    return parseCredits(value as string, perCredit);
+  } catch {
+    throw new UnreadableEventError(`\`${field}\` is not a decimal credit amount (${JSON.stringify(value)})`);
+  }
+}
+
+/** A minor-unit amount (an integer, or an integer string), or an `UnreadableEventError`. */
+export function readMinorUnits(value: unknown, field: string, currency: unknown): Money {
+  const valid =
+    (typeof value === 'number' && Number.isSafeInteger(value)) ||
+    (typeof value === 'string' && /^-?\d+$/.test(value));
+  if (!valid)
+    throw new UnreadableEventError(`\`${field}\` is not an amount in minor units (${JSON.stringify(value)})`);
+  return moneyFromMinorUnits(value as number | string, minorUnitDigits(currency));
 }

@@ -1,5 +1,4 @@
-import { parseCredits } from '../../money.js';
-import { customerIdOf, type Effect, timeOf } from './context.js';
+import { customerIdOf, type Effect, readCredits, timeOf } from './context.js';
 
 /**
  * Every `credit.*` ledger movement carries the balance after it: it is applied as an
@@ -17,11 +16,12 @@ export const applyLedgerEntry: Effect = async (event, { store, perCredit, credit
     return;
   }
   if (creditEntitlementId !== undefined && data.credit_entitlement_id !== creditEntitlementId) return;
-  if (event.type === 'credit.deducted' && typeof data.amount === 'string') {
-    const amount = parseCredits(data.amount, perCredit);
+  // Every field is read before anything is applied: an unreadable one changes nothing.
+  const overage = data.overage_after === undefined ? 0n : readCredits(data, 'overage_after', perCredit);
+  const balance = readCredits(data, 'balance_after', perCredit) - overage;
+  if (event.type === 'credit.deducted') {
+    const amount = readCredits(data, 'amount', perCredit);
     await store.confirmDeducted(customerId, amount < 0n ? -amount : amount);
   }
-  const overage = typeof data.overage_after === 'string' ? parseCredits(data.overage_after, perCredit) : 0n;
-  const balance = parseCredits(data.balance_after, perCredit) - overage;
   await store.syncBalance(customerId, balance, timeOf(data.created_at, timeOf(event.timestamp, store.now())));
 };

@@ -1,5 +1,4 @@
-import { moneyFromMinorUnits } from '../../money.js';
-import { customerIdOf, type Effect, minorUnitDigits, timeOf } from './context.js';
+import { customerIdOf, type Effect, readMinorUnits, timeOf } from './context.js';
 
 /** `payment.succeeded`: lifetime spend grows by the amount paid, once per payment. */
 export const recordSuccessfulPayment: Effect = async (event, { store, logger }) => {
@@ -15,7 +14,7 @@ export const recordSuccessfulPayment: Effect = async (event, { store, logger }) 
   await store.recordPayment(
     customerId,
     paymentId,
-    moneyFromMinorUnits(amount, minorUnitDigits(data.currency)),
+    readMinorUnits(amount, 'total_amount', data.currency),
     paidAt,
   );
 };

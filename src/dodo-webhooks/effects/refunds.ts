@@ -1,5 +1,5 @@
-import { moneyFromMinorUnits, parseCredits } from '../../money.js';
-import { customerIdOf, type Effect, type EffectContext, minorUnitDigits } from './context.js';
+import { parseCredits } from '../../money.js';
+import { customerIdOf, type Effect, type EffectContext, readMinorUnits } from './context.js';
 
 async function clawBack(
   customerId: string,
@@ -9,7 +9,7 @@ async function clawBack(
   context: EffectContext,
 ) {
   const { store } = context;
-  await store.recordRefund(customerId, refundId, moneyFromMinorUnits(minorUnits, minorUnitDigits(currency)));
+  await store.recordRefund(customerId, refundId, readMinorUnits(minorUnits, 'amount', currency));
   // The refunded credits leave Dodo's balance, maybe before their `credit.*` entry reaches us.
   // A stale view still admits what it covers, so the view is corrected from Dodo at once when
   // a client is at hand; marked stale, it is reread on the next refusal or refresh.
