@@ -11,7 +11,7 @@ import {
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
 import { balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
-import { CREDITS_PER_DOLLAR, meterNames, PRICING } from './seed.js';
+import { CREDITS_PER_DOLLAR, METERS, PRICING } from './seed.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 
@@ -53,7 +53,7 @@ export function buildApp(
     customerId: customerIdOf,
     pricing: PRICING,
     creditsPerDollar: CREDITS_PER_DOLLAR,
-    meters: meterNames,
+    meters: METERS,
     webhookKey: wiring.webhookKey,
   });
   const auth = apiKeyAuth(wiring.apiKeys);
@@ -78,7 +78,7 @@ export function buildApp(
   const tracked = trackOpenAI(wiring.openai.withOptions({}), {
     store: wiring.store,
     pricing: PRICING,
-    meters: meterNames,
+    meters: METERS,
     creditsPerDollar: CREDITS_PER_DOLLAR,
   });
   app.post(

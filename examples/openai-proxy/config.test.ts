@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExampleConfigError, loadConfig } from './config.js';
-import { meterUnitsPerCredit } from './seed.js';
 import { startExample } from './start.js';
 
 const REAL = {
@@ -78,23 +77,5 @@ describe('loadConfig', () => {
     await expect(
       startExample({ port: 0, env: { ...REAL, REDIS_URL: 'redis://127.0.0.1:1' } }),
     ).rejects.toMatchObject({ name: 'ExampleConfigError', variable: 'REDIS_URL' });
-  });
-});
-
-describe('meterUnitsPerCredit (credits are cents)', () => {
-  it('is the seed’s tokens per cent, exactly', () => {
-    expect(meterUnitsPerCredit('2.50')).toBe('4000');
-    expect(meterUnitsPerCredit('10.00')).toBe('1000');
-    expect(meterUnitsPerCredit('2.50', 1)).toBe('400000'); // the seed's "per $1" figure
-  });
-
-  it('rounds a rate that does not terminate at 12 decimals, half up', () => {
-    expect(meterUnitsPerCredit('0.15')).toBe('66666.666666666667');
-    expect(meterUnitsPerCredit('0.60')).toBe('16666.666666666667');
-    expect(meterUnitsPerCredit('60.00')).toBe('166.666666666667');
-  });
-
-  it('has no rate for a free price', () => {
-    expect(meterUnitsPerCredit('0')).toBeUndefined();
   });
 });

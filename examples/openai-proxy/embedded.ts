@@ -1,5 +1,7 @@
 import OpenAI from 'openai';
 import { MemoryStore, parseUsd } from '../../src/index.js';
+import { applySetup } from '../../src/setup/apply.js';
+import { planSetup } from '../../src/setup/plan.js';
 import {
   createDodoEmulator,
   createMockLLM,
@@ -9,14 +11,7 @@ import {
 } from '../../src/testing/index.js';
 import { ApiKeys } from './api-keys.js';
 import type { EmbeddedConfig } from './config.js';
-import {
-  CREDITS_PER_DOLLAR,
-  meterNames,
-  meterUnitsPerCredit,
-  PACK_DOLLARS,
-  PLAN_CAPS,
-  PRICING,
-} from './seed.js';
+import { BILLING_CONFIG, CREDITS_PER_DOLLAR, PACK_DOLLARS, PLAN_CAPS } from './seed.js';
 import type { Wiring } from './wiring.js';
 
 /** A customer of the embedded Dodo emulator and the API key that names it. */
@@ -42,8 +37,9 @@ function creditsFor(dollars: string): string {
 }
 
 /**
- * Sets the seed up on the Dodo emulator — a fiat credit entitlement, one input and one output
- * meter per model priced from the table, the $5/$10/$50/$100 packs, Plus and Team — starts
+ * Sets the seed up on the Dodo emulator with `express-llm-billing setup`'s own code — a fiat
+ * credit entitlement, weighted input and output meters priced from the table, the
+ * $5/$10/$50/$100 packs, Plus and Team — starts
  * the mock LLM as upstream, and creates a demo customer holding $5.00 of credits.
  */
 export async function bootEmbedded(
@@ -53,36 +49,15 @@ export async function bootEmbedded(
   const emulator = await createDodoEmulator();
   const mockLLM = await createMockLLM(options.mockLLM);
   try {
-    const credits = emulator.createCreditEntitlement({
-      name: 'USD credits',
-      unit: 'USD cents',
-      currency: 'USD',
-      precision: 2,
-      overage_enabled: false,
-      rollover_enabled: false,
-    });
-    for (const [model, price] of Object.entries(PRICING)) {
-      const names = meterNames(model);
-      for (const kind of ['input', 'output'] as const) {
-        const rate = meterUnitsPerCredit(price[kind]);
-        emulator.createMeter({
-          eventName: names[kind],
-          ...(rate === undefined ? {} : { creditEntitlementId: credits.id, meterUnitsPerCredit: rate }),
-        });
-      }
-    }
-    const packs = new Map<string, string>();
-    for (const dollars of PACK_DOLLARS) {
-      const product = emulator.createCreditPack({
-        name: `$${dollars} credit pack`,
-        price: Number(creditsFor(dollars)),
-        creditEntitlementId: credits.id,
-        credits: creditsFor(dollars),
-      });
-      packs.set(dollars, product.product_id);
-    }
-    const plus = emulator.createSubscriptionProduct({ name: 'Plus', price: 2000 });
-    const team = emulator.createSubscriptionProduct({ name: 'Team (per seat)', price: 2500 });
+    // The same setup the CLI runs against real Dodo: entitlement, meters, packs, plans.
+    const { ids } = await applySetup(planSetup(BILLING_CONFIG), emulator.client());
+    const credits = { id: ids.creditEntitlementId! };
+    const product = (key: string) => ids.products[key]!;
+    const packs = new Map<string, string>(
+      PACK_DOLLARS.map((dollars) => [dollars, product(`top-up-${dollars}`)]),
+    );
+    const plus = { product_id: product('plan-plus') };
+    const team = { product_id: product('plan-team') };
 
     const apiKeys = new ApiKeys();
     let customers = 0;

@@ -66,7 +66,7 @@ async function eventually<T>(
 const hello = [{ role: 'user' as const, content: 'Hello there' }];
 
 describe('openai client → example proxy', () => {
-  it('bills a JSON completion exactly, locally and on Dodo through the per-model meters', async () => {
+  it('bills a JSON completion exactly, locally and on Dodo through the weighted meters', async () => {
     const buyer = customer();
     const { openai } = client(buyer.apiKey);
     const completion = await openai.chat.completions.create({ model: 'gpt-4o', messages: hello });
@@ -81,12 +81,15 @@ describe('openai client → example proxy', () => {
 
     await example.billing.flush();
     const events = services().emulator.ingestedEvents({ customerId: buyer.customerId });
-    expect(events.map((event) => [event.event_name, event.metadata?.tokens])).toEqual([
-      ['gpt-4o.input_tokens', 2],
-      ['gpt-4o.output_tokens', 4],
+    // Weighted meters: tokens × (price / $0.05 per 1M), exact; the real counts ride along.
+    expect(
+      events.map((event) => [event.event_name, event.metadata?.tokens, event.metadata?.raw_tokens]),
+    ).toEqual([
+      ['llm.input_tokens', 100, 2],
+      ['llm.output_tokens', 800, 4],
     ]);
     await services().emulator.settle();
-    // 500 cents − 0.0045 cents, deducted by Dodo's meters at 4000 and 1000 tokens per credit.
+    // 500 cents − 0.0045 cents, deducted by Dodo's meters at 200,000 weighted tokens per credit.
     expect(services().emulator.balance(buyer.customerId, services().creditEntitlementId)).toBe('499.9955');
   });
 

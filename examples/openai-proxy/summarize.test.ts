@@ -39,8 +39,11 @@ it('POST /v1/summarize answers its own JSON and is billed exactly the upstream c
     .toBe(parseUsd('5', 'test') - cost);
   await example.billing.flush();
   const events = services.emulator.ingestedEvents({ customerId: buyer.customerId });
-  expect(events.map((event) => [event.event_name, event.metadata?.tokens])).toEqual([
-    [`${SUMMARY_MODEL}.input_tokens`, expected.promptTokens],
-    [`${SUMMARY_MODEL}.output_tokens`, expected.completionTokens],
+  // Weighted meters (base $0.05 per 1M): GPT-4o-mini weighs 3 per input and 12 per output token.
+  expect(
+    events.map((event) => [event.event_name, event.metadata?.raw_tokens, event.metadata?.tokens]),
+  ).toEqual([
+    ['llm.input_tokens', expected.promptTokens, 3 * expected.promptTokens],
+    ['llm.output_tokens', expected.completionTokens, 12 * expected.completionTokens],
   ]);
 });
