@@ -3,8 +3,12 @@ import type { AddressInfo } from 'node:net';
 import DodoPayments from 'dodopayments';
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import { Redis } from 'ioredis';
-// The published build, as users run it (`npm run bench` builds first).
-import { type BillingStore, createBilling, MemoryStore, RedisStore } from '../dist/index.js';
+import type { BillingStore } from '../src/index.js';
+
+// The published build, as users run it (`npm run bench` builds first); typed by the sources.
+const { createBilling, MemoryStore, RedisStore }: typeof import('../src/index.js') = await import(
+  new URL('../dist/index.js', import.meta.url).href
+);
 
 /** One variant of the benchmark, serving `POST /v1/chat/completions` in this process. */
 const [variant = 'bare', baseURL = '', apiKey = '', entitlementId = ''] = process.argv.slice(2);
