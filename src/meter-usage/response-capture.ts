@@ -57,7 +57,9 @@ export class ResponseCapture {
   }
 }
 
-const captures = new WeakMap<Response, ResponseCapture>();
+/** Where a response keeps its capture: a property, as a WeakMap entry per response burdens the GC. */
+const CAPTURE = Symbol('express-llm-billing.capture');
+type CapturedResponse = Response & { [CAPTURE]?: ResponseCapture };
 
 /**
  * Observes every chunk the handler writes, passing each through unchanged and at once: a
@@ -65,10 +67,10 @@ const captures = new WeakMap<Response, ResponseCapture>();
  * middlewares ask for it.
  */
 export function captureResponse(res: Response, maxJsonBytes: number): ResponseCapture {
-  const existing = captures.get(res);
+  const existing = (res as CapturedResponse)[CAPTURE];
   if (existing) return existing;
   const capture = new ResponseCapture(res, maxJsonBytes);
-  captures.set(res, capture);
+  (res as CapturedResponse)[CAPTURE] = capture;
   const json = res.json;
   const write = res.write;
   const end = res.end;
