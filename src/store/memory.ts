@@ -111,8 +111,12 @@ export class MemoryStore implements BillingStore {
   readonly now: () => number;
   private readonly customers: LRUCache<string, CustomerState>;
   private readonly webhooks: LRUCache<string, WebhookRecord>;
-  /** Insertion-ordered, so iterating it yields the oldest events first. */
-  private readonly outbox = new Map<string, OutboxEntry>();
+  /**
+   * Events waiting for delivery, in insertion order (oldest first), and events leased to a
+   * flusher: kept apart so that a claim walks the leases, not a backlog of waiting events.
+   */
+  private readonly waiting = new Map<string, OutboxEntry>();
+  private readonly leased = new Map<string, OutboxEntry>();
   private readonly deadLetters = new Map<string, DeadLetter>();
 
   constructor(options: Readonly<MemoryStoreOptions> = {}) {
@@ -256,8 +260,8 @@ export class MemoryStore implements BillingStore {
     state.pending += settlement.cost;
     const now = this.now();
     for (const event of settlement.events) {
-      if (this.outbox.has(event.event_id)) continue;
-      this.outbox.set(event.event_id, {
+      if (this.waiting.has(event.event_id) || this.leased.has(event.event_id)) continue;
+      this.waiting.set(event.event_id, {
         event,
         attempts: 0,
         enqueuedAt: now,
@@ -297,20 +301,23 @@ export class MemoryStore implements BillingStore {
     const now = this.now();
     const leaseId = randomUUID();
     const events: ClaimedEvent[] = [];
+    const take = (entry: OutboxEntry) => {
+      entry.leaseId = leaseId;
+      entry.leaseExpiresAt = now + leaseMs;
+      entry.attempts += 1;
+      events.push({ event: entry.event, attempts: entry.attempts, enqueuedAt: entry.enqueuedAt });
+    };
     // Events whose lease lapsed (their worker died) go first: they are the oldest.
-    for (const pass of ['expired', 'ready'] as const) {
-      for (const entry of this.outbox.values()) {
-        if (events.length >= max) break;
-        const due =
-          pass === 'expired'
-            ? entry.leaseId !== undefined && entry.leaseExpiresAt <= now
-            : entry.leaseId === undefined && entry.availableAt <= now;
-        if (!due) continue;
-        entry.leaseId = leaseId;
-        entry.leaseExpiresAt = now + leaseMs;
-        entry.attempts += 1;
-        events.push({ event: entry.event, attempts: entry.attempts, enqueuedAt: entry.enqueuedAt });
-      }
+    for (const entry of this.leased.values()) {
+      if (events.length >= max) break;
+      if (entry.leaseExpiresAt <= now) take(entry);
+    }
+    for (const [id, entry] of this.waiting) {
+      if (events.length >= max) break;
+      if (entry.availableAt > now) continue;
+      this.waiting.delete(id);
+      this.leased.set(id, entry);
+      take(entry);
     }
     return { leaseId, events };
   }
@@ -318,13 +325,13 @@ export class MemoryStore implements BillingStore {
   /** The entries of `eventIds` still leased under `batch`. */
   private *leasedUnder(batch: OutboxBatch, eventIds: readonly string[]): Generator<OutboxEntry> {
     for (const id of eventIds) {
-      const entry = this.outbox.get(id);
+      const entry = this.leased.get(id);
       if (entry && entry.leaseId === batch.leaseId) yield entry;
     }
   }
 
   async ackOutbox(batch: OutboxBatch, eventIds: readonly string[]): Promise<void> {
-    for (const entry of this.leasedUnder(batch, eventIds)) this.outbox.delete(entry.event.event_id);
+    for (const entry of this.leasedUnder(batch, eventIds)) this.leased.delete(entry.event.event_id);
   }
 
   async nackOutbox(
@@ -335,9 +342,12 @@ export class MemoryStore implements BillingStore {
   ): Promise<void> {
     const replacements = new Map(replace.map((event) => [event.event_id, event]));
     for (const entry of this.leasedUnder(batch, eventIds)) {
+      const id = entry.event.event_id;
       entry.leaseId = undefined;
       entry.availableAt = this.now() + backoffMs;
-      entry.event = replacements.get(entry.event.event_id) ?? entry.event;
+      entry.event = replacements.get(id) ?? entry.event;
+      this.leased.delete(id);
+      this.waiting.set(id, entry);
     }
   }
 
@@ -347,7 +357,7 @@ export class MemoryStore implements BillingStore {
   ): Promise<void> {
     const reasons = new Map(failures.map((failure) => [failure.eventId, failure.reason]));
     for (const entry of this.leasedUnder(batch, [...reasons.keys()])) {
-      this.outbox.delete(entry.event.event_id);
+      this.leased.delete(entry.event.event_id);
       this.deadLetters.set(entry.event.event_id, {
         event: entry.event,
         reason: reasons.get(entry.event.event_id)!,
@@ -359,11 +369,13 @@ export class MemoryStore implements BillingStore {
 
   async outboxStats(): Promise<OutboxStats> {
     const now = this.now();
-    let leased = 0;
-    for (const entry of this.outbox.values()) {
-      if (entry.leaseId !== undefined && entry.leaseExpiresAt > now) leased += 1;
-    }
-    return { waiting: this.outbox.size - leased, leased, dead: this.deadLetters.size };
+    let live = 0;
+    for (const entry of this.leased.values()) if (entry.leaseExpiresAt > now) live += 1;
+    return {
+      waiting: this.waiting.size + this.leased.size - live,
+      leased: live,
+      dead: this.deadLetters.size,
+    };
   }
 
   async listDeadLetters(limit = 100): Promise<DeadLetter[]> {
