@@ -3,6 +3,7 @@ import { LRUCache } from 'lru-cache';
 import { type RateLimiterAbstract, RateLimiterMemory } from 'rate-limiter-flexible';
 import { ConfigError } from '../errors.js';
 import type { Money } from '../money.js';
+import { Reservations } from './memory-reservations.js';
 import type {
   BalanceSyncResult,
   BalanceView,
@@ -47,11 +48,6 @@ interface BalanceRecord {
   stale: boolean;
 }
 
-interface Reservation {
-  amount: Money;
-  expiresAt: number;
-}
-
 interface UsagePeriod {
   counters: Map<string, bigint>;
   expiresAt: number;
@@ -62,7 +58,7 @@ interface CustomerState {
   balance: BalanceRecord | undefined;
   /** Usage settled here that Dodo has not confirmed deducting; kept even before a first sync. */
   pending: Money;
-  reservations: Map<string, Reservation>;
+  reservations: Reservations;
   /** Adjustment and settlement ids applied, with when they may be forgotten. */
   appliedIds: Map<string, number>;
   spend: Money;
@@ -131,7 +127,7 @@ export class MemoryStore implements BillingStore {
       state = {
         balance: undefined,
         pending: 0n,
-        reservations: new Map(),
+        reservations: new Reservations(),
         appliedIds: new Map(),
         spend: 0n,
         firstPaymentAt: undefined,
@@ -143,17 +139,6 @@ export class MemoryStore implements BillingStore {
       this.customers.set(customerId, state);
     }
     return state;
-  }
-
-  /** Drops expired reservations and returns the live total. */
-  private liveReserved(state: CustomerState): Money {
-    const now = this.now();
-    let total = 0n;
-    for (const [id, reservation] of state.reservations) {
-      if (reservation.expiresAt <= now) state.reservations.delete(id);
-      else total += reservation.amount;
-    }
-    return total;
   }
 
   /** Applies `id` once: true the first time, false while it is remembered. */
@@ -174,7 +159,7 @@ export class MemoryStore implements BillingStore {
 
   private view(state: CustomerState): BalanceView | undefined {
     if (!state.balance) return undefined;
-    const reserved = this.liveReserved(state);
+    const reserved = state.reservations.live(this.now());
     const { balance, syncedAt, stale } = state.balance;
     return {
       balance,
@@ -233,21 +218,20 @@ export class MemoryStore implements BillingStore {
   ): Promise<ReserveResult> {
     const state = this.customers.get(customerId);
     if (!state?.balance) return { ok: false, reason: 'no_balance' };
-    state.reservations.delete(reservationId);
-    const available = state.balance.balance - this.liveReserved(state);
+    const now = this.now();
+    state.reservations.remove(reservationId);
+    const available = state.balance.balance - state.reservations.live(now);
     const syncedAt = state.balance.stale ? 0 : state.balance.syncedAt;
     if (available <= 0n || available < amount)
       return { ok: false, reason: 'insufficient', available, syncedAt };
-    state.reservations.set(reservationId, { amount, expiresAt: this.now() + ttlMs });
+    state.reservations.hold(reservationId, amount, now + ttlMs);
     return { ok: true, available: available - amount, syncedAt };
   }
 
   async release(customerId: string, reservationId: string): Promise<boolean> {
     const state = this.customers.get(customerId);
     if (!state) return false;
-    const reservation = state.reservations.get(reservationId);
-    state.reservations.delete(reservationId);
-    return reservation !== undefined && reservation.expiresAt > this.now();
+    return state.reservations.remove(reservationId, this.now());
   }
 
   async settle(settlement: Settlement): Promise<SettleResult> {
@@ -255,7 +239,7 @@ export class MemoryStore implements BillingStore {
     if (!this.applyOnce(state, `settle:${settlement.settlementId}`, settlement.retentionMs)) {
       return { applied: false, view: this.view(state) };
     }
-    if (settlement.reservationId !== undefined) state.reservations.delete(settlement.reservationId);
+    if (settlement.reservationId !== undefined) state.reservations.remove(settlement.reservationId);
     if (state.balance) state.balance.balance -= settlement.cost;
     state.pending += settlement.cost;
     const now = this.now();
