@@ -120,6 +120,28 @@ export class RequestBilling {
 /** The request whose handler is running now (for clients wrapped to bill the current request). */
 export const currentBilling = new AsyncLocalStorage<RequestBilling>();
 
+/**
+ * Whether handlers run inside their request's billing context. Off until something reads it
+ * (`trackOpenAI`, `enableRequestBillingContext`): entering an AsyncLocalStorage makes every
+ * promise of the process a little slower, a cost an app that never reads it should not pay.
+ */
+let requestContextEnabled = false;
+
+/**
+ * Makes `currentRequestBilling()` find the request in flight from anywhere in its handler.
+ * `trackOpenAI` calls it; call it once at startup if you use `currentRequestBilling()` without
+ * a tracked client.
+ */
+export function enableRequestBillingContext(): void {
+  requestContextEnabled = true;
+}
+
+/** Runs the rest of the request's chain within its billing context, when that is enabled. */
+export function continueWithin(billing: RequestBilling, next: () => void): void {
+  if (requestContextEnabled) currentBilling.run(billing, next);
+  else next();
+}
+
 /** The request's billing, if a billing middleware has run for it. */
 export function billingOf(res: Response): RequestBilling | undefined {
   const billing = res.locals.billing;

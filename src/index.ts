@@ -1,4 +1,4 @@
-export { RequestBilling, type UsageRecord } from './billing-context.js';
+export { enableRequestBillingContext, RequestBilling, type UsageRecord } from './billing-context.js';
 export { type Billing, createBilling } from './create-billing.js';
 export {
   type DodoWebhookEventOf,

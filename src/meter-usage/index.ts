@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { currentBilling, openBilling, type RequestBilling } from '../billing-context.js';
+import { continueWithin, openBilling, type RequestBilling } from '../billing-context.js';
 import { modelFromBody } from '../options.js';
 import { charactersOverFour, promptText } from '../require-credits/estimate.js';
 import type { BillingStore } from '../store/types.js';
@@ -73,7 +73,7 @@ export function meterUsage(options: Readonly<MeterUsageOptions>): MeterUsageMidd
       billing.estimatedInputTokens = charactersOverFour(promptText(req.body));
     const capture = captureResponse(res, config.maxJsonBytes);
     billing.settler = (ended, response) => settle(config, flusher, ended, capture, response);
-    return currentBilling.run(billing, next);
+    return continueWithin(billing, next);
   } as MeterUsageMiddleware;
 
   middleware.flush = (timeoutMs?: number) => flusher.flush(timeoutMs);

@@ -23,7 +23,9 @@ export class ResponseCapture {
       const [only] = parts;
       if (parts.length === 1 && typeof only === 'string') return JSON.parse(only);
       return JSON.parse(
-        Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : part))).toString('utf8'),
+        Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : part))).toString(
+          'utf8',
+        ),
       );
     } catch {
       return undefined;

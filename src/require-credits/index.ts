@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { currentBilling, openBilling, type RequestBilling } from '../billing-context.js';
+import { continueWithin, openBilling, type RequestBilling } from '../billing-context.js';
 import { noCustomerError, openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { costOfTokens, displayUsd, type Money } from '../money.js';
 import { priceOf } from '../options.js';
@@ -43,7 +43,7 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
     }
 
     // A subscription covers this request (softCapRouter decided so): no credits are held.
-    if (!billing.chargeCredits) return currentBilling.run(billing, next);
+    if (!billing.chargeCredits) return continueWithin(billing, next);
 
     const model = billing.model ?? config.model(req);
     const price = priceOf(config.pricing, model);
@@ -76,7 +76,7 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
           customerId: billing.customerId,
           error,
         });
-        return currentBilling.run(billing, next);
+        return continueWithin(billing, next);
       }
       config.logger.error('billing unavailable: refusing the request with 503', {
         customerId: billing.customerId,
@@ -104,7 +104,7 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
       config.store.release(billing.customerId, billing.requestId).catch(() => {});
       return;
     }
-    return currentBilling.run(billing, next);
+    return continueWithin(billing, next);
   };
 }
 

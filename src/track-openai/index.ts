@@ -1,4 +1,4 @@
-import { currentBilling, type RequestBilling } from '../billing-context.js';
+import { currentBilling, enableRequestBillingContext, type RequestBilling } from '../billing-context.js';
 import { ConfigError } from '../errors.js';
 import { chatCompletions } from './chat.js';
 import { type Endpoint, isRecord } from './endpoint.js';
@@ -34,7 +34,9 @@ const trackedClients = new WeakSet<object>();
 /**
  * The billing of the request whose handler is running now (entered by `requireCredits` or
  * `meterUsage`), or `undefined` outside any. Deep in a service layer, where `res` is out of
- * reach, it is how other LLM SDKs' usage is recorded.
+ * reach, it is how other LLM SDKs' usage is recorded. It needs the request context, which
+ * `trackOpenAI` turns on; without a tracked client, call `enableRequestBillingContext()` once
+ * at startup.
  * @example currentRequestBilling()?.record(usageRecordOf(model, message.usage))
  */
 export function currentRequestBilling(): RequestBilling | undefined {
@@ -107,6 +109,7 @@ export function trackOpenAI<Client extends OpenAIClientLike>(
   wrapCreate(chat, chatCompletions, config, client);
   if (typeof client.responses?.create === 'function') wrapCreate(client.responses, responses, config, client);
   trackedClients.add(client);
+  enableRequestBillingContext();
   return client;
 }
 
