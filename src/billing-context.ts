@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
-import type { Request, Response } from 'express';
+import type { NextFunction, Request, Response } from 'express';
+import { noCustomerError, sendOpenAIError } from './http/openai-error.js';
 import type { Logger } from './logger.js';
 import type { Money } from './money.js';
 import type { BillingStore } from './store/types.js';
@@ -200,5 +201,26 @@ export async function openBilling(
       error,
     }),
   );
+  return billing;
+}
+
+/**
+ * The request's billing for a middleware that needs a customer, or `undefined` once it has
+ * answered: 401 when the app's authentication names nobody, `next(error)` when it threw.
+ */
+export async function billingOrRefusal(
+  req: Request,
+  res: Response,
+  next: NextFunction,
+  options: OpenBillingOptions,
+): Promise<RequestBilling | undefined> {
+  let billing: RequestBilling | undefined;
+  try {
+    billing = await openBilling(req, res, options);
+  } catch (error) {
+    next(error);
+    return undefined;
+  }
+  if (!billing) sendOpenAIError(res, 401, noCustomerError());
   return billing;
 }

@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { continueWithin, openBilling, type RequestBilling } from '../billing-context.js';
-import { noCustomerError, openAIError, sendOpenAIError } from '../http/openai-error.js';
+import { billingOrRefusal, continueWithin, type RequestBilling } from '../billing-context.js';
+import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { costOfTokens, displayUsd, type Money } from '../money.js';
 import { priceOf } from '../options.js';
 import type { ReserveResult } from '../store/types.js';
@@ -32,15 +32,8 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
   });
 
   return async function requireCreditsMiddleware(req: Request, res: Response, next: NextFunction) {
-    let billing: RequestBilling | undefined;
-    try {
-      billing = await openBilling(req, res, config);
-    } catch (error) {
-      return next(error);
-    }
-    if (!billing) {
-      return sendOpenAIError(res, 401, noCustomerError());
-    }
+    const billing = await billingOrRefusal(req, res, next, config);
+    if (!billing) return;
 
     // A subscription covers this request (softCapRouter decided so): no credits are held.
     if (!billing.chargeCredits) return continueWithin(billing, next);

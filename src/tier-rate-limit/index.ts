@@ -1,7 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { LRUCache } from 'lru-cache';
-import { openBilling, type RequestBilling } from '../billing-context.js';
-import { noCustomerError, openAIError, sendOpenAIError } from '../http/openai-error.js';
+import { billingOrRefusal, type RequestBilling } from '../billing-context.js';
+import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
 import { charactersOverFour, promptText, requestedMaxOutputTokens } from '../require-credits/estimate.js';
@@ -34,15 +34,8 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
   const lastTier = new LRUCache<string, ResolvedTier>({ max: 100_000 });
 
   return async function tierRateLimitMiddleware(req: Request, res: Response, next: NextFunction) {
-    let billing: RequestBilling | undefined;
-    try {
-      billing = await openBilling(req, res, config);
-    } catch (error) {
-      return next(error);
-    }
-    if (!billing) {
-      return sendOpenAIError(res, 401, noCustomerError());
-    }
+    const billing = await billingOrRefusal(req, res, next, config);
+    if (!billing) return;
     const customerId = billing.customerId;
     const tier = await currentTier(config, customerId, lastTier);
     const windows = limits.get(tier.name)!;
