@@ -34,7 +34,7 @@ interface PackedFile {
 
 let scratch: string;
 let packedFiles: string[];
-let packedManifest: { exports: unknown; files?: string[] };
+let packedManifest: { exports: unknown; files?: string[]; bin?: unknown };
 
 async function exec(command: string, args: string[], cwd = REPO) {
   // Vitest's loader hooks must not leak into the consumers: they run as a user's Node would.
@@ -160,6 +160,17 @@ describe('the published tarball', () => {
     for (const target of targets) {
       expect((await stat(join(PACKAGE_DIR, target))).isFile(), target).toBe(true);
     }
+  });
+});
+
+describe('the packed command line', () => {
+  it('runs `express-llm-billing` from its bin entry, with its shebang', async () => {
+    const bin = packedManifest.bin as Record<string, string>;
+    expect(Object.keys(bin)).toEqual(['express-llm-billing']);
+    const file = join(PACKAGE_DIR, bin['express-llm-billing']!);
+    expect((await readFile(file, 'utf8')).startsWith('#!/usr/bin/env node')).toBe(true);
+    const { stdout } = await exec(process.execPath, [file, '--help'], PACK_ROOT);
+    expect(stdout).toContain('Usage: express-llm-billing setup');
   });
 });
 
