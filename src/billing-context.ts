@@ -4,7 +4,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { noCustomerError, sendOpenAIError } from './http/openai-error.js';
 import type { Logger } from './logger.js';
 import type { Money } from './money.js';
-import type { BillingStore } from './store/types.js';
+import type { BillingStore, CustomerProfile } from './store/types.js';
 
 /** Token usage of one LLM call, as an app reports it or as it is read from a response. */
 export interface UsageRecord {
@@ -44,6 +44,7 @@ export class RequestBilling {
   /** What the request was billed for, once settled (read by limiters and caps after the end). */
   settledUsage: readonly UsageRecord[] | undefined;
   private readonly records: UsageRecord[] = [];
+  private profileRead: Promise<CustomerProfile> | undefined;
   private ended = false;
   private readonly endListeners: ((billing: RequestBilling) => void)[] = [];
   private readonly endingListeners: ((billing: RequestBilling) => void)[] = [];
@@ -70,6 +71,15 @@ export class RequestBilling {
       throw new TypeError('billing.record: `model` must be the model name the tokens are priced at.');
     }
     this.records.push({ ...usage });
+  }
+
+  /**
+   * The customer's spend and subscriptions, read from the store once per request however many
+   * middlewares (tiers, soft caps) ask: one round trip instead of one each.
+   */
+  profile(store: BillingStore): Promise<CustomerProfile> {
+    this.profileRead ??= store.getCustomerProfile(this.customerId);
+    return this.profileRead;
   }
 
   /** Usage recorded with `record()` so far. */

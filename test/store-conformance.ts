@@ -487,6 +487,21 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
         ]);
         expect(await store.getSubscriptions('cus_2')).toEqual([]);
       });
+
+      it('reads spend and subscriptions together as the customer profile', async () => {
+        await store.recordPayment('cus_1', 'pay_1', usd('60'), now - DAY);
+        await store.putSubscription('cus_1', plus);
+        expect(await store.getCustomerProfile('cus_1')).toEqual({
+          spend: usd('60'),
+          firstPaymentAt: now - DAY,
+          subscriptions: [plus],
+        });
+        expect(await store.getCustomerProfile('cus_2')).toEqual({
+          spend: 0n,
+          firstPaymentAt: undefined,
+          subscriptions: [],
+        });
+      });
     });
 
     describe('rate limiters', () => {

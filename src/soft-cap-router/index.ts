@@ -39,7 +39,7 @@ export function softCapRouter(options: Readonly<SoftCapRouterOptions>): RequestH
     try {
       billing = await openBilling(req, res, config);
       if (!billing) return next();
-      subscription = pickSubscription(config, await config.store.getSubscriptions(billing.customerId));
+      subscription = pickSubscription(config, (await billing.profile(config.store)).subscriptions);
       if (!subscription) return next();
       used = await config.store.getUsage(billing.customerId, periodKey(subscription));
     } catch (error) {

@@ -9,6 +9,7 @@ import type {
   BalanceView,
   BillingStore,
   ClaimedEvent,
+  CustomerProfile,
   DeadLetter,
   OutboxBatch,
   OutboxEvent,
@@ -424,6 +425,10 @@ export class MemoryStore implements BillingStore {
   async getSubscriptions(customerId: string): Promise<SubscriptionState[]> {
     const state = this.customers.get(customerId);
     return state ? [...state.subscriptions.values()].map((subscription) => ({ ...subscription })) : [];
+  }
+
+  async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
+    return { ...(await this.getSpend(customerId)), subscriptions: await this.getSubscriptions(customerId) };
   }
 
   createRateLimiter(options: RateLimiterOptions): RateLimiterAbstract {

@@ -12,6 +12,7 @@ import type {
   BalanceView,
   BillingStore,
   ClaimedEvent,
+  CustomerProfile,
   DeadLetter,
   OutboxBatch,
   OutboxEvent,
@@ -602,13 +603,8 @@ export class RedisStore implements BillingStore {
 
   async getSpend(customerId: string): Promise<Spend> {
     const key = this.keys.customer(customerId).spend;
-    const [spend, firstPaymentAt] = await this.run('getSpend', () =>
-      this.client.hmget(key, 'spend', 'firstPaymentAt'),
-    );
-    return {
-      spend: spend ? BigInt(spend) : 0n,
-      firstPaymentAt: firstPaymentAt ? Number(firstPaymentAt) : undefined,
-    };
+    const fields = await this.run('getSpend', () => this.client.hmget(key, 'spend', 'firstPaymentAt'));
+    return toSpend(fields);
   }
 
   // ── Webhook deliveries ────────────────────────────────────────────────────────────────────
@@ -648,14 +644,22 @@ export class RedisStore implements BillingStore {
 
   async getSubscriptions(customerId: string): Promise<SubscriptionState[]> {
     const key = this.keys.customer(customerId).subscriptions;
-    const values = await this.run('getSubscriptions', () => this.client.hvals(key));
-    return values
-      .map((value) => {
-        const [order = '0', , json = '{}'] = splitSubscriptionRecord(value);
-        return { order: Number(order), subscription: JSON.parse(json) as SubscriptionState };
-      })
-      .sort((a, b) => a.order - b.order)
-      .map(({ subscription }) => subscription);
+    return toSubscriptions(await this.run('getSubscriptions', () => this.client.hvals(key)));
+  }
+
+  async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
+    const keys = this.keys.customer(customerId);
+    // Two reads of one customer's keys (one hash slot), pipelined: one round trip.
+    const replies = await this.run('getCustomerProfile', () =>
+      this.client.pipeline().hmget(keys.spend, 'spend', 'firstPaymentAt').hvals(keys.subscriptions).exec(),
+    );
+    const [spendReply, subscriptionsReply] = replies ?? [];
+    const failure = spendReply?.[0] ?? subscriptionsReply?.[0];
+    if (failure) throw failure;
+    return {
+      ...toSpend(spendReply?.[1] as (string | null)[]),
+      subscriptions: toSubscriptions(subscriptionsReply?.[1] as string[]),
+    };
   }
 
   // ── Rate limiting ─────────────────────────────────────────────────────────────────────────
@@ -688,4 +692,21 @@ function splitSubscriptionRecord(value: string): [string, string, string] {
   const first = value.indexOf('|');
   const second = value.indexOf('|', first + 1);
   return [value.slice(0, first), value.slice(first + 1, second), value.slice(second + 1)];
+}
+
+function toSpend([spend, firstPaymentAt]: (string | null)[]): Spend {
+  return {
+    spend: spend ? BigInt(spend) : 0n,
+    firstPaymentAt: firstPaymentAt ? Number(firstPaymentAt) : undefined,
+  };
+}
+
+function toSubscriptions(values: string[]): SubscriptionState[] {
+  return values
+    .map((value) => {
+      const [order = '0', , json = '{}'] = splitSubscriptionRecord(value);
+      return { order: Number(order), subscription: JSON.parse(json) as SubscriptionState };
+    })
+    .sort((a, b) => a.order - b.order)
+    .map(({ subscription }) => subscription);
 }

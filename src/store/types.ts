@@ -161,6 +161,12 @@ export interface BillingStore {
   /** All subscriptions known for the customer. */
   getSubscriptions(customerId: string): Promise<SubscriptionState[]>;
 
+  /**
+   * Lifetime spend, first payment date and subscriptions in one read (one round trip), for the
+   * middlewares that need both on every request.
+   */
+  getCustomerProfile(customerId: string): Promise<CustomerProfile>;
+
   // ── Rate limiting ───────────────────────────────────────────────────────────────────────────
 
   /** A `rate-limiter-flexible` limiter on this store's backend (memory or Redis). */
@@ -267,6 +273,11 @@ export interface DeadLetter {
 export interface Spend {
   spend: Money;
   firstPaymentAt: number | undefined;
+}
+
+/** What the rate tiers and soft caps read about a customer on every request. */
+export interface CustomerProfile extends Spend {
+  subscriptions: SubscriptionState[];
 }
 
 export interface SpendChange extends Spend {

@@ -37,7 +37,7 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
     const billing = await billingOrRefusal(req, res, next, config);
     if (!billing) return;
     const customerId = billing.customerId;
-    const tier = await currentTier(config, customerId, lastTier);
+    const tier = await currentTier(config, billing, lastTier);
     const windows = limits.get(tier.name)!;
     const estimatedTokens =
       charactersOverFour(promptText(req.body)) + (requestedMaxOutputTokens(req.body) ?? 0);
@@ -75,11 +75,12 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
 
 async function currentTier(
   config: ResolvedTierRateLimitOptions,
-  customerId: string,
+  billing: RequestBilling,
   lastTier: LRUCache<string, ResolvedTier>,
 ): Promise<ResolvedTier> {
+  const { customerId } = billing;
   try {
-    const { spend, firstPaymentAt } = await config.store.getSpend(customerId);
+    const { spend, firstPaymentAt } = await billing.profile(config.store);
     const tier = tierFor(config.tiers, spend, firstPaymentAt, config.store.now());
     lastTier.set(customerId, tier);
     return tier;
