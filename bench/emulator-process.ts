@@ -1,12 +1,14 @@
-import { createDodoEmulator } from '../src/testing/index.js';
+import { createDodoEmulator, createMockLLM } from '../src/testing/index.js';
 
 /**
- * The Dodo emulator in a process of its own, so its CPU is neither the server's nor the load
- * generator's. It sets up a credit entitlement, GPT-4o meters and `customers` customers with a
+ * The Dodo emulator (and the mock LLM) in a process of their own, so their CPU is neither the
+ * server's nor the load generator's. It sets up a credit entitlement, GPT-4o meters and `customers` customers with a
  * large balance, then answers the parent's questions over IPC.
  */
 const customers = Number(process.argv[2] ?? 100);
 const emulator = await createDodoEmulator({ meterDelayMs: 1000 });
+// The upstream of the `*-upstream` variants: an OpenAI-compatible server, answering at once.
+const upstream = await createMockLLM();
 const entitlement = emulator.createCreditEntitlement({ name: 'USD credits' });
 emulator.createMeter({
   eventName: 'llm.input_tokens',
@@ -33,11 +35,13 @@ process.on('message', (message: { type: string }) => {
       ingest: requests.filter((request) => request.path === '/events/ingest').length,
     });
   }
-  if (message.type === 'close') void emulator.close().then(() => process.exit(0));
+  if (message.type === 'close')
+    void Promise.all([emulator.close(), upstream.close()]).then(() => process.exit(0));
 });
 process.send?.({
   type: 'ready',
   baseURL: emulator.baseURL,
+  upstreamURL: upstream.baseURL,
   apiKey: emulator.apiKey,
   entitlementId: entitlement.id,
   customerIds,

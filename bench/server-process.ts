@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import DodoPayments from 'dodopayments';
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import { Redis } from 'ioredis';
+import OpenAI from 'openai';
 import type { BillingStore } from '../src/index.js';
 
 // The published build, as users run it (`npm run bench` builds first); typed by the sources.
@@ -11,13 +12,14 @@ const { createBilling, MemoryStore, RedisStore }: typeof import('../src/index.js
 );
 
 /** One variant of the benchmark, serving `POST /v1/chat/completions` in this process. */
-const [variant = 'bare', baseURL = '', apiKey = '', entitlementId = ''] = process.argv.slice(2);
+const [variant = 'bare', baseURL = '', apiKey = '', entitlementId = '', upstreamURL = ''] =
+  process.argv.slice(2);
 const dodo = new DodoPayments({ bearerToken: apiKey, baseURL, maxRetries: 0 });
 
 const PRICING = { 'gpt-4o': { input: '2.50', output: '10.00' } };
 
 /** The upstream LLM's answer, as every variant returns it: OpenAI-shaped, with usage. */
-const completion: RequestHandler = (req: Request, res: Response) => {
+const cannedCompletion: RequestHandler = (req: Request, res: Response) => {
   res.json({
     id: 'chatcmpl-bench',
     object: 'chat.completion',
@@ -29,6 +31,16 @@ const completion: RequestHandler = (req: Request, res: Response) => {
     usage: { prompt_tokens: 120, completion_tokens: 30, total_tokens: 150 },
   });
 };
+
+/** A proxy's handler, as an app writes it: the `openai` SDK calls an upstream (the mock LLM). */
+const upstream = new OpenAI({ apiKey: 'bench', baseURL: upstreamURL, maxRetries: 0 });
+const proxiedCompletion: RequestHandler = async (req, res) => {
+  res.json(await upstream.chat.completions.create(req.body));
+};
+
+/** `<variant>-upstream` proxies to the mock LLM instead of answering a canned completion. */
+const completion = variant.endsWith('-upstream') ? proxiedCompletion : cannedCompletion;
+const stack = variant.replace(/-upstream$/, '');
 
 const customerOf = (req: Request) => req.get('x-customer') || undefined;
 
@@ -83,19 +95,19 @@ const naive: RequestHandler = async (req, res) => {
       },
     ],
   });
-  completion(req, res, () => {});
+  cannedCompletion(req, res, () => {});
 };
 
 async function middlewares(): Promise<RequestHandler[]> {
-  if (variant === 'bare') return [completion];
-  if (variant === 'naive') return [naive];
-  if (variant === 'memory') return [...billingStack(new MemoryStore()), completion];
-  if (variant.startsWith('only-')) {
-    const stack = billingStack(new MemoryStore());
-    const pick = { tier: [0], softcap: [1], credits: [2], meter: [3], money: [2, 3] }[variant.slice(5)] ?? [];
-    return [...pick.map((index) => stack[index]!), completion];
+  if (stack === 'bare') return [completion];
+  if (stack === 'naive') return [naive];
+  if (stack === 'memory') return [...billingStack(new MemoryStore()), completion];
+  if (stack.startsWith('only-')) {
+    const handlers = billingStack(new MemoryStore());
+    const pick = { tier: [0], softcap: [1], credits: [2], meter: [3], money: [2, 3] }[stack.slice(5)] ?? [];
+    return [...pick.map((index) => handlers[index]!), completion];
   }
-  if (variant === 'redis') {
+  if (stack === 'redis') {
     const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
     return [...billingStack(new RedisStore({ client, prefix: `elb-bench:${randomUUID()}:` })), completion];
   }
