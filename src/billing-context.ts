@@ -4,6 +4,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { noCustomerError, sendOpenAIError } from './http/openai-error.js';
 import type { Logger } from './logger.js';
 import type { Money } from './money.js';
+import { promptText } from './require-credits/estimate.js';
 import type { BillingStore, CustomerProfile } from './store/types.js';
 
 /** Token usage of one LLM call, as an app reports it or as it is read from a response. */
@@ -45,6 +46,7 @@ export class RequestBilling {
   settledUsage: readonly UsageRecord[] | undefined;
   private readonly records: UsageRecord[] = [];
   private profileRead: Promise<CustomerProfile> | undefined;
+  private prompt: string | undefined;
   private ended = false;
   private readonly endListeners: ((billing: RequestBilling) => void)[] = [];
   private readonly endingListeners: ((billing: RequestBilling) => void)[] = [];
@@ -80,6 +82,12 @@ export class RequestBilling {
   profile(store: BillingStore): Promise<CustomerProfile> {
     this.profileRead ??= store.getCustomerProfile(this.customerId);
     return this.profileRead;
+  }
+
+  /** The request's prompt text (what its input tokens are estimated from), collected once. */
+  promptOf(body: unknown): string {
+    this.prompt ??= promptText(body);
+    return this.prompt;
   }
 
   /** Usage recorded with `record()` so far. */

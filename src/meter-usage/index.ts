@@ -1,7 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { continueWithin, openBilling, type RequestBilling } from '../billing-context.js';
 import { modelFromBody } from '../options.js';
-import { charactersOverFour, promptText } from '../require-credits/estimate.js';
+import { charactersOverFour } from '../require-credits/estimate.js';
 import type { BillingStore } from '../store/types.js';
 import {
   type MeterUsageOptions,
@@ -70,7 +70,7 @@ export function meterUsage(options: Readonly<MeterUsageOptions>): MeterUsageMidd
     if (!billing) return next();
     if (billing.model === undefined) billing.model = modelFromBody(req);
     if (billing.estimatedInputTokens === 0)
-      billing.estimatedInputTokens = charactersOverFour(promptText(req.body));
+      billing.estimatedInputTokens = charactersOverFour(billing.promptOf(req.body));
     const capture = captureResponse(res, config.maxJsonBytes);
     billing.settler = (ended, response) => settle(config, flusher, ended, capture, response);
     return continueWithin(billing, next);

@@ -5,7 +5,7 @@ import { costOfTokens, displayUsd, type Money } from '../money.js';
 import { priceOf } from '../options.js';
 import type { ReserveResult } from '../store/types.js';
 import { BalanceFetcher } from './balance-fetcher.js';
-import { promptText, requestedMaxOutputTokens } from './estimate.js';
+import { requestedMaxOutputTokens } from './estimate.js';
 import {
   type RequireCreditsOptions,
   type ResolvedRequireCreditsOptions,
@@ -55,7 +55,7 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
       );
     }
     billing.model = model;
-    const inputTokens = config.estimateTokens(promptText(req.body));
+    const inputTokens = config.estimateTokens(billing.promptOf(req.body));
     const outputTokens = requestedMaxOutputTokens(req.body) ?? config.defaultMaxOutputTokens;
     billing.estimatedInputTokens = inputTokens;
     const estimate = costOfTokens(price, inputTokens, outputTokens).total;

@@ -4,7 +4,7 @@ import { billingOrRefusal, type RequestBilling } from '../billing-context.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
-import { charactersOverFour, promptText, requestedMaxOutputTokens } from '../require-credits/estimate.js';
+import { charactersOverFour, requestedMaxOutputTokens } from '../require-credits/estimate.js';
 import { openAIDuration, retryAfterSeconds } from './headers.js';
 import { buildTierLimits, type Consumed, type Counted, consume, giveBack, type Limit } from './limiters.js';
 import {
@@ -40,7 +40,7 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
     const tier = await currentTier(config, billing, lastTier);
     const windows = limits.get(tier.name)!;
     const estimatedTokens =
-      charactersOverFour(promptText(req.body)) + (requestedMaxOutputTokens(req.body) ?? 0);
+      charactersOverFour(billing.promptOf(req.body)) + (requestedMaxOutputTokens(req.body) ?? 0);
     if (windows.tpm && estimatedTokens > windows.tpm.limit) {
       return tooLarge(res, config, req, customerId, windows.tpm, estimatedTokens);
     }
