@@ -1,4 +1,5 @@
 import type DodoPayments from 'dodopayments';
+import { httpStatusOf, withDeadline } from '../dodo-call.js';
 import type { Logger } from '../logger.js';
 import type {
   BillingStore,
@@ -42,14 +43,9 @@ export interface OutboxFlusherOptions {
   onDeadLetter: ((deadLetter: DeadLetter) => void) | undefined;
 }
 
-function statusOf(error: unknown): number | undefined {
-  const status = (error as { status?: unknown } | null)?.status;
-  return typeof status === 'number' ? status : undefined;
-}
-
 /** Dodo refused the events themselves (not its own failure, nor our credentials). */
 function isInvalidEventsError(error: unknown): boolean {
-  const status = statusOf(error);
+  const status = httpStatusOf(error);
   return status === 400 || status === 422;
 }
 
@@ -247,25 +243,11 @@ export class OutboxFlusher {
 
   private async ingest(events: OutboxEvent[]): Promise<void> {
     const { dodo, ingestTimeoutMs } = this.options;
-    const abort = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        abort.abort();
-        reject(new Error(`Dodo did not answer the ingest call within ${ingestTimeoutMs} ms`));
-      }, ingestTimeoutMs);
-    });
-    try {
-      await Promise.race([
-        dodo.usageEvents.ingest(
-          { events },
-          { timeout: ingestTimeoutMs, maxRetries: 0, signal: abort.signal },
-        ),
-        deadline,
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await withDeadline(
+      ingestTimeoutMs,
+      () => new Error(`Dodo did not answer the ingest call within ${ingestTimeoutMs} ms`),
+      (options) => dodo.usageEvents.ingest({ events }, options),
+    );
   }
 
   private async deadLetter(

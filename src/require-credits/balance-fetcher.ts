@@ -1,4 +1,5 @@
 import type DodoPayments from 'dodopayments';
+import { httpStatusOf, withDeadline } from '../dodo-call.js';
 import { type Money, parseCredits } from '../money.js';
 import type { BalanceView, BillingStore } from '../store/types.js';
 
@@ -17,11 +18,6 @@ export class DodoUnavailableError extends Error {
     super(message, options);
     this.name = 'DodoUnavailableError';
   }
-}
-
-function statusOf(error: unknown): number | undefined {
-  const status = (error as { status?: unknown } | null)?.status;
-  return typeof status === 'number' ? status : undefined;
 }
 
 /**
@@ -53,34 +49,26 @@ export class BalanceFetcher {
 
   private async fetch(customerId: string): Promise<Money> {
     const { dodo, creditEntitlementId, perCredit, timeoutMs } = this.options;
-    const abort = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        abort.abort();
-        reject(new DodoUnavailableError(`Dodo did not answer the balance request within ${timeoutMs} ms.`));
-      }, timeoutMs);
-    });
     try {
-      const answer = await Promise.race([
-        dodo.creditEntitlements.balances.retrieve(
-          customerId,
-          { credit_entitlement_id: creditEntitlementId },
-          { timeout: timeoutMs, maxRetries: 0, signal: abort.signal },
-        ),
-        deadline,
-      ]);
+      const answer = await withDeadline(
+        timeoutMs,
+        () => new DodoUnavailableError(`Dodo did not answer the balance request within ${timeoutMs} ms.`),
+        (options) =>
+          dodo.creditEntitlements.balances.retrieve(
+            customerId,
+            { credit_entitlement_id: creditEntitlementId },
+            options,
+          ),
+      );
       // With overage enabled Dodo keeps the balance at 0 and counts what is owed as overage.
       return parseCredits(answer.balance, perCredit) - parseCredits(answer.overage ?? '0', perCredit);
     } catch (error) {
       // Dodo answers 404 for a customer who has never had credits: that is a zero balance.
-      if (statusOf(error) === 404) return 0n;
+      if (httpStatusOf(error) === 404) return 0n;
       if (error instanceof DodoUnavailableError) throw error;
       throw new DodoUnavailableError(`Dodo's balance request failed: ${(error as Error).message}`, {
         cause: error,
       });
-    } finally {
-      clearTimeout(timer);
     }
   }
 }
