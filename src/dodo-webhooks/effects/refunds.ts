@@ -1,4 +1,4 @@
-import { parseCredits } from '../../money.js';
+import { BalanceFetcher } from '../../require-credits/balance-fetcher.js';
 import { customerIdOf, type Effect, type EffectContext, readMinorUnits } from './context.js';
 
 async function clawBack(
@@ -19,24 +19,25 @@ async function clawBack(
 
 const REREAD_TIMEOUT_MS = 5_000;
 
-/** Applies Dodo's current balance as an observation made when the call started. */
+/**
+ * Applies Dodo's current balance, read the way `requireCredits` reads it (observed when the
+ * call started, 404 as zero, under its own deadline).
+ */
 async function rereadBalance(customerId: string, context: EffectContext): Promise<void> {
   const { store, dodo, creditEntitlementId, perCredit, logger } = context;
   if (!dodo || creditEntitlementId === undefined) return;
-  const observedAt = store.now();
-  let balance: bigint;
+  const fetcher = new BalanceFetcher({
+    store,
+    dodo,
+    creditEntitlementId,
+    perCredit,
+    timeoutMs: REREAD_TIMEOUT_MS,
+  });
   try {
-    const answer = await dodo.creditEntitlements.balances.retrieve(
-      customerId,
-      { credit_entitlement_id: creditEntitlementId },
-      { timeout: REREAD_TIMEOUT_MS, maxRetries: 1 },
-    );
-    balance = parseCredits(answer.balance, perCredit) - parseCredits(answer.overage ?? '0', perCredit);
+    await fetcher.refresh(customerId);
   } catch (error) {
     logger.warn('balance reread after a refund failed: the view stays stale', { customerId, error });
-    return;
   }
-  await store.syncBalance(customerId, balance, observedAt);
 }
 
 /** `refund.succeeded`: lifetime spend shrinks, and the balance is reread at once. */
