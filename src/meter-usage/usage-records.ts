@@ -1,10 +1,8 @@
 import type { Response } from 'express';
 import type { RequestBilling, UsageRecord } from '../billing-context.js';
+import { tokensInCharacters } from '../require-credits/estimate.js';
 import type { ResponseCapture } from './response-capture.js';
 import { normalizeUsage, type ReportedUsage } from './usage.js';
-
-/** Four characters a token: the estimate for generated text whose usage never arrived. */
-const estimateFromChars = (chars: number) => Math.ceil(chars / 4);
 
 function record(model: string, usage: ReportedUsage, estimated = false): UsageRecord {
   return estimated ? { model, ...usage, estimated: true } : { model, ...usage };
@@ -45,7 +43,7 @@ export function usageRecordsOf(
     return [
       record(
         model,
-        { inputTokens: billing.estimatedInputTokens, outputTokens: estimateFromChars(sse.generatedChars) },
+        { inputTokens: billing.estimatedInputTokens, outputTokens: tokensInCharacters(sse.generatedChars) },
         true,
       ),
     ];
@@ -62,7 +60,7 @@ export function usageRecordsOf(
       model,
       {
         inputTokens: billing.estimatedInputTokens,
-        outputTokens: estimateFromChars(generatedCharsOfJson(body)),
+        outputTokens: tokensInCharacters(generatedCharsOfJson(body)),
       },
       true,
     ),

@@ -1,7 +1,10 @@
 /** Counts the tokens of a text; the default is OpenAI's rule of thumb of four characters a token. */
 export type TokenEstimator = (text: string) => number;
 
-export const charactersOverFour: TokenEstimator = (text) => Math.ceil(text.length / 4);
+/** Tokens in `chars` characters of text, by the rule of four characters a token. */
+export const tokensInCharacters = (chars: number): number => Math.ceil(chars / 4);
+
+export const charactersOverFour: TokenEstimator = (text) => tokensInCharacters(text.length);
 
 /** The prompt text of an OpenAI-shaped request body (Chat Completions, Responses, Completions). */
 export function promptText(body: unknown): string {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { currentBilling, type RequestBilling, type UsageRecord } from '../billing-context.js';
 import type { ReportedUsage } from '../meter-usage/usage.js';
-import { charactersOverFour, promptText } from '../require-credits/estimate.js';
+import { charactersOverFour, promptText, tokensInCharacters } from '../require-credits/estimate.js';
 import type { ResolvedTrackOpenAIOptions } from './options.js';
 import { settleOutside } from './outside-settlement.js';
 
@@ -65,7 +65,6 @@ export function ownerOfNewCall(config: ResolvedTrackOpenAIOptions, model: string
 }
 
 /** Four characters a token: the rule `meterUsage` estimates a cut stream with. */
-const tokensOfChars = (chars: number) => Math.ceil(chars / 4);
 
 /**
  * One tracked LLM call: what it generated so far, its usage once reported, and where its
@@ -138,7 +137,7 @@ export class TrackedCall {
       : {
           model: this.model,
           inputTokens: charactersOverFour(promptText(this.body)),
-          outputTokens: tokensOfChars(this.generatedChars),
+          outputTokens: tokensInCharacters(this.generatedChars),
           estimated: true,
         };
     try {
