@@ -5,9 +5,7 @@ for index = 2, #ARGV do
   local event_id = ARGV[index]
   local meta = outbox_leased_meta(KEYS[4], event_id, ARGV[1])
   if meta then
-    outbox_forget(KEYS[1], KEYS[2], KEYS[3], meta.member)
-    redis.call('HDEL', KEYS[4], event_id)
-    redis.call('HDEL', KEYS[5], event_id)
+    outbox_delete(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], event_id, meta.member)
   end
 end
 return 1

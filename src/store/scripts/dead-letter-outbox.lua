@@ -21,9 +21,7 @@ for index = 3, #ARGV, 2 do
     }
     redis.call('HSET', KEYS[7], event_id, cjson.encode(record))
     redis.call('ZADD', KEYS[6], dead_at, meta.member)
-    outbox_forget(KEYS[1], KEYS[2], KEYS[3], meta.member)
-    redis.call('HDEL', KEYS[4], event_id)
-    redis.call('HDEL', KEYS[5], event_id)
+    outbox_delete(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], event_id, meta.member)
   end
 end
 return 1

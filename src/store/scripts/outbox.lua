@@ -58,3 +58,10 @@ local function outbox_forget(ready_key, delayed_key, leased_key, member)
   redis.call('ZREM', delayed_key, member)
   redis.call('ZREM', leased_key, member)
 end
+
+-- Removes an event from the outbox altogether: its place in every queue, its meta, its body.
+local function outbox_delete(ready_key, delayed_key, leased_key, meta_key, events_key, event_id, member)
+  outbox_forget(ready_key, delayed_key, leased_key, member)
+  redis.call('HDEL', meta_key, event_id)
+  redis.call('HDEL', events_key, event_id)
+end
