@@ -14,6 +14,8 @@ const VARIANTS = (process.env.BENCH_VARIANTS ?? 'bare,memory,redis,naive').split
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+/** A folder to write each server's `--cpu-prof` profile to (one folder per variant and round; the main thread's is the largest file; see `bench/profile-summary.ts`). */
+const PROFILE_DIR = process.env.BENCH_PROFILE_DIR;
 const CUSTOMERS = 100;
 
 interface Ready {
@@ -21,9 +23,14 @@ interface Ready {
   [key: string]: unknown;
 }
 
-function start(script: string, args: string[]): Promise<{ child: ChildProcess; ready: Ready }> {
+function start(
+  script: string,
+  args: string[],
+  nodeOptions: string[] = [],
+): Promise<{ child: ChildProcess; ready: Ready }> {
   const child = fork(fileURLToPath(new URL(script, import.meta.url)), args, {
     execArgv: [
+      ...nodeOptions,
       '--import',
       'tsx',
       '--import',
@@ -103,13 +110,13 @@ const runs: Run[] = [];
 try {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const variant of VARIANTS) {
-      const server = await start('./server-process.ts', [
-        variant,
-        baseURL,
-        apiKey,
-        entitlementId,
-        upstreamURL,
-      ]);
+      const server = await start(
+        './server-process.ts',
+        [variant, baseURL, apiKey, entitlementId, upstreamURL],
+        PROFILE_DIR
+          ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${variant}-${round}`]
+          : [],
+      );
       const port = server.ready.port as number;
       await load(port, customerIds, 1); // warm-up: JIT, first balance fetch per customer
       const callsBefore = await ask<{ balance: number; ingest: number }>(dodo.child, 'calls');
@@ -117,7 +124,8 @@ try {
       const result = await load(port, customerIds, DURATION_S);
       const cpuAfter = await cpuMicros(port);
       const callsAfter = await ask<{ balance: number; ingest: number }>(dodo.child, 'calls');
-      server.child.kill();
+      // SIGINT lets the server exit normally, so `--cpu-prof` writes its profile.
+      server.child.kill('SIGINT');
       const run: Run = {
         variant,
         requestsPerSecond: result.requests.average,
