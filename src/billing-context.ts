@@ -50,6 +50,7 @@ export class RequestBilling {
   private ended = false;
   private readonly endListeners: ((billing: RequestBilling) => void)[] = [];
   private readonly endingListeners: ((billing: RequestBilling) => void)[] = [];
+  private readonly settlingListeners: ((billing: RequestBilling) => void)[] = [];
 
   constructor(
     readonly customerId: string,
@@ -102,6 +103,17 @@ export class RequestBilling {
   }
 
   /**
+   * Runs `listener` synchronously as soon as the request's settlement (or the release of its
+   * reservation) has been sent to the store, with `settledUsage` known when `meterUsage`
+   * settled it. Store writes a listener makes then travel with the settlement, in the same
+   * round trip, instead of after it. A listener that throws does not stop the others.
+   */
+  onSettling(listener: (billing: RequestBilling) => void): void {
+    if (this.ended) return;
+    this.settlingListeners.push(listener);
+  }
+
+  /**
    * Runs `listener` synchronously when the response closes, before its usage is settled, so
    * work still in flight (a tracked LLM stream) can `record()` what it has. A listener that
    * throws does not stop the settlement.
@@ -128,8 +140,16 @@ export class RequestBilling {
       }
     }
     try {
-      if (this.settler) await this.settler(this, response);
-      else await this.onUnsettled(this);
+      // Called, not awaited yet: an async settler has sent its store write by the time it returns.
+      const settling = this.settler ? this.settler(this, response) : this.onUnsettled(this);
+      for (const listener of this.settlingListeners.splice(0)) {
+        try {
+          listener(this);
+        } catch {
+          // A listener's failure is its own; the settlement goes on.
+        }
+      }
+      await settling;
     } finally {
       for (const listener of this.endListeners.splice(0)) listener(this);
     }

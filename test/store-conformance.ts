@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '../src/errors.js';
 import { parseUsd } from '../src/money.js';
+import { subscriptionPeriod } from '../src/store/subscription-period.js';
 import type { BillingStore, OutboxEvent, Settlement } from '../src/store/types.js';
 
 /** A store under test, built on a clock the suite controls. */
@@ -488,18 +489,42 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
         expect(await store.getSubscriptions('cus_2')).toEqual([]);
       });
 
-      it('reads spend and subscriptions together as the customer profile', async () => {
+      it('reads spend, subscriptions and their current periods’ usage together as the customer profile', async () => {
         await store.recordPayment('cus_1', 'pay_1', usd('60'), now - DAY);
         await store.putSubscription('cus_1', plus);
+        const team = { ...plus, subscriptionId: 'sub_team', periodStart: 1_790_000_000_123, updatedAt: 50 };
+        await store.putSubscription('cus_1', team);
+        const counted = {
+          period: subscriptionPeriod(plus),
+          counters: { tokens: 1500n, cost: 10n ** 20n },
+          ttlMs: DAY,
+        };
+        await store.addUsage('cus_1', counted);
+        // A past period of the same subscription is not its current usage.
+        await store.addUsage('cus_1', {
+          ...counted,
+          period: subscriptionPeriod({ ...plus, periodStart: 1 }),
+        });
         expect(await store.getCustomerProfile('cus_1')).toEqual({
           spend: usd('60'),
           firstPaymentAt: now - DAY,
-          subscriptions: [plus],
+          subscriptions: [plus, team],
+          periodUsage: new Map([
+            ['sub_1', { tokens: 1500n, cost: 10n ** 20n }],
+            ['sub_team', {}],
+          ]),
         });
+        // The profile reads a period exactly as `getUsage` does, expiry included.
+        expect((await store.getCustomerProfile('cus_1')).periodUsage.get('sub_1')).toEqual(
+          await store.getUsage('cus_1', subscriptionPeriod(plus)),
+        );
+        advance(DAY);
+        expect((await store.getCustomerProfile('cus_1')).periodUsage.get('sub_1')).toEqual({});
         expect(await store.getCustomerProfile('cus_2')).toEqual({
           spend: 0n,
           firstPaymentAt: undefined,
           subscriptions: [],
+          periodUsage: new Map(),
         });
       });
     });
@@ -532,6 +557,11 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
             updatedAt: 1,
           });
           await store.addUsage(id, { period: id, counters: { [id || 'empty']: 1n }, ttlMs: DAY });
+          await store.addUsage(id, {
+            period: subscriptionPeriod({ subscriptionId: id, periodStart: 0 }),
+            counters: { [id || 'empty']: 2n },
+            ttlMs: DAY,
+          });
           expect(await store.claimWebhook(id, MINUTE)).toBe('claimed');
         }
         for (const [index, id] of AWKWARD_IDS.entries()) {
@@ -544,6 +574,9 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
             index + 1,
           ]);
           expect(await store.getUsage(id, id)).toEqual({ [id || 'empty']: 1n });
+          expect((await store.getCustomerProfile(id)).periodUsage).toEqual(
+            new Map([[id, { [id || 'empty']: 2n }]]),
+          );
           expect(await store.claimWebhook(id, MINUTE)).toBe('processing');
         }
         const batch = await store.claimOutbox(1000, MINUTE);

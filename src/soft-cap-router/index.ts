@@ -4,7 +4,8 @@ import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
 import { displayUsd } from '../money.js';
-import type { SubscriptionState } from '../store/types.js';
+import { subscriptionPeriod } from '../store/subscription-period.js';
+import type { CustomerProfile, SubscriptionState } from '../store/types.js';
 import {
   type ResolvedCap,
   type ResolvedPlan,
@@ -34,20 +35,20 @@ export function softCapRouter(options: Readonly<SoftCapRouterOptions>): RequestH
 
   return async function softCapRouterMiddleware(req: Request, res: Response, next: NextFunction) {
     let billing: RequestBilling | undefined;
-    let subscription: SubscriptionState | undefined;
-    let used: Record<string, bigint>;
+    let profile: CustomerProfile;
     try {
       billing = await openBilling(req, res, config);
       if (!billing) return next();
-      subscription = pickSubscription(config, (await billing.profile(config.store)).subscriptions);
-      if (!subscription) return next();
-      used = await config.store.getUsage(billing.customerId, periodKey(subscription));
+      profile = await billing.profile(config.store);
     } catch (error) {
       config.logger.warn('soft caps unavailable: request passes unrouted', { error });
       return next();
     }
+    const subscription = pickSubscription(config, profile.subscriptions);
+    if (!subscription) return next();
+    const used = profile.periodUsage.get(subscription.subscriptionId) ?? {};
     const plan = config.plans.get(subscription.productId)!;
-    billing.usagePeriod = periodKey(subscription);
+    billing.usagePeriod = subscriptionPeriod(subscription);
     billing.chargeCredits = config.chargeSubscribers;
     countUsageWithoutMeter(config, billing, res, plan, warnedAboutUsd);
 
@@ -84,11 +85,6 @@ function pickSubscription(
     .sort((a, b) => b.updatedAt - a.updatedAt)[0];
 }
 
-/** A new billing period (a renewal moves `periodStart`) starts a new count. */
-function periodKey(subscription: SubscriptionState): string {
-  return `subscription:${subscription.subscriptionId}:${subscription.periodStart}`;
-}
-
 function downgrade(
   config: ResolvedSoftCapRouterOptions,
   plan: ResolvedPlan,
@@ -117,7 +113,7 @@ function countUsageWithoutMeter(
   warnedAboutUsd: { done: boolean },
 ): void {
   const capture = captureResponse(res, MAX_JSON_BYTES);
-  billing.onEnd((ended) => {
+  billing.onSettling((ended) => {
     if (ended.settledUsage) return;
     if (!warnedAboutUsd.done && (plan.softCap.unit === 'cost' || plan.hardCap?.unit === 'cost')) {
       // Only `meterUsage` knows the prices: without it a USD cap would silently never apply.

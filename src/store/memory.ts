@@ -4,6 +4,7 @@ import { type RateLimiterAbstract, RateLimiterMemory } from 'rate-limiter-flexib
 import { ConfigError } from '../errors.js';
 import type { Money } from '../money.js';
 import { Reservations } from './memory-reservations.js';
+import { subscriptionPeriod } from './subscription-period.js';
 import type {
   BalanceSyncResult,
   BalanceView,
@@ -428,7 +429,15 @@ export class MemoryStore implements BillingStore {
   }
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
-    return { ...(await this.getSpend(customerId)), subscriptions: await this.getSubscriptions(customerId) };
+    const subscriptions = await this.getSubscriptions(customerId);
+    const periodUsage = new Map<string, Record<string, bigint>>();
+    for (const subscription of subscriptions) {
+      periodUsage.set(
+        subscription.subscriptionId,
+        await this.getUsage(customerId, subscriptionPeriod(subscription)),
+      );
+    }
+    return { ...(await this.getSpend(customerId)), subscriptions, periodUsage };
   }
 
   createRateLimiter(options: RateLimiterOptions): RateLimiterAbstract {

@@ -53,6 +53,8 @@ export interface CustomerKeys {
   subscriptions: string;
   /** HASH of one period's counters: `c:<name>` → amount, `@expiresAt`. */
   usage(period: string): string;
+  /** What every period's counters key starts with (`usage(period)` is this plus the period). */
+  usagePrefix: string;
   /** The outbox shard this customer's events go to (same tag). */
   outbox: OutboxKeys;
 }
@@ -100,6 +102,7 @@ export class RedisKeyspace {
   customer(customerId: string): CustomerKeys {
     const shard = this.shardOf(customerId);
     const base = this.tagged(shard);
+    const usagePrefix = `${base}:usage:${customerId.length}:${customerId}:`;
     return {
       balance: `${base}:balance:${customerId}`,
       reservationExpiries: `${base}:reservations:${customerId}`,
@@ -108,7 +111,8 @@ export class RedisKeyspace {
       spend: `${base}:spend:${customerId}`,
       spendIds: `${base}:spend-ids:${customerId}`,
       subscriptions: `${base}:subscriptions:${customerId}`,
-      usage: (period) => `${base}:usage:${customerId.length}:${customerId}:${period}`,
+      usage: (period) => usagePrefix + period,
+      usagePrefix,
       outbox: this.outbox(shard),
     };
   }

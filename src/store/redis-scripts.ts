@@ -7,6 +7,7 @@ import claimOutbox from './scripts/claim-outbox.lua';
 import claimWebhook from './scripts/claim-webhook.lua';
 import confirmDeducted from './scripts/confirm-deducted.lua';
 import customer from './scripts/customer.lua';
+import customerProfile from './scripts/customer-profile.lua';
 import deadLetterOutbox from './scripts/dead-letter-outbox.lua';
 import getBalance from './scripts/get-balance.lua';
 import listDeadLetters from './scripts/list-dead-letters.lua';
@@ -59,6 +60,7 @@ const SCRIPTS = {
   claimWebhook: { libraries: [], body: claimWebhook, keys: 1 },
   releaseWebhook: { libraries: [], body: releaseWebhook, keys: 1 },
   putSubscription: { libraries: [], body: putSubscription, keys: 1 },
+  customerProfile: { libraries: [], body: customerProfile, keys: 2 },
 } satisfies Record<string, ScriptDefinition>;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -334,13 +334,19 @@ export class RedisStore implements BillingStore {
   async getUsage(customerId: string, period: string): Promise<Record<string, bigint>> {
     const key = this.keys.customer(customerId).usage(period);
     const fields = await this.run('getUsage', () => this.client.hgetall(key));
-    const expiresAt = fields['@expiresAt'];
-    if (expiresAt === undefined || Number(expiresAt) <= this.now()) return {};
+    return this.usageCounters(Object.entries(fields));
+  }
+
+  /** A period's counters from its hash's fields; an expired period reads as empty. */
+  private usageCounters(fields: Iterable<[string, string]>): Record<string, bigint> {
     const counters: [string, bigint][] = [];
-    for (const [field, value] of Object.entries(fields)) {
+    let expiresAt: string | undefined;
+    for (const [field, value] of fields) {
       if (field.startsWith('c:')) counters.push([field.slice(2), BigInt(value)]);
+      else if (field === '@expiresAt') expiresAt = value;
     }
-    return Object.fromEntries(counters);
+    // fromEntries, not assignment: a counter may be named `__proto__`.
+    return expiresAt !== undefined && Number(expiresAt) > this.now() ? Object.fromEntries(counters) : {};
   }
 
   // ── Outbox ────────────────────────────────────────────────────────────────────────────────
@@ -649,17 +655,17 @@ export class RedisStore implements BillingStore {
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
     const keys = this.keys.customer(customerId);
-    // Two reads of one customer's keys (one hash slot), pipelined: one round trip.
-    const replies = await this.run('getCustomerProfile', () =>
-      this.client.pipeline().hmget(keys.spend, 'spend', 'firstPaymentAt').hvals(keys.subscriptions).exec(),
-    );
-    const [spendReply, subscriptionsReply] = replies ?? [];
-    const failure = spendReply?.[0] ?? subscriptionsReply?.[0];
-    if (failure) throw failure;
-    return {
-      ...toSpend(spendReply?.[1] as (string | null)[]),
-      subscriptions: toSubscriptions(subscriptionsReply?.[1] as string[]),
-    };
+    const [spend, firstPaymentAt, subscriptionReplies] = (await this.call(
+      'getCustomerProfile',
+      'customerProfile',
+      [keys.spend, keys.subscriptions, keys.usagePrefix],
+    )) as [string, string, [string, string, string[]][]];
+    const subscriptions = toSubscriptions(subscriptionReplies.map(([record]) => record));
+    const periodUsage = new Map<string, Record<string, bigint>>();
+    for (const [, subscriptionId, fields] of subscriptionReplies) {
+      periodUsage.set(subscriptionId, this.usageCounters(pairs(fields)));
+    }
+    return { ...toSpend([spend || null, firstPaymentAt || null]), subscriptions, periodUsage };
   }
 
   // ── Rate limiting ─────────────────────────────────────────────────────────────────────────
@@ -685,6 +691,11 @@ function usageArgs(now: number, usage: UsageIncrement): ScriptArgument[] {
   const args: ScriptArgument[] = [now + usage.ttlMs, gcTtl(usage.ttlMs)];
   for (const [name, amount] of Object.entries(usage.counters)) args.push(name, amount.toString());
   return args;
+}
+
+/** A flat HGETALL reply as field/value pairs. */
+function* pairs(flat: string[]): Generator<[string, string]> {
+  for (let index = 0; index + 1 < flat.length; index += 2) yield [flat[index]!, flat[index + 1]!];
 }
 
 /** `<order>|<updatedAt>|<json>` → its three parts (the JSON may contain `|`). */

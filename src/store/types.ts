@@ -162,8 +162,9 @@ export interface BillingStore {
   getSubscriptions(customerId: string): Promise<SubscriptionState[]>;
 
   /**
-   * Lifetime spend, first payment date and subscriptions in one read (one round trip), for the
-   * middlewares that need both on every request.
+   * Lifetime spend, first payment date, subscriptions and the usage of each subscription's
+   * current period in one read (one round trip), for the middlewares that need them on every
+   * request (tiers, soft caps).
    */
   getCustomerProfile(customerId: string): Promise<CustomerProfile>;
 
@@ -278,6 +279,11 @@ export interface Spend {
 /** What the rate tiers and soft caps read about a customer on every request. */
 export interface CustomerProfile extends Spend {
   subscriptions: SubscriptionState[];
+  /**
+   * The counters of each subscription's current period (`subscriptionPeriod`), by subscription
+   * id, as `getUsage` reads them (empty when nothing was counted yet or the period expired).
+   */
+  periodUsage: Map<string, Record<string, bigint>>;
 }
 
 export interface SpendChange extends Spend {

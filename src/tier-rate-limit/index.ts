@@ -6,7 +6,16 @@ import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
 import { charactersOverFour, requestedMaxOutputTokens } from '../require-credits/estimate.js';
 import { openAIDuration, retryAfterSeconds } from './headers.js';
-import { buildTierLimits, type Consumed, type Counted, consume, giveBack, type Limit } from './limiters.js';
+import {
+  buildTierWindows,
+  type Consumed,
+  type Count,
+  type Counted,
+  count,
+  giveBack,
+  judge,
+  type Limit,
+} from './limiters.js';
 import {
   type ResolvedTierRateLimitOptions,
   resolveTierRateLimitOptions,
@@ -29,7 +38,7 @@ const MAX_JSON_BYTES = 8 * 1024 * 1024;
  */
 export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestHandler {
   const config = resolveTierRateLimitOptions(options);
-  const limits = buildTierLimits(config.store, config.tiers, config.keyPrefix);
+  const windows = buildTierWindows(config.store, config.tiers, config.keyPrefix);
   // The last tier seen per customer: used while the store cannot tell the spend.
   const lastTier = new LRUCache<string, ResolvedTier>({ max: 100_000 });
 
@@ -37,40 +46,55 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
     const billing = await billingOrRefusal(req, res, next, config);
     if (!billing) return;
     const customerId = billing.customerId;
-    const tier = await currentTier(config, billing, lastTier);
-    const windows = limits.get(tier.name)!;
     const estimatedTokens =
       charactersOverFour(billing.promptOf(req.body)) + (requestedMaxOutputTokens(req.body) ?? 0);
-    if (windows.tpm && estimatedTokens > windows.tpm.limit) {
-      return tooLarge(res, config, req, customerId, windows.tpm, estimatedTokens);
-    }
-
-    const consumed = await Promise.all([
-      consume(windows.rpm, customerId, 1),
-      windows.rpd && consume(windows.rpd, customerId, 1),
-      windows.tpm && consume(windows.tpm, customerId, estimatedTokens),
+    // Counting does not depend on the tier (every tier shares the windows), so the request is
+    // counted while its tier is read: one round trip for both.
+    const [tier, rpmCount, rpdCount, tpmCount] = await Promise.all([
+      currentTier(config, billing, lastTier),
+      count(windows.rpm, customerId, 1),
+      windows.rpd && count(windows.rpd, customerId, 1),
+      windows.tpm && count(windows.tpm, customerId, estimatedTokens),
     ]);
-    const [rpm, , tpm] = consumed;
-    for (const failed of consumed) {
-      if (failed?.outcome === 'failed') {
+    const limits = windows.limitsOf.get(tier.name)!;
+    const rpm = judge(rpmCount, limits.rpm);
+    const consumed = [rpm, judgeIfCounted(rpdCount, limits.rpd), judgeIfCounted(tpmCount, limits.tpm)];
+    const tpm = limits.tpm && consumed[2];
+    for (const answer of consumed) {
+      if (answer?.outcome === 'failed') {
         config.logger.error('rate limiter failed even with its insurance: request not limited', {
           customerId,
-          error: failed.error,
+          error: answer.error,
         });
       }
+    }
+    if (limits.tpm && estimatedTokens > limits.tpm.limit) {
+      for (const answer of consumed) if (answer) giveBack(answer, customerId, answer.points);
+      return tooLarge(res, config, req, customerId, limits.tpm, estimatedTokens);
     }
     const refused = consumed.find((answer) => answer?.outcome === 'refused');
     if (refused && refused.outcome === 'refused') {
       // A refused request is not counted in any window: "Used" stays what was admitted, and a
       // large refused request does not crowd out smaller ones that fit.
       for (const answer of consumed) if (answer) giveBack(answer, customerId, answer.points);
-      setHeaders(res, rpm!, tpm, true);
+      setHeaders(res, rpm, tpm, true);
       return refuse(res, config, req, customerId, refused, tier);
     }
-    setHeaders(res, rpm!, tpm, false);
-    if (tpm && tpm.outcome === 'allowed') correctTokensAfterSettlement(billing, res, tpm, customerId);
+    setHeaders(res, rpm, tpm, false);
+    const tokens = consumed[2];
+    if (tokens && tokens.outcome === 'allowed')
+      correctTokensAfterSettlement(billing, res, tokens, customerId);
     return next();
   };
+}
+
+/**
+ * A window's count judged against the tier's limit in it; a window the tier does not limit
+ * (another tier does) still holds the request's count, so it is judged as unlimited.
+ */
+function judgeIfCounted(counted: Count | undefined, limit: Limit | undefined): Consumed | undefined {
+  if (!counted) return undefined;
+  return judge(counted, limit ?? { window: counted.window, limit: Number.POSITIVE_INFINITY });
 }
 
 async function currentTier(
@@ -113,8 +137,9 @@ function setHeaders(res: Response, rpm: Consumed, tpm: Consumed | undefined, ref
 
 /**
  * After the response, the window is charged the actual tokens instead of the estimate: the
- * usage `meterUsage` settled, else the usage the response reports. An error response without
- * usage generated nothing and is charged nothing; a success without usage keeps the estimate.
+ * usage `meterUsage` settles, else the usage the response reports. The correction is sent with
+ * the settlement, in its round trip. An error response without usage generated nothing and is
+ * charged nothing; a success without usage keeps the estimate.
  */
 function correctTokensAfterSettlement(
   billing: RequestBilling,
@@ -123,7 +148,7 @@ function correctTokensAfterSettlement(
   customerId: string,
 ): void {
   const capture = captureResponse(res, MAX_JSON_BYTES);
-  billing.onEnd((ended) => {
+  billing.onSettling((ended) => {
     const records = ended.settledUsage ?? usageRecordsOf(ended, capture, res);
     if (records.length === 0 && res.statusCode < 400) return;
     const actual = records.reduce((sum, usage) => sum + usage.inputTokens + usage.outputTokens, 0);

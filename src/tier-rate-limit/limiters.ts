@@ -22,18 +22,26 @@ export interface TierLimits {
   tpm: Limit | undefined;
 }
 
+/** The windows every tier shares, and each tier's limits in them. */
+export interface TierWindows {
+  rpm: Window;
+  rpd: Window | undefined;
+  tpm: Window | undefined;
+  limitsOf: Map<string, TierLimits>;
+}
+
 /**
  * The limits of every tier. Each window (RPM, RPD, TPM) is one limiter shared by all tiers,
  * and each tier's limit is checked against its count here, so a customer moving to another
  * tier keeps the current window's count on every store (memory limiters do not share counts
- * between instances). Each window has an in-process insurance limiter that takes over while
- * the store is failing.
+ * between instances), and a request can be counted before its tier is known. Each window has
+ * an in-process insurance limiter that takes over while the store is failing.
  */
-export function buildTierLimits(
+export function buildTierWindows(
   store: BillingStore,
   tiers: readonly ResolvedTier[],
   keyPrefix: string,
-): Map<string, TierLimits> {
+): TierWindows {
   const window = (
     name: string,
     limits: (number | undefined)[],
@@ -83,12 +91,51 @@ export function buildTierLimits(
   );
   const limitOf = (shared: Window | undefined, limit: number | undefined) =>
     shared && limit !== undefined ? { window: shared, limit } : undefined;
-  return new Map(
+  const limitsOf = new Map(
     tiers.map((tier) => [
       tier.name,
       { rpm: { window: rpm, limit: tier.rpm }, rpd: limitOf(rpd, tier.rpd), tpm: limitOf(tpm, tier.tpm) },
     ]),
   );
+  return { rpm, rpd, tpm, limitsOf };
+}
+
+/** What counting a request in a window answered, before any tier's limit is applied. */
+export type Count =
+  | { window: Window; points: number; outcome: 'counted'; consumedPoints: number; msBeforeNext: number }
+  | { window: Window; points: number; outcome: 'failed'; error: unknown };
+
+/** Counts `points` in a window. A store failure is `failed`, never a refusal. */
+export async function count(window: Window, key: string, points: number): Promise<Count> {
+  let result: RateLimiterRes;
+  try {
+    result = await window.limiter.consume(key, points);
+  } catch (rejection) {
+    if (!(rejection instanceof RateLimiterRes))
+      return { window, points, outcome: 'failed', error: rejection };
+    result = rejection;
+  }
+  return {
+    window,
+    points,
+    outcome: 'counted',
+    consumedPoints: result.consumedPoints,
+    msBeforeNext: result.msBeforeNext,
+  };
+}
+
+/** A window's count judged against one tier's limit in it. */
+export function judge(count: Count, limit: Limit): Consumed {
+  if (count.outcome === 'failed')
+    return { limit, points: count.points, outcome: 'failed', error: count.error };
+  return {
+    limit,
+    points: count.points,
+    outcome: count.consumedPoints > limit.limit ? 'refused' : 'allowed',
+    used: count.consumedPoints - count.points,
+    msBeforeNext: count.msBeforeNext,
+    resetsAt: Date.now() + count.msBeforeNext,
+  };
 }
 
 /** What consuming a window answered. `used` is what it held before this request. */
@@ -102,25 +149,6 @@ export interface Counted {
   msBeforeNext: number;
   /** When the window this request was counted in ends (ms, `Date.now()` clock). */
   resetsAt: number;
-}
-
-/** Consumes `points` from a window and checks the tier's limit. A store failure is `failed`, never a refusal. */
-export async function consume(limit: Limit, key: string, points: number): Promise<Consumed> {
-  let result: RateLimiterRes;
-  try {
-    result = await limit.window.limiter.consume(key, points);
-  } catch (rejection) {
-    if (!(rejection instanceof RateLimiterRes)) return { limit, points, outcome: 'failed', error: rejection };
-    result = rejection;
-  }
-  return {
-    limit,
-    points,
-    outcome: result.consumedPoints > limit.limit ? 'refused' : 'allowed',
-    used: result.consumedPoints - points,
-    msBeforeNext: result.msBeforeNext,
-    resetsAt: Date.now() + result.msBeforeNext,
-  };
 }
 
 /**
