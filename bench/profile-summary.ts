@@ -49,8 +49,7 @@ profile.samples.forEach((id, index) => {
 });
 
 const percent = (micros: number) => `${((100 * micros) / busy).toFixed(1).padStart(5)} %`;
-const heaviest = (times: Map<string, number>) =>
-  [...times].sort((a, b) => b[1] - a[1]).slice(0, Number(top));
+const heaviest = (times: Map<string, number>) => [...times].sort((a, b) => b[1] - a[1]).slice(0, Number(top));
 console.log(`busy ${(busy / 1000).toFixed(0)} ms\n\nself time:`);
 for (const [name, micros] of heaviest(selfMicros)) console.log(`${percent(micros)}  ${name}`);
 console.log('\ntotal time of the package’s own functions (dist/):');

@@ -113,9 +113,7 @@ try {
       const server = await start(
         './server-process.ts',
         [variant, baseURL, apiKey, entitlementId, upstreamURL],
-        PROFILE_DIR
-          ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${variant}-${round}`]
-          : [],
+        PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${variant}-${round}`] : [],
       );
       const port = server.ready.port as number;
       await load(port, customerIds, 1); // warm-up: JIT, first balance fetch per customer
