@@ -69,15 +69,17 @@ export function captureResponse(res: Response, maxJsonBytes: number): ResponseCa
   if (existing) return existing;
   const capture = new ResponseCapture(res, maxJsonBytes);
   locals[CAPTURE] = capture;
-  const write = res.write;
-  const end = res.end;
-  res.write = function writeObserved(this: Response, chunk: unknown, ...rest: unknown[]) {
+  const write = res.write as (chunk: unknown, encoding: unknown, callback: unknown) => boolean;
+  const end = res.end as (chunk: unknown, encoding: unknown, callback: unknown) => Response;
+  // Fixed parameters rather than rest arguments: no array per call. Node reads a missing
+  // argument and an `undefined` one alike.
+  res.write = function writeObserved(this: Response, chunk: unknown, encoding?: unknown, callback?: unknown) {
     capture.observe(chunk);
-    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+    return write.call(this, chunk, encoding, callback);
   } as Response['write'];
-  res.end = function endObserved(this: Response, chunk?: unknown, ...rest: unknown[]) {
+  res.end = function endObserved(this: Response, chunk?: unknown, encoding?: unknown, callback?: unknown) {
     capture.observe(chunk);
-    return (end as (...args: unknown[]) => Response).call(this, chunk, ...rest);
+    return end.call(this, chunk, encoding, callback);
   } as Response['end'];
   return capture;
 }

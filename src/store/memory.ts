@@ -278,7 +278,13 @@ export class MemoryStore implements BillingStore {
   }
 
   async getUsage(customerId: string, period: string): Promise<Record<string, bigint>> {
-    const usage = this.customers.get(customerId)?.usage.get(period);
+    const state = this.customers.get(customerId);
+    return state ? this.usageOf(state, period) : {};
+  }
+
+  /** A period's counters; an expired period reads as empty. */
+  private usageOf(state: CustomerState, period: string): Record<string, bigint> {
+    const usage = state.usage.get(period);
     if (!usage || usage.expiresAt <= this.now()) return {};
     return Object.fromEntries(usage.counters);
   }
@@ -429,15 +435,14 @@ export class MemoryStore implements BillingStore {
   }
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
-    const subscriptions = await this.getSubscriptions(customerId);
+    const state = this.customers.get(customerId);
+    const subscriptions: SubscriptionState[] = [];
     const periodUsage = new Map<string, Record<string, bigint>>();
-    for (const subscription of subscriptions) {
-      periodUsage.set(
-        subscription.subscriptionId,
-        await this.getUsage(customerId, subscriptionPeriod(subscription)),
-      );
+    for (const subscription of state?.subscriptions.values() ?? []) {
+      subscriptions.push({ ...subscription });
+      periodUsage.set(subscription.subscriptionId, this.usageOf(state!, subscriptionPeriod(subscription)));
     }
-    return { ...(await this.getSpend(customerId)), subscriptions, periodUsage };
+    return { spend: state?.spend ?? 0n, firstPaymentAt: state?.firstPaymentAt, subscriptions, periodUsage };
   }
 
   createRateLimiter(options: RateLimiterOptions): RateLimiterAbstract {

@@ -122,17 +122,33 @@ async function currentTier(
   }
 }
 
+/** OpenAI's rate-limit header names, per kind of window. */
+const HEADER_NAMES = {
+  requests: {
+    limit: 'x-ratelimit-limit-requests',
+    remaining: 'x-ratelimit-remaining-requests',
+    reset: 'x-ratelimit-reset-requests',
+  },
+  tokens: {
+    limit: 'x-ratelimit-limit-tokens',
+    remaining: 'x-ratelimit-remaining-tokens',
+    reset: 'x-ratelimit-reset-tokens',
+  },
+} as const;
+
 function setHeaders(res: Response, rpm: Consumed, tpm: Consumed | undefined, refused: boolean): void {
-  const set = (kind: 'requests' | 'tokens', answer: Consumed) => {
-    if (answer.outcome === 'failed') return;
-    // A refused request was given back, so what remains is counted without it.
-    const counted = refused ? answer.used : answer.used + answer.points;
-    res.setHeader(`x-ratelimit-limit-${kind}`, String(answer.limit.limit));
-    res.setHeader(`x-ratelimit-remaining-${kind}`, String(Math.max(0, answer.limit.limit - counted)));
-    res.setHeader(`x-ratelimit-reset-${kind}`, openAIDuration(answer.msBeforeNext));
-  };
-  set('requests', rpm);
-  if (tpm) set('tokens', tpm);
+  setWindowHeaders(res, rpm, refused);
+  if (tpm) setWindowHeaders(res, tpm, refused);
+}
+
+function setWindowHeaders(res: Response, answer: Consumed, refused: boolean): void {
+  if (answer.outcome === 'failed') return;
+  const names = HEADER_NAMES[answer.limit.window.kind];
+  // A refused request was given back, so what remains is counted without it.
+  const counted = refused ? answer.used : answer.used + answer.points;
+  res.setHeader(names.limit, String(answer.limit.limit));
+  res.setHeader(names.remaining, String(Math.max(0, answer.limit.limit - counted)));
+  res.setHeader(names.reset, openAIDuration(answer.msBeforeNext));
 }
 
 /**
