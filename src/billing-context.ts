@@ -181,7 +181,10 @@ export function continueWithin(billing: RequestBilling, next: () => void): void 
   else next();
 }
 
-/** The request's billing, if a billing middleware has run for it. */
+/**
+ * The request's billing, if a billing middleware has run for it. Middlewares read it before
+ * awaiting `openBilling`: on the hot path, every await is a turn of the microtask queue.
+ */
 export function billingOf(res: Response): RequestBilling | undefined {
   const billing = res.locals.billing;
   return billing instanceof RequestBilling ? billing : undefined;

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { continueWithin, openBilling, type RequestBilling } from '../billing-context.js';
+import { billingOf, continueWithin, openBilling, type RequestBilling } from '../billing-context.js';
 import { modelFromBody } from '../options.js';
 import { charactersOverFour } from '../require-credits/estimate.js';
 import type { BillingStore } from '../store/types.js';
@@ -62,7 +62,7 @@ export function meterUsage(options: Readonly<MeterUsageOptions>): MeterUsageMidd
   const middleware = async function meterUsageMiddleware(req: Request, res: Response, next: NextFunction) {
     let billing: RequestBilling | undefined;
     try {
-      billing = await openBilling(req, res, config);
+      billing = billingOf(res) ?? (await openBilling(req, res, config));
     } catch (error) {
       return next(error);
     }

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { billingOrRefusal, continueWithin, type RequestBilling } from '../billing-context.js';
+import { billingOf, billingOrRefusal, continueWithin, type RequestBilling } from '../billing-context.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { costOfTokens, displayUsd, type Money } from '../money.js';
 import { priceOf } from '../options.js';
@@ -32,7 +32,7 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
   });
 
   return async function requireCreditsMiddleware(req: Request, res: Response, next: NextFunction) {
-    const billing = await billingOrRefusal(req, res, next, config);
+    const billing = billingOf(res) ?? (await billingOrRefusal(req, res, next, config));
     if (!billing) return;
 
     // A subscription covers this request (softCapRouter decided so): no credits are held.

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { openBilling, type RequestBilling } from '../billing-context.js';
+import { billingOf, openBilling, type RequestBilling } from '../billing-context.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
@@ -37,7 +37,7 @@ export function softCapRouter(options: Readonly<SoftCapRouterOptions>): RequestH
     let billing: RequestBilling | undefined;
     let profile: CustomerProfile;
     try {
-      billing = await openBilling(req, res, config);
+      billing = billingOf(res) ?? (await openBilling(req, res, config));
       if (!billing) return next();
       profile = await billing.profile(config.store);
     } catch (error) {

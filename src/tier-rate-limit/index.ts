@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { LRUCache } from 'lru-cache';
-import { billingOrRefusal, type RequestBilling } from '../billing-context.js';
+import { billingOf, billingOrRefusal, type RequestBilling } from '../billing-context.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
@@ -43,7 +43,7 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
   const lastTier = new LRUCache<string, ResolvedTier>({ max: 100_000 });
 
   return async function tierRateLimitMiddleware(req: Request, res: Response, next: NextFunction) {
-    const billing = await billingOrRefusal(req, res, next, config);
+    const billing = billingOf(res) ?? (await billingOrRefusal(req, res, next, config));
     if (!billing) return;
     const customerId = billing.customerId;
     const estimatedTokens =
