@@ -53,6 +53,7 @@ export {
 } from './soft-cap-router/index.js';
 export { MemoryStore, type MemoryStoreOptions } from './store/memory.js';
 export { RedisStore, type RedisStoreOptions } from './store/redis.js';
+export { subscriptionPeriod } from './store/subscription-period.js';
 export type * from './store/types.js';
 export {
   OPENAI_TIERS,
