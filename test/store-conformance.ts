@@ -271,11 +271,30 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
         // Dodo has not processed the events yet: its balance still says 1.
         advance(1);
         expect((await store.syncBalance('cus_1', usd('1'), now)).view.balance).toBe(usd('0.75'));
-        await store.confirmDeducted('cus_1', usd('0.25'));
+        await store.confirmDeducted('cus_1', 'cle_1', usd('0.25'), DAY);
         advance(1);
         const synced = await store.syncBalance('cus_1', usd('0.75'), now);
         expect(synced.view).toMatchObject({ balance: usd('0.75'), pending: 0n });
-        await store.confirmDeducted('cus_1', usd('5'));
+        await store.confirmDeducted('cus_1', 'cle_2', usd('5'), DAY);
+        expect((await store.getBalance('cus_1'))?.pending).toBe(0n);
+      });
+
+      it('confirms each deduction once, however often it is replayed, for as long as it is remembered', async () => {
+        await store.settle(settlement('cus_1', { settlementId: 's1', cost: usd('0.25') }));
+        await store.settle(settlement('cus_1', { settlementId: 's2', cost: usd('0.25') }));
+        await store.confirmDeducted('cus_1', 'cle_1', usd('0.25'), DAY);
+        await Promise.all(
+          Array.from({ length: 10 }, () => store.confirmDeducted('cus_1', 'cle_1', usd('0.25'), DAY)),
+        );
+        expect((await store.getBalance('cus_1'))?.pending).toBe(usd('0.25'));
+        // Remembered with nothing pending, too: a replay after new usage must not lower that.
+        await store.confirmDeducted('cus_2', 'cle_9', usd('1'), DAY);
+        await store.syncBalance('cus_2', usd('10'), now);
+        await store.settle(settlement('cus_2', { settlementId: 's3', cost: usd('1') }));
+        await store.confirmDeducted('cus_2', 'cle_9', usd('1'), DAY);
+        expect(await store.getBalance('cus_2')).toMatchObject({ balance: usd('9'), pending: usd('1') });
+        advance(DAY + 1);
+        await store.confirmDeducted('cus_1', 'cle_1', usd('0.25'), DAY);
         expect((await store.getBalance('cus_1'))?.pending).toBe(0n);
       });
 

@@ -143,7 +143,7 @@ async function processOnce(
     const handler = Object.hasOwn(config.on, event.type)
       ? (config.on[event.type] as (event: unknown, webhookId: string) => unknown)
       : undefined;
-    await applyBuiltInEffect(config, event, webhookId, handler !== undefined);
+    await applyBuiltInEffect(config, event, webhookId);
     await handler?.(event, webhookId);
   } catch (error) {
     if (error instanceof UnreadableEventError) {
@@ -175,22 +175,15 @@ async function processOnce(
 }
 
 /**
- * Runs the event's built-in effect. When an app handler follows, the effect is marked done
- * under its own id first: if the handler throws, Dodo's retry runs the handler again but not
- * the effect, since not every effect is idempotent (`credit.deducted` lowers pending usage).
+ * Runs the event's built-in effect. Every one is idempotent (each change is applied once per
+ * payment, refund or ledger entry id; views move by watermark; the newest subscription wins),
+ * so a delivery processed again — an app handler threw, or a crash came before it was marked
+ * done — changes nothing twice.
  */
 async function applyBuiltInEffect(
   config: ResolvedDodoWebhooksOptions,
   event: DodoWebhookEvent,
   webhookId: string,
-  handlerFollows: boolean,
 ): Promise<void> {
-  const effect = builtInEffect(event.type);
-  if (!effect) return;
-  if (!handlerFollows) return effect(event, { ...config, webhookId });
-  const effectId = `builtin:${webhookId}`;
-  // We hold the delivery's claim, so `processing` here is a dead holder's: run it again.
-  if ((await config.store.claimWebhook(effectId, config.processingTtlMs)) === 'done') return;
-  await effect(event, { ...config, webhookId });
-  await config.store.completeWebhook(effectId, config.retentionMs);
+  await builtInEffect(event.type)?.(event, { ...config, webhookId });
 }

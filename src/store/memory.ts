@@ -206,9 +206,15 @@ export class MemoryStore implements BillingStore {
     if (balance) balance.stale = true;
   }
 
-  async confirmDeducted(customerId: string, amount: Money): Promise<void> {
-    const state = this.customers.get(customerId);
-    if (!state) return;
+  async confirmDeducted(
+    customerId: string,
+    deductionId: string,
+    amount: Money,
+    retentionMs: number,
+  ): Promise<void> {
+    const state = this.customer(customerId);
+    // Remembered even with nothing pending: usage settled later is not what this confirmed.
+    if (!this.applyOnce(state, `deducted:${deductionId}`, retentionMs)) return;
     state.pending = state.pending > amount ? state.pending - amount : 0n;
   }
 

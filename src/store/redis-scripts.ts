@@ -43,7 +43,7 @@ const SCRIPTS = {
   syncBalance: { libraries: [bignum, customer], body: syncBalance, keys: 3 },
   adjustBalance: { libraries: [bignum, customer], body: adjustBalance, keys: 4 },
   markBalanceStale: { libraries: [], body: markBalanceStale, keys: 1 },
-  confirmDeducted: { libraries: [bignum], body: confirmDeducted, keys: 1 },
+  confirmDeducted: { libraries: [bignum, customer], body: confirmDeducted, keys: 2 },
   reserve: { libraries: [bignum, customer], body: reserve, keys: 3 },
   release: { libraries: [bignum, customer], body: release, keys: 3 },
   settle: { libraries: [bignum, customer, outbox, usage], body: settle, keys: undefined },

@@ -248,10 +248,22 @@ export class RedisStore implements BillingStore {
     await this.call('markBalanceStale', 'markBalanceStale', [this.keys.customer(customerId).balance]);
   }
 
-  async confirmDeducted(customerId: string, amount: Money): Promise<void> {
+  async confirmDeducted(
+    customerId: string,
+    deductionId: string,
+    amount: Money,
+    retentionMs: number,
+  ): Promise<void> {
+    const keys = this.keys.customer(customerId);
+    const now = this.now();
     await this.call('confirmDeducted', 'confirmDeducted', [
-      this.keys.customer(customerId).balance,
+      keys.balance,
+      keys.appliedIds,
+      now,
+      deductionId,
       amount.toString(),
+      now + retentionMs,
+      gcTtl(retentionMs),
     ]);
   }
 

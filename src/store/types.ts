@@ -52,9 +52,10 @@ export interface BillingStore {
 
   /**
    * Records that Dodo has deducted `amount` of the usage settled here (a `credit.deducted`
-   * webhook), lowering `pending` (never below zero).
+   * webhook), lowering `pending` (never below zero) once per `deductionId` (the ledger entry's
+   * id), remembered for `retentionMs`: a delivery processed again cannot lower it twice.
    */
-  confirmDeducted(customerId: string, amount: Money): Promise<void>;
+  confirmDeducted(customerId: string, deductionId: string, amount: Money, retentionMs: number): Promise<void>;
 
   // ── Reservations ────────────────────────────────────────────────────────────────────────────
 

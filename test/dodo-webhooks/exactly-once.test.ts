@@ -197,7 +197,7 @@ describe.each(kinds)('dodoWebhooks: exactly once per webhook-id ($name)', (kind)
     expect((await store.getBalance(customerId))?.balance).toBe(usd('20'));
   });
 
-  it('keeps a non-idempotent built-in effect (credit.deducted) to one run when the app handler fails', async () => {
+  it('confirms a deduction once when the app handler fails and Dodo retries the delivery', async () => {
     const { dodo, entitlementId, customerId, store, startApp } = await setup();
     dodo.setBalance(customerId, entitlementId, '1000');
     await store.syncBalance(customerId, usd('10'), Date.now() - MINUTE);
@@ -239,6 +239,48 @@ describe.each(kinds)('dodoWebhooks: exactly once per webhook-id ($name)', (kind)
     expect(attempts).toBe(2);
     // Dodo: $9. Still pending here: the $2 request. View: 9 − 2 = $7.
     expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('7'), pending: usd('2') });
+  });
+
+  it('confirms a deduction once even when its delivery is processed again (its done-mark lost in a crash)', async () => {
+    const { dodo, entitlementId, customerId, store, startApp } = await setup();
+    dodo.setBalance(customerId, entitlementId, '1000');
+    await store.syncBalance(customerId, usd('10'), Date.now() - MINUTE);
+    for (const [id, cost] of [
+      ['req_a', '1'],
+      ['req_b', '2'],
+    ] as const) {
+      await store.settle({ customerId, settlementId: id, cost: usd(cost), events: [], retentionMs: DAY });
+    }
+    const app = await startApp();
+    dodo.setWebhookUrl(app.webhookUrl);
+    const meter = dodo.createMeter({
+      eventName: 'usd_cents',
+      creditEntitlementId: entitlementId,
+      meterUnitsPerCredit: '1',
+    });
+    await dodo.client().usageEvents.ingest({
+      events: [
+        {
+          event_id: 'req_a',
+          customer_id: customerId,
+          event_name: meter.event_name,
+          metadata: { tokens: 100 },
+        },
+      ],
+    });
+    await dodo.waitForWebhooks({ type: 'credit.deducted' });
+    const expected = { balance: usd('7'), pending: usd('2') };
+    expect(await store.getBalance(customerId)).toMatchObject(expected);
+    // A process that applied the entry died before marking the delivery done; the next one
+    // processes it again (here under a fresh id, as if the claim had been lost with it).
+    const deducted = dodo.webhookEvents().find((webhook) => webhook.type === 'credit.deducted')!;
+    const again = await postSigned(app.webhookUrl, {
+      secret: dodo.webhookKey,
+      id: `${deducted.webhookId}-again`,
+      body: JSON.stringify(deducted.payload),
+    });
+    expect(tally([again])).toEqual(['ran']);
+    expect(await store.getBalance(customerId)).toMatchObject(expected);
   });
 
   it('remembers a done id for 7 days by default (Dodo retries for days) and a dead claim for processingTtlMs', async () => {

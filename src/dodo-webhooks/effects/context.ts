@@ -13,6 +13,8 @@ export interface EffectContext {
   /** The add-on whose quantity is a Team subscription's seat count (else its quantity). */
   seatAddonId: string | undefined;
   webhookId: string;
+  /** How long ids of applied changes are remembered (the webhook ids' retention). */
+  retentionMs: number;
   logger: Logger;
 }
 

@@ -6,7 +6,10 @@ import { customerIdOf, type Effect, readCredits, timeOf } from './context.js';
  * overwrite a newer view (see docs/balance-sync.md). A deduction also confirms usage we
  * settled locally, so it is no longer counted as pending.
  */
-export const applyLedgerEntry: Effect = async (event, { store, perCredit, creditEntitlementId, logger }) => {
+export const applyLedgerEntry: Effect = async (
+  event,
+  { store, perCredit, creditEntitlementId, logger, webhookId, retentionMs },
+) => {
   const { data } = event;
   const customerId = customerIdOf(data);
   if (!customerId || typeof data.balance_after !== 'string') {
@@ -21,7 +24,9 @@ export const applyLedgerEntry: Effect = async (event, { store, perCredit, credit
   const balance = readCredits(data, 'balance_after', perCredit) - overage;
   if (event.type === 'credit.deducted') {
     const amount = readCredits(data, 'amount', perCredit);
-    await store.confirmDeducted(customerId, amount < 0n ? -amount : amount);
+    // Once per ledger entry, however often its delivery is processed.
+    const entryId = typeof data.id === 'string' && data.id !== '' ? data.id : `webhook:${webhookId}`;
+    await store.confirmDeducted(customerId, entryId, amount < 0n ? -amount : amount, retentionMs);
   }
   await store.syncBalance(customerId, balance, timeOf(data.created_at, timeOf(event.timestamp, store.now())));
 };
