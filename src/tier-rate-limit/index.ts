@@ -58,8 +58,10 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
     ]);
     const limits = windows.limitsOf.get(tier.name)!;
     const rpm = judge(rpmCount, limits.rpm);
-    const consumed = [rpm, judgeIfCounted(rpdCount, limits.rpd), judgeIfCounted(tpmCount, limits.tpm)];
-    const tpm = limits.tpm && consumed[2];
+    const tokens = judgeIfCounted(tpmCount, limits.tpm);
+    const consumed = [rpm, judgeIfCounted(rpdCount, limits.rpd), tokens];
+    // The headers show the tier's own limits: the tokens trio only when the tier limits tokens.
+    const tpm = limits.tpm ? tokens : undefined;
     for (const answer of consumed) {
       if (answer?.outcome === 'failed') {
         config.logger.error('rate limiter failed even with its insurance: request not limited', {
@@ -81,9 +83,7 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
       return refuse(res, config, req, customerId, refused, tier);
     }
     setHeaders(res, rpm, tpm, false);
-    const tokens = consumed[2];
-    if (tokens && tokens.outcome === 'allowed')
-      correctTokensAfterSettlement(billing, res, tokens, customerId);
+    if (tokens?.outcome === 'allowed') correctTokensAfterSettlement(billing, res, tokens, customerId);
     return next();
   };
 }

@@ -243,6 +243,28 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
     },
   );
 
+  it('a tier without TPM sends only the request headers; the shared token window still counts its usage', async () => {
+    await start(
+      [
+        { name: 'metered', minSpend: '0', rpm: 100, tpm: 1_000 },
+        { name: 'unmetered', minSpend: '50', rpm: 100 },
+      ],
+      'meter',
+    );
+    const client = app.client(customerId);
+    const body = ask('one two three four five six seven eight nine', { max_tokens: 200 });
+    const actual = mockCompletion('chat', body).totalTokens;
+    const paymentId = await pay(dodo, customerId, sixtyDollars);
+    const unmetered = await client.chat.completions.create(body).withResponse();
+    expectWindowHeaders(unmetered.response.headers, 'requests', 100, 99);
+    expect(unmetered.response.headers.get('x-ratelimit-limit-tokens')).toBeNull();
+    await sleep(100);
+    // Back on the metered tier within the minute: what the unmetered request used is counted.
+    await refund(dodo, paymentId);
+    const metered = await client.chat.completions.create(body).withResponse();
+    expectWindowHeaders(metered.response.headers, 'tokens', 1_000, 1_000 - actual - 211);
+  });
+
   it('requests per day: the 429 names RPD, and the refused request is not counted in RPM either', async () => {
     await start([{ name: 'only', minSpend: '0', rpm: 100, rpd: 2 }]);
     const client = app.client(customerId);
