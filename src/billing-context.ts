@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
+import type { EarlyReservation } from './early-reservation.js';
 import { noCustomerError, sendOpenAIError } from './http/openai-error.js';
 import type { Logger } from './logger.js';
 import type { Money } from './money.js';
@@ -36,6 +37,8 @@ export class RequestBilling {
   estimatedInputTokens = 0;
   /** The credits held for this request by `requireCredits`. */
   reservation: { id: string; amount: Money } | undefined;
+  /** A reservation sent ahead of `requireCredits` (see early-reservation.ts), until it adopts it. */
+  earlyReservation: EarlyReservation | undefined;
   /** Billing period key for the usage counters (a subscription period, else the UTC month). */
   usagePeriod: string | undefined;
   /** False when the request is covered by a subscription and must not spend credits. */
@@ -123,6 +126,21 @@ export class RequestBilling {
     this.endingListeners.push(listener);
   }
 
+  /**
+   * A reservation sent ahead that `requireCredits` did not adopt (a 429 came first, a
+   * subscription covered the request) is released with the settlement, in its round trip.
+   */
+  private releaseUnadoptedReservation(): void {
+    const early = this.earlyReservation;
+    if (!early || this.reservation) return;
+    const { customerId, requestId } = this;
+    early.result
+      .then((result) => (result.ok ? early.plan.store.release(customerId, requestId) : false))
+      .catch(() => {
+        // Unreleased, it expires on its own after its TTL.
+      });
+  }
+
   /** True once the response has closed and the billing ended. */
   get isEnded(): boolean {
     return this.ended;
@@ -142,6 +160,7 @@ export class RequestBilling {
     try {
       // Called, not awaited yet: an async settler has sent its store write by the time it returns.
       const settling = this.settler ? this.settler(this, response) : this.onUnsettled(this);
+      this.releaseUnadoptedReservation();
       for (const listener of this.settlingListeners.splice(0)) {
         try {
           listener(this);

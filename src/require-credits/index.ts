@@ -1,7 +1,9 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { LRUCache } from 'lru-cache';
 import { billingOf, billingOrRefusal, continueWithin, type RequestBilling } from '../billing-context.js';
+import { type ReservationPlanner, rememberReservationPlanner } from '../early-reservation.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
-import { costOfTokens, displayUsd, type Money } from '../money.js';
+import { costOfTokens, displayUsd, type ModelPrice, type Money } from '../money.js';
 import { priceOf } from '../options.js';
 import type { ReserveResult } from '../store/types.js';
 import { BalanceFetcher } from './balance-fetcher.js';
@@ -31,12 +33,28 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
     timeoutMs: config.dodoTimeoutMs,
   });
 
+  // Customers whose last request a subscription covered: no reservation is sent ahead for them.
+  const covered = new LRUCache<string, true>({ max: 100_000 });
+  const planner: ReservationPlanner = (req, billing) => {
+    if (covered.has(billing.customerId)) return undefined;
+    const model = billing.model ?? config.model(req);
+    const price = priceOf(config.pricing, model);
+    if (!price || model === undefined) return undefined;
+    const amount = estimatedCost(config, req, billing, price);
+    return { store: config.store, model, amount, ttlMs: config.reservationTtlMs };
+  };
+
   return async function requireCreditsMiddleware(req: Request, res: Response, next: NextFunction) {
     const billing = billingOf(res) ?? (await billingOrRefusal(req, res, next, config));
     if (!billing) return;
+    rememberReservationPlanner(req, planner);
 
     // A subscription covers this request (softCapRouter decided so): no credits are held.
-    if (!billing.chargeCredits) return continueWithin(billing, next);
+    if (!billing.chargeCredits) {
+      covered.set(billing.customerId, true);
+      return continueWithin(billing, next);
+    }
+    covered.delete(billing.customerId);
 
     const model = billing.model ?? config.model(req);
     const price = priceOf(config.pricing, model);
@@ -55,14 +73,20 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
       );
     }
     billing.model = model;
-    const inputTokens = config.estimateTokens(billing.promptOf(req.body));
-    const outputTokens = requestedMaxOutputTokens(req.body) ?? config.defaultMaxOutputTokens;
-    billing.estimatedInputTokens = inputTokens;
-    const estimate = costOfTokens(price, inputTokens, outputTokens).total;
+    const estimate = estimatedCost(config, req, billing, price);
+    // Sent ahead by an earlier middleware for this very model and amount: adopted as is.
+    const early = billing.earlyReservation;
+    const sentAhead =
+      early &&
+      early.plan.store === config.store &&
+      early.plan.model === model &&
+      early.plan.amount === estimate
+        ? early.result
+        : undefined;
 
     let result: ReserveResult;
     try {
-      result = await reserveWithFreshBalance(config, fetcher, billing, estimate);
+      result = await reserveWithFreshBalance(config, fetcher, billing, estimate, sentAhead);
     } catch (error) {
       if (config.failOpen) {
         config.logger.warn('billing unavailable: admitting the request unreserved (failOpen)', {
@@ -112,11 +136,12 @@ async function reserveWithFreshBalance(
   fetcher: BalanceFetcher,
   billing: RequestBilling,
   amount: Money,
+  sentAhead: Promise<ReserveResult> | undefined,
 ): Promise<ReserveResult> {
   const { store, balanceTtlMs, reservationTtlMs, logger } = config;
   const { customerId, requestId } = billing;
   const reserve = () => store.reserve(customerId, requestId, amount, reservationTtlMs);
-  const first = await reserve();
+  const first = await (sentAhead ?? reserve());
   if (!first.ok && first.reason === 'no_balance') {
     await fetcher.refresh(customerId);
     return reserve();
@@ -143,6 +168,19 @@ async function reserveWithFreshBalance(
     return first;
   }
   return reserve();
+}
+
+/** The request's estimated cost: its prompt's tokens, and the output it may generate. */
+function estimatedCost(
+  config: ResolvedRequireCreditsOptions,
+  req: Request,
+  billing: RequestBilling,
+  price: ModelPrice,
+): Money {
+  const inputTokens = config.estimateTokens(billing.promptOf(req.body));
+  const outputTokens = requestedMaxOutputTokens(req.body) ?? config.defaultMaxOutputTokens;
+  billing.estimatedInputTokens = inputTokens;
+  return costOfTokens(price, inputTokens, outputTokens).total;
 }
 
 function refuse(

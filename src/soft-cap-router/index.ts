@@ -1,5 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { billingOf, openBilling, type RequestBilling } from '../billing-context.js';
+import { sendReservationAhead } from '../early-reservation.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
@@ -39,6 +40,8 @@ export function softCapRouter(options: Readonly<SoftCapRouterOptions>): RequestH
     try {
       billing = billingOf(res) ?? (await openBilling(req, res, config));
       if (!billing) return next();
+      // `requireCredits`' reservation travels with the profile read (no-op if already sent).
+      sendReservationAhead(req, billing);
       profile = await billing.profile(config.store);
     } catch (error) {
       config.logger.warn('soft caps unavailable: request passes unrouted', { error });

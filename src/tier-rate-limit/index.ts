@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { LRUCache } from 'lru-cache';
 import { billingOf, billingOrRefusal, type RequestBilling } from '../billing-context.js';
+import { sendReservationAhead } from '../early-reservation.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { captureResponse } from '../meter-usage/response-capture.js';
 import { usageRecordsOf } from '../meter-usage/usage-records.js';
@@ -49,7 +50,9 @@ export function tierRateLimit(options: Readonly<TierRateLimitOptions>): RequestH
     const estimatedTokens =
       charactersOverFour(billing.promptOf(req.body)) + (requestedMaxOutputTokens(req.body) ?? 0);
     // Counting does not depend on the tier (every tier shares the windows), so the request is
-    // counted while its tier is read: one round trip for both.
+    // counted while its tier is read, and `requireCredits`' reservation goes with them: one
+    // round trip for the three.
+    sendReservationAhead(req, billing);
     const [tier, rpmCount, rpdCount, tpmCount] = await Promise.all([
       currentTier(config, billing, lastTier),
       count(windows.rpm, customerId, 1),

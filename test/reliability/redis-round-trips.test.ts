@@ -51,7 +51,7 @@ function countingClient(url: string) {
     counting.client.disconnect();
   });
 
-  it('takes three round trips for a pay-as-you-go customer and two for a subscriber (the issue’s target is two: see docs/performance.md)', async () => {
+  it('takes two round trips per admitted request: admission, then settlement', async () => {
     const dodo = await startDodo();
     const customer = dodo.emulator.createCustomer({ email: 'round-trips@example.com' }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, '100');
@@ -107,27 +107,27 @@ function countingClient(url: string) {
       await request(customer); // the first one reads the balance from Dodo
       counting.reset();
       await request(customer);
-      // (1) the profile (spend, subscriptions, period usage) with RPM and TPM counted, in one
-      // round trip; (2) the reservation; (3) the settlement with the TPM correction.
+      // (1) the profile (spend, subscriptions, period usage), requireCredits' reservation (sent
+      // ahead by tierRateLimit, now that it has seen requireCredits on this route) and the RPM
+      // and TPM counts; (2) the settlement with the TPM correction.
       expect(counting.roundTrips).toEqual([
-        ['evalsha', 'evalsha', 'evalsha'],
-        ['evalsha'],
+        ['evalsha', 'evalsha', 'evalsha', 'evalsha'],
         ['evalsha', 'evalsha'],
       ]);
       expect(dodo.emulator.requests().filter((call) => call.path.includes('/balances/'))).toHaveLength(1);
+      const afterAdmissions = await store.getBalance(customer);
+      expect(afterAdmissions?.reserved).toBe(0n);
 
+      await request(subscriber); // the first one learns that the plan covers this customer
       counting.reset();
       await request(subscriber);
-      // The subscription covers the request: no reservation.
+      // The subscription covers the request: nothing is reserved, nothing is sent ahead.
       expect(counting.roundTrips).toEqual([
         ['evalsha', 'evalsha', 'evalsha'],
         ['evalsha', 'evalsha'],
       ]);
-      expect(
-        await store.getUsage(subscriber, subscriptionPeriod((await store.getSubscriptions(subscriber))[0]!)),
-      ).toMatchObject({
-        tokens: 15n,
-      });
+      const period = subscriptionPeriod((await store.getSubscriptions(subscriber))[0]!);
+      expect(await store.getUsage(subscriber, period)).toMatchObject({ tokens: 30n });
     } finally {
       server.close();
       await billing.close();
