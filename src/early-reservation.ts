@@ -49,7 +49,15 @@ export function sendReservationAhead(req: Request, billing: RequestBilling): voi
   if (billing.earlyReservation || billing.reservation || !billing.chargeCredits) return;
   const route: unknown = req.route;
   if (typeof route !== 'object' || route === null) return;
-  const plan = plannersByRoute.get(route)?.(req, billing);
+  const planner = plannersByRoute.get(route);
+  if (!planner) return;
+  let plan: ReservationPlan | undefined;
+  try {
+    plan = planner(req, billing);
+  } catch {
+    // An app's `model` or `estimateTokens` that throws: `requireCredits` meets it itself.
+    return;
+  }
   if (!plan) return;
   const result = plan.store.reserve(billing.customerId, billing.requestId, plan.amount, plan.ttlMs);
   // Awaited by `requireCredits`, which handles a failure; nobody may await it at all.
