@@ -197,19 +197,45 @@ describe.each(kinds)('dodoWebhooks: exactly once per webhook-id ($name)', (kind)
     expect((await store.getBalance(customerId))?.balance).toBe(usd('20'));
   });
 
-  it('confirms a deduction once when the app handler fails and Dodo retries the delivery', async () => {
+  /**
+   * Two requests settled here, $1 and $2 (pending $3 until Dodo deducts them), then Dodo's meter
+   * deducts the $1 one (100 credits): one `credit.deducted` webhook to the app. After it, Dodo says
+   * $9 and the $2 request is still pending: the view is 9 − 2 = $7.
+   */
+  async function deductOneOfTwoSettled(options: Partial<DodoWebhooksOptions> = {}) {
     const { dodo, entitlementId, customerId, store, startApp } = await setup();
     dodo.setBalance(customerId, entitlementId, '1000');
     await store.syncBalance(customerId, usd('10'), Date.now() - MINUTE);
-    // Two requests settled here, $1 and $2: pending $3 until Dodo deducts them.
     for (const [id, cost] of [
       ['req_a', '1'],
       ['req_b', '2'],
     ] as const) {
       await store.settle({ customerId, settlementId: id, cost: usd(cost), events: [], retentionMs: DAY });
     }
+    const app = await startApp(options);
+    dodo.setWebhookUrl(app.webhookUrl);
+    const meter = dodo.createMeter({
+      eventName: 'usd_cents',
+      creditEntitlementId: entitlementId,
+      meterUnitsPerCredit: '1',
+    });
+    await dodo.client().usageEvents.ingest({
+      events: [
+        {
+          event_id: 'req_a',
+          customer_id: customerId,
+          event_name: meter.event_name,
+          metadata: { tokens: 100 },
+        },
+      ],
+    });
+    await dodo.waitForWebhooks({ type: 'credit.deducted' });
+    return { dodo, customerId, store, app, expected: { balance: usd('7'), pending: usd('2') } };
+  }
+
+  it('confirms a deduction once when the app handler fails and Dodo retries the delivery', async () => {
     let attempts = 0;
-    const app = await startApp({
+    const { dodo, customerId, store, expected } = await deductOneOfTwoSettled({
       on: {
         'credit.deducted': () => {
           attempts += 1;
@@ -217,59 +243,13 @@ describe.each(kinds)('dodoWebhooks: exactly once per webhook-id ($name)', (kind)
         },
       },
     });
-    dodo.setWebhookUrl(app.webhookUrl);
-    // Dodo's meter deducts the $1 request (100 credits): one credit.deducted, failed once then retried.
-    const meter = dodo.createMeter({
-      eventName: 'usd_cents',
-      creditEntitlementId: entitlementId,
-      meterUnitsPerCredit: '1',
-    });
-    await dodo.client().usageEvents.ingest({
-      events: [
-        {
-          event_id: 'req_a',
-          customer_id: customerId,
-          event_name: meter.event_name,
-          metadata: { tokens: 100 },
-        },
-      ],
-    });
-    await dodo.waitForWebhooks({ type: 'credit.deducted' });
     expect(dodo.webhookDeliveries().map((delivery) => delivery.status)).toEqual([500, 200]);
     expect(attempts).toBe(2);
-    // Dodo: $9. Still pending here: the $2 request. View: 9 − 2 = $7.
-    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('7'), pending: usd('2') });
+    expect(await store.getBalance(customerId)).toMatchObject(expected);
   });
 
   it('confirms a deduction once even when its delivery is processed again (its done-mark lost in a crash)', async () => {
-    const { dodo, entitlementId, customerId, store, startApp } = await setup();
-    dodo.setBalance(customerId, entitlementId, '1000');
-    await store.syncBalance(customerId, usd('10'), Date.now() - MINUTE);
-    for (const [id, cost] of [
-      ['req_a', '1'],
-      ['req_b', '2'],
-    ] as const) {
-      await store.settle({ customerId, settlementId: id, cost: usd(cost), events: [], retentionMs: DAY });
-    }
-    const app = await startApp();
-    dodo.setWebhookUrl(app.webhookUrl);
-    const meter = dodo.createMeter({
-      eventName: 'usd_cents',
-      creditEntitlementId: entitlementId,
-      meterUnitsPerCredit: '1',
-    });
-    await dodo.client().usageEvents.ingest({
-      events: [
-        {
-          event_id: 'req_a',
-          customer_id: customerId,
-          event_name: meter.event_name,
-          metadata: { tokens: 100 },
-        },
-      ],
-    });
-    await dodo.waitForWebhooks({ type: 'credit.deducted' });
-    const expected = { balance: usd('7'), pending: usd('2') };
+    const { dodo, customerId, store, app, expected } = await deductOneOfTwoSettled();
     expect(await store.getBalance(customerId)).toMatchObject(expected);
     // A process that applied the entry died before marking the delivery done; the next one
     // processes it again (here under a fresh id, as if the claim had been lost with it).
