@@ -73,6 +73,12 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
       requireCredits: { reservationTtlMs: 2_000 },
       // A batch claimed just before Redis died cannot be nacked: it waits out this lease.
       meterUsage: { flushIntervalMs: 20, maxBackoffMs: 100, leaseMs: 2_000 },
+      // The full admission path: the tier's reads carry requireCredits' reservation.
+      admission: (billing) => [
+        billing.tierRateLimit({
+          tiers: [{ name: 'all', minSpend: '0', rpm: 1_000_000, tpm: 1_000_000_000 }],
+        }),
+      ],
     });
     cleanups.push(() => app.close());
     return { client, store, app };

@@ -55,6 +55,8 @@ export interface BillingAppOptions {
   meterUsage?: Partial<MeterUsageOptions>;
   /** Mounted before the money path (e.g. `dodoWebhooks`). */
   before?: (app: express.Express, billing: Billing) => void;
+  /** Middlewares on the route before `requireCredits` (e.g. `tierRateLimit`). */
+  admission?: (billing: Billing) => RequestHandler[];
 }
 
 export interface BillingApp {
@@ -103,6 +105,7 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
   const meter = billing.meterUsage({ flushIntervalMs: 20, maxBackoffMs: 100, ...options.meterUsage });
   app.post(
     '/v1/chat/completions',
+    ...(options.admission?.(billing) ?? []),
     billing.requireCredits({ dodoTimeoutMs: 500, ...options.requireCredits }),
     meter,
     options.handler ?? usageFromHeader,
