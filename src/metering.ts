@@ -206,20 +206,22 @@ export function resolveMetering(
   where = 'meters',
   fallback?: { name: string; price: ModelPrice },
 ): ResolvedMetering {
+  const unweighted = (names: MeterNames): ModelMetering =>
+    Object.freeze({ ...names, inputWeight: 1n, outputWeight: 1n, weighted: false });
   const plain = (names: (model: string) => MeterNames): ResolvedMetering =>
-    metering('names', undefined, (model) => ({
-      ...names(model),
-      inputWeight: 1n,
-      outputWeight: 1n,
-      weighted: false,
-    }));
-  if (meters === undefined) return plain(() => DEFAULT_METERS);
+    metering('names', undefined, (model) => unweighted(names(model)));
+  // The same two names for every model: one object, not one per event.
+  const fixed = (names: MeterNames): ResolvedMetering => {
+    const same = unweighted(names);
+    return metering('names', undefined, () => same);
+  };
+  if (meters === undefined) return fixed(DEFAULT_METERS);
   if (typeof meters === 'function') return plain(meters);
   if (meters === null || typeof meters !== 'object')
     throw new ConfigError('ERR_ELB_INVALID_OPTION', `${STRATEGY_HINT}.`);
   if (!('strategy' in meters)) {
     if (!validNames(meters)) throw new ConfigError('ERR_ELB_INVALID_OPTION', `${STRATEGY_HINT}.`);
-    return plain(() => meters);
+    return fixed(meters);
   }
   const priced = new Map(prices ?? []);
   if (meters.strategy === 'per-model') {
