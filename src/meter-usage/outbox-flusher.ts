@@ -95,6 +95,14 @@ export class OutboxFlusher {
   private lastError: unknown;
   private readonly failedSettlements: Settlement[] = [];
   private static readonly maxFailedSettlements = 100_000;
+  /**
+   * What happened to delivered batches that the store could not record (it was down): the
+   * ack of a batch Dodo accepted, the nack of one it did not. Retried first on every drain, so
+   * once the store is back an accepted batch is not sent again after its lease, nor a failed
+   * one left waiting out its lease.
+   */
+  private readonly unrecorded: (() => Promise<unknown>)[] = [];
+  private static readonly maxUnrecorded = 10_000;
 
   constructor(private readonly options: OutboxFlusherOptions) {}
 
@@ -164,6 +172,7 @@ export class OutboxFlusher {
 
   private async drain(): Promise<void> {
     await this.retrySettlements();
+    await this.retryUnrecorded();
     const { store, batchSize, leaseMs } = this.options;
     for (;;) {
       const batch = await store.claimOutbox(batchSize, leaseMs);
@@ -186,6 +195,35 @@ export class OutboxFlusher {
     }
   }
 
+  private async retryUnrecorded(): Promise<void> {
+    while (this.unrecorded.length > 0) {
+      try {
+        await this.unrecorded[0]!();
+      } catch (error) {
+        this.lastError = error;
+        return;
+      }
+      this.unrecorded.shift();
+    }
+  }
+
+  /** Records an outcome in the store now, or on a later drain if the store is down. */
+  private async record(outcome: () => Promise<unknown>): Promise<void> {
+    try {
+      await outcome();
+    } catch (error) {
+      this.lastError = error;
+      if (this.unrecorded.length >= OutboxFlusher.maxUnrecorded) {
+        // The leases still expire: the events are claimed and sent again then (Dodo dedupes).
+        this.options.logger.error('too many batch outcomes waiting for the store: one waits out its lease', {
+          error,
+        });
+        return;
+      }
+      this.unrecorded.push(outcome);
+    }
+  }
+
   /** Delivers one claimed batch; false when Dodo could not be reached. */
   private async deliver(batch: OutboxBatch): Promise<boolean> {
     const { store, logger } = this.options;
@@ -205,12 +243,9 @@ export class OutboxFlusher {
     logger.warn(`Dodo ingest failed; ${failed.length} events retry in ${backoff} ms`, {
       error: this.lastError,
     });
-    await store.nackOutbox(
-      batch,
-      failed.map((claimed) => claimed.event.event_id),
-      backoff,
-      failed.map((claimed) => claimed.event),
-    );
+    const ids = failed.map((claimed) => claimed.event.event_id);
+    const events = failed.map((claimed) => claimed.event);
+    await this.record(() => store.nackOutbox(batch, ids, backoff, events));
     return false;
   }
 
@@ -219,11 +254,6 @@ export class OutboxFlusher {
     if (events.length === 0) return [];
     try {
       await this.ingest(events.map((claimed) => claimed.event));
-      await this.options.store.ackOutbox(
-        batch,
-        events.map((claimed) => claimed.event.event_id),
-      );
-      return [];
     } catch (error) {
       if (!isInvalidEventsError(error)) {
         this.lastError = error;
@@ -239,6 +269,10 @@ export class OutboxFlusher {
       const right = await this.send(batch, events.slice(middle));
       return [...left, ...right];
     }
+    // Dodo has them: a store that cannot record it now must not make them count as failed.
+    const ids = events.map((claimed) => claimed.event.event_id);
+    await this.record(() => this.options.store.ackOutbox(batch, ids));
+    return [];
   }
 
   private async ingest(events: OutboxEvent[]): Promise<void> {

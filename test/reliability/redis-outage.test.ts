@@ -59,7 +59,11 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  async function appOn(server: RedisServer, dodo: Awaited<ReturnType<typeof startDodo>>) {
+  async function appOn(
+    server: RedisServer,
+    dodo: Awaited<ReturnType<typeof startDodo>>,
+    meterUsage: { flushIntervalMs?: number; leaseMs?: number } = {},
+  ) {
     const client = new Redis(server.url, { maxRetriesPerRequest: 1 });
     client.on('error', () => {});
     cleanups.push(async () => client.disconnect());
@@ -71,8 +75,9 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
       entitlementId: dodo.entitlementId,
       // A reserve Redis applied but whose answer died with it is held this long, no longer.
       requireCredits: { reservationTtlMs: 2_000 },
-      // A batch claimed just before Redis died cannot be nacked: it waits out this lease.
-      meterUsage: { flushIntervalMs: 20, maxBackoffMs: 100, leaseMs: 2_000 },
+      // A batch claimed by a process that then dies waits out this lease (a live process records
+      // its outcome once Redis is back).
+      meterUsage: { flushIntervalMs: 20, maxBackoffMs: 100, leaseMs: 2_000, ...meterUsage },
       // The full admission path: the tier's reads carry requireCredits' reservation.
       admission: (billing) => [
         billing.tierRateLimit({
@@ -143,6 +148,43 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
     expect(events).toHaveLength(2 * served);
     expect(new Set(idsOf(events)).size).toBe(2 * served);
     expect(client.status).toBe('ready');
+  });
+
+  it('Redis dies while Dodo ingests a batch: once it is back, the batch is acked at once, not after its lease', {
+    timeout: 30_000,
+  }, async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'elb-redis-aof-'));
+    cleanups.push(() => rm(directory, { recursive: true, force: true }));
+    const dodo = await startDodo();
+    cleanups.push(() => dodo.emulator.close());
+    let server = await startRedisServer({ appendOnlyDir: directory });
+    cleanups.push(() => server.stop());
+    // No background flush (the test drives it) and a lease far longer than the test.
+    const { client, store, app } = await appOn(server, dodo, { flushIntervalMs: 600_000, leaseMs: 600_000 });
+    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 100);
+    for (let i = 0; i < 5; i++) expect((await chat(app.url, customer)).status).toBe(200);
+    expect(await store.outboxStats()).toMatchObject({ waiting: 10, leased: 0 });
+
+    dodo.emulator.fault('POST /events/ingest', { delayMs: 1_000, times: 1 });
+    const inFlight = app.meter.flush(10_000).then(
+      () => 'delivered',
+      () => 'failed',
+    );
+    await expect.poll(async () => (await store.outboxStats()).leased, { timeout: 5_000 }).toBe(10);
+    await server.kill();
+    // Dodo accepts the batch a second later; the ack cannot reach Redis.
+    expect(await inFlight).toBe('failed');
+    server = await startRedisServer({ port: server.port, appendOnlyDir: directory });
+    await whenReady(client);
+
+    // Well within the lease: the ack kept in memory lands on the next drain.
+    await app.meter.flush(5_000);
+    expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
+    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    expect(events).toHaveLength(10);
+    expect(new Set(idsOf(events)).size).toBe(10);
+    const accepted = dodo.emulator.requests().filter((r) => r.path === '/events/ingest' && r.status === 200);
+    expect(accepted).toHaveLength(1);
   });
 
   it.each([
