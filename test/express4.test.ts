@@ -11,6 +11,7 @@ describe('on Express 4', () => {
   let server: ReturnType<ReturnType<typeof express4>['listen']>;
   let url: string;
   let customer: string;
+  const sentAhead: boolean[] = [];
   const store = new MemoryStore();
 
   beforeAll(async () => {
@@ -34,6 +35,7 @@ describe('on Express 4', () => {
       billing.requireCredits(),
       billing.meterUsage(),
       (_req, res) => {
+        sentAhead.push(res.locals.billing.earlyReservation !== undefined);
         res.json({ choices: [], usage: { prompt_tokens: 100, completion_tokens: 50 } });
       },
     );
@@ -69,5 +71,8 @@ describe('on Express 4', () => {
     dodo.emulator.addCredits(customer, dodo.entitlementId, '100');
     await dodo.emulator.waitForWebhooks({ type: 'credit.added' });
     await expect.poll(async () => (await chat()).status).toBe(200);
+    // Express 4 routes carry `req.route` too: after the first request, the tier's reads carried
+    // requireCredits' reservation.
+    expect(sentAhead).toEqual([false, true]);
   });
 });
