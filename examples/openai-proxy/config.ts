@@ -49,8 +49,8 @@ export interface RealConfig extends CommonConfig {
 
 export type ExampleConfig = EmbeddedConfig | RealConfig;
 
-/** Variables that ask for real mode: setting any of them requires all the required ones. */
-const REAL_MODE_VARIABLES = [
+/** What real mode needs, every one of them (plus `API_KEYS` or `API_KEYS_FILE`). */
+const REQUIRED_REAL_VARIABLES = [
   'DODO_PAYMENTS_API_KEY',
   'DODO_PAYMENTS_ENVIRONMENT',
   'DODO_CREDIT_ENTITLEMENT_ID',
@@ -58,9 +58,10 @@ const REAL_MODE_VARIABLES = [
   'DODO_CREDIT_PACKS',
   'OPENAI_API_KEY',
   'REDIS_URL',
-  'API_KEYS',
-  'API_KEYS_FILE',
 ] as const;
+
+/** Variables that ask for real mode: setting any of them requires all the required ones. */
+const REAL_MODE_VARIABLES = [...REQUIRED_REAL_VARIABLES, 'API_KEYS', 'API_KEYS_FILE'] as const;
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -157,16 +158,7 @@ export function loadConfig(env: Env = process.env): ExampleConfig {
   const present = REAL_MODE_VARIABLES.filter((name) => value(env, name) !== undefined);
   if (present.length === 0) return { mode: 'embedded', ...common };
 
-  const required = [
-    'DODO_PAYMENTS_API_KEY',
-    'DODO_PAYMENTS_ENVIRONMENT',
-    'DODO_CREDIT_ENTITLEMENT_ID',
-    'DODO_PAYMENTS_WEBHOOK_KEY',
-    'DODO_CREDIT_PACKS',
-    'OPENAI_API_KEY',
-    'REDIS_URL',
-  ];
-  const missing = required.filter((name) => value(env, name) === undefined);
+  const missing: string[] = REQUIRED_REAL_VARIABLES.filter((name) => value(env, name) === undefined);
   if (value(env, 'API_KEYS') === undefined && value(env, 'API_KEYS_FILE') === undefined) {
     missing.push('API_KEYS');
   }
