@@ -1,5 +1,5 @@
 import type { UsageRecord } from '../billing-context.js';
-import type { MeterNames, ModelMetering, ResolvedMetering } from '../metering.js';
+import type { ResolvedMetering } from '../metering.js';
 import type { OutboxEvent } from '../store/types.js';
 
 /**
@@ -22,21 +22,23 @@ function meterValue(value: bigint): number | string {
 export function usageEvents(
   billing: { customerId: string; requestId: string },
   records: readonly UsageRecord[],
-  metering: ResolvedMetering | ((model: string) => MeterNames),
+  metering: ResolvedMetering,
   timestamp: string,
 ): OutboxEvent[] {
-  const meterOf = (model: string): ModelMetering =>
-    'forModel' in metering
-      ? metering.forModel(model)
-      : { ...metering(model), inputWeight: 1n, outputWeight: 1n, weighted: false };
   const events: OutboxEvent[] = [];
   records.forEach((usage, index) => {
-    const meter = meterOf(usage.model);
+    const meter = metering.forModel(usage.model);
     const idBase = index === 0 ? billing.requestId : `${billing.requestId}:${index}`;
     const common: OutboxEvent['metadata'] = { model: usage.model, request_id: billing.requestId };
     if (usage.estimated) common.estimated = true;
-    const tokens = (count: number, weight: bigint): OutboxEvent['metadata'] =>
-      meter.weighted
+    const push = (
+      kind: 'input' | 'output',
+      count: number,
+      weight: bigint,
+      detail: ['cached_tokens' | 'reasoning_tokens', number | undefined],
+    ) => {
+      if (count <= 0) return;
+      const metadata: OutboxEvent['metadata'] = meter.weighted
         ? {
             ...common,
             tokens: meterValue(BigInt(count) * weight),
@@ -44,28 +46,18 @@ export function usageEvents(
             weight: meterValue(weight),
           }
         : { ...common, tokens: count };
-    if (usage.inputTokens > 0) {
-      const metadata = tokens(usage.inputTokens, meter.inputWeight);
-      if (usage.cachedInputTokens) metadata.cached_tokens = usage.cachedInputTokens;
+      const [detailKey, detailValue] = detail;
+      if (detailValue) metadata[detailKey] = detailValue;
       events.push({
-        event_id: `${idBase}:input`,
+        event_id: `${idBase}:${kind}`,
         customer_id: billing.customerId,
-        event_name: meter.input,
+        event_name: meter[kind],
         timestamp,
         metadata,
       });
-    }
-    if (usage.outputTokens > 0) {
-      const metadata = tokens(usage.outputTokens, meter.outputWeight);
-      if (usage.reasoningTokens) metadata.reasoning_tokens = usage.reasoningTokens;
-      events.push({
-        event_id: `${idBase}:output`,
-        customer_id: billing.customerId,
-        event_name: meter.output,
-        timestamp,
-        metadata,
-      });
-    }
+    };
+    push('input', usage.inputTokens, meter.inputWeight, ['cached_tokens', usage.cachedInputTokens]);
+    push('output', usage.outputTokens, meter.outputWeight, ['reasoning_tokens', usage.reasoningTokens]);
   });
   return events;
 }
