@@ -412,8 +412,8 @@ export class RedisStore implements BillingStore {
       const list: OutboxCandidate[] = [];
       for (const shardReply of perShard) {
         const flat = shardReply[pass];
-        for (let index = 0; index < flat.length; index += 2) {
-          list.push({ shard: shardReply.shard, member: flat[index]!, enqueuedAt: Number(flat[index + 1]) });
+        for (const [member, enqueuedAt] of pairs(flat)) {
+          list.push({ shard: shardReply.shard, member, enqueuedAt: Number(enqueuedAt) });
         }
       }
       return list.sort(
@@ -705,7 +705,7 @@ function usageArgs(now: number, usage: UsageIncrement): ScriptArgument[] {
   return args;
 }
 
-/** A flat HGETALL reply as field/value pairs. */
+/** A flat reply of pairs (HGETALL fields and values, members with their scores) as tuples. */
 function* pairs(flat: string[]): Generator<[string, string]> {
   for (let index = 0; index + 1 < flat.length; index += 2) yield [flat[index]!, flat[index + 1]!];
 }
