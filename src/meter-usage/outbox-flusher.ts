@@ -9,6 +9,7 @@ import type {
   OutboxEvent,
   Settlement,
 } from '../store/types.js';
+import { StoreBacklog } from './store-backlog.js';
 
 /** Dodo's ingest rules (the SDK's own docs for `usageEvents.ingest`). */
 export const DODO_INGEST = {
@@ -93,16 +94,14 @@ export class OutboxFlusher {
   private timer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
   private lastError: unknown;
-  private readonly failedSettlements: Settlement[] = [];
-  private static readonly maxFailedSettlements = 100_000;
+  /** Settlements the store could not take: usage that was served is not lost to an outage. */
+  private readonly settlements = new StoreBacklog(100_000);
   /**
-   * What happened to delivered batches that the store could not record (it was down): the
-   * ack of a batch Dodo accepted, the nack of one it did not. Retried first on every drain, so
-   * once the store is back an accepted batch is not sent again after its lease, nor a failed
-   * one left waiting out its lease.
+   * What happened to delivered batches that the store could not record: the ack of a batch
+   * Dodo accepted, the nack of one it did not. Once the store is back an accepted batch is not
+   * sent again after its lease, nor a failed one left waiting out its lease.
    */
-  private readonly unrecorded: (() => Promise<unknown>)[] = [];
-  private static readonly maxUnrecorded = 10_000;
+  private readonly outcomes = new StoreBacklog(10_000);
 
   constructor(private readonly options: OutboxFlusherOptions) {}
 
@@ -125,14 +124,12 @@ export class OutboxFlusher {
    * retry of one that did land changes nothing.
    */
   retryLater(settlement: Settlement): void {
-    if (this.failedSettlements.length >= OutboxFlusher.maxFailedSettlements) {
+    if (!this.settlements.add(() => this.options.store.settle(settlement))) {
       this.options.logger.error('too many settlements waiting for the store: dropping one', {
         customerId: settlement.customerId,
         settlementId: settlement.settlementId,
       });
-      return;
     }
-    this.failedSettlements.push(settlement);
   }
 
   /** Runs one drain, or joins the one under way. */
@@ -157,7 +154,7 @@ export class OutboxFlusher {
       this.lastError = undefined;
       await this.drainOnce();
       const stats = await store.outboxStats();
-      const waitingSettlements = this.failedSettlements.length;
+      const waitingSettlements = this.settlements.size;
       if (stats.waiting + stats.leased + waitingSettlements === 0) return;
       if (this.lastError !== undefined || Date.now() >= deadline) {
         const why = this.lastError === undefined ? 'timed out' : (this.lastError as Error).message;
@@ -171,8 +168,10 @@ export class OutboxFlusher {
   }
 
   private async drain(): Promise<void> {
-    await this.retrySettlements();
-    await this.retryUnrecorded();
+    for (const backlog of [this.settlements, this.outcomes]) {
+      const failure = await backlog.retry();
+      if (failure !== undefined) this.lastError = failure;
+    }
     const { store, batchSize, leaseMs } = this.options;
     for (;;) {
       const batch = await store.claimOutbox(batchSize, leaseMs);
@@ -182,45 +181,18 @@ export class OutboxFlusher {
     }
   }
 
-  private async retrySettlements(): Promise<void> {
-    const pending = this.failedSettlements.splice(0);
-    for (const [index, settlement] of pending.entries()) {
-      try {
-        await this.options.store.settle(settlement);
-      } catch (error) {
-        this.lastError = error;
-        this.failedSettlements.push(...pending.slice(index));
-        return;
-      }
-    }
-  }
-
-  private async retryUnrecorded(): Promise<void> {
-    while (this.unrecorded.length > 0) {
-      try {
-        await this.unrecorded[0]!();
-      } catch (error) {
-        this.lastError = error;
-        return;
-      }
-      this.unrecorded.shift();
-    }
-  }
-
   /** Records an outcome in the store now, or on a later drain if the store is down. */
   private async record(outcome: () => Promise<unknown>): Promise<void> {
     try {
       await outcome();
     } catch (error) {
       this.lastError = error;
-      if (this.unrecorded.length >= OutboxFlusher.maxUnrecorded) {
+      if (!this.outcomes.add(outcome)) {
         // The leases still expire: the events are claimed and sent again then (Dodo dedupes).
         this.options.logger.error('too many batch outcomes waiting for the store: one waits out its lease', {
           error,
         });
-        return;
       }
-      this.unrecorded.push(outcome);
     }
   }
 
