@@ -89,16 +89,30 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
     return { client, store, app };
   }
 
-  it('Redis killed mid-traffic: 503 billing_unavailable within 1 s while down, recovers by itself, outbox intact', {
-    timeout: 45_000,
-  }, async () => {
+  /**
+   * A Dodo emulator and a redis-server that keeps its data across `kill()` and `restart()` (an
+   * append-only file, fsynced on every write), on the same port.
+   */
+  async function dodoAndRestartableRedis() {
     const directory = await mkdtemp(join(tmpdir(), 'elb-redis-aof-'));
     cleanups.push(() => rm(directory, { recursive: true, force: true }));
     const dodo = await startDodo();
     cleanups.push(() => dodo.emulator.close());
-    let server = await startRedisServer({ appendOnlyDir: directory });
-    cleanups.push(() => server.stop());
-    const { client, store, app } = await appOn(server, dodo);
+    const redis = {
+      server: await startRedisServer({ appendOnlyDir: directory }),
+      async restart() {
+        redis.server = await startRedisServer({ port: redis.server.port, appendOnlyDir: directory });
+      },
+    };
+    cleanups.push(() => redis.server.stop());
+    return { dodo, redis };
+  }
+
+  it('Redis killed mid-traffic: 503 billing_unavailable within 1 s while down, recovers by itself, outbox intact', {
+    timeout: 45_000,
+  }, async () => {
+    const { dodo, redis } = await dodoAndRestartableRedis();
+    const { client, store, app } = await appOn(redis.server, dodo);
     const customer = customerWorth(dodo.emulator, dodo.entitlementId, 100_000);
     // Nothing leaves the outbox during the test: all of it must still be there at the end.
     dodo.emulator.fault('POST /events/ingest', { status: 503 });
@@ -107,11 +121,11 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
     cleanups.push(() => traffic.stop());
     await expect.poll(() => traffic.okSince(0), { timeout: 10_000 }).toBeGreaterThanOrEqual(20);
 
-    await server.kill();
+    await redis.server.kill();
     const downSince = performance.now();
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     const restartedAt = performance.now();
-    server = await startRedisServer({ port: server.port, appendOnlyDir: directory });
+    await redis.restart();
     // No reconnect call, no restart of the app: the client and the store come back by themselves.
     await expect.poll(() => traffic.okSince(restartedAt), { timeout: 15_000 }).toBeGreaterThanOrEqual(20);
     await traffic.stop();
@@ -153,14 +167,12 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
   it('Redis dies while Dodo ingests a batch: once it is back, the batch is acked at once, not after its lease', {
     timeout: 30_000,
   }, async () => {
-    const directory = await mkdtemp(join(tmpdir(), 'elb-redis-aof-'));
-    cleanups.push(() => rm(directory, { recursive: true, force: true }));
-    const dodo = await startDodo();
-    cleanups.push(() => dodo.emulator.close());
-    let server = await startRedisServer({ appendOnlyDir: directory });
-    cleanups.push(() => server.stop());
+    const { dodo, redis } = await dodoAndRestartableRedis();
     // No background flush (the test drives it) and a lease far longer than the test.
-    const { client, store, app } = await appOn(server, dodo, { flushIntervalMs: 600_000, leaseMs: 600_000 });
+    const { client, store, app } = await appOn(redis.server, dodo, {
+      flushIntervalMs: 600_000,
+      leaseMs: 600_000,
+    });
     const customer = customerWorth(dodo.emulator, dodo.entitlementId, 100);
     for (let i = 0; i < 5; i++) expect((await chat(app.url, customer)).status).toBe(200);
     expect(await store.outboxStats()).toMatchObject({ waiting: 10, leased: 0 });
@@ -171,10 +183,10 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
       () => 'failed',
     );
     await expect.poll(async () => (await store.outboxStats()).leased, { timeout: 5_000 }).toBe(10);
-    await server.kill();
+    await redis.server.kill();
     // Dodo accepts the batch a second later; the ack cannot reach Redis.
     expect(await inFlight).toBe('failed');
-    server = await startRedisServer({ port: server.port, appendOnlyDir: directory });
+    await redis.restart();
     await whenReady(client);
 
     // Well within the lease: the ack kept in memory lands on the next drain.
