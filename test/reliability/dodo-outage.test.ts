@@ -5,7 +5,7 @@ import { parseCredits } from '../../src/money.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { type BillingApp, startBillingApp, startDodo } from '../support/billing-app.js';
 import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
-import { CENTS, COST, chat, customerWorth, idsOf } from './support.js';
+import { CENTS, COST, chat, customerWorth, expectEachOnce } from './support.js';
 
 /*
  * Dodo's ingest down for two minutes, then for longer than Dodo's one-hour timestamp window.
@@ -100,8 +100,7 @@ describe.runIf(redisUrl)('Dodo ingest outages (injected clock)', () => {
       await dodo.emulator.settle();
 
       const events = dodo.emulator.ingestedEvents({ customerId: customer });
-      expect(events).toHaveLength(2 * requests);
-      expect(new Set(idsOf(events)).size).toBe(2 * requests);
+      expectEachOnce(events, 2 * requests);
       // Each request's time survives: as the timestamp, or kept when the event had to be re-stamped.
       const originalTimes = events.map((event) =>
         String(event.metadata?.original_timestamp ?? event.timestamp),
@@ -178,8 +177,7 @@ describe.runIf(redisUrl)('Dodo ingest outages (injected clock)', () => {
       .filter((r) => r.path === '/events/ingest' && r.status === 200);
     expect(ingestCalls.length).toBeGreaterThan(1);
     const events = dodo.emulator.ingestedEvents({ customerId: customer });
-    expect(events).toHaveLength(20);
-    expect(new Set(idsOf(events)).size).toBe(20);
+    expectEachOnce(events, 20);
     const after = parseCredits(dodo.emulator.balance(customer, dodo.entitlementId)!, CENTS);
     expect(before - after).toBe(10n * COST);
   });

@@ -9,7 +9,7 @@ import {
   COST,
   chat,
   customerWorth,
-  idsOf,
+  expectEachOnce,
   startAppProcess,
   stopAppProcesses,
 } from './support.js';
@@ -95,8 +95,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     await Promise.all([first!.flush(), second!.flush()]);
     expect(await storeOn(prefix).listDeadLetters()).toEqual([]);
     const events = dodo.emulator.ingestedEvents({ customerId: customer });
-    expect(events).toHaveLength(2 * admitted);
-    expect(new Set(idsOf(events)).size).toBe(2 * admitted);
+    expectEachOnce(events, 2 * admitted);
     const view = await storeOn(prefix).getBalance(customer);
     expect(view).toMatchObject({ balance: 0n, reserved: 0n, pending: 20n * COST });
     expect(await storeOn(prefix).outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
@@ -147,8 +146,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     await successor.flush();
     expect(await store.listDeadLetters()).toEqual([]);
     const events = dodo.emulator.ingestedEvents({ customerId: customer });
-    expect(events).toHaveLength(30);
-    expect(new Set(idsOf(events)).size).toBe(30);
+    expectEachOnce(events, 30);
     expect(await store.getBalance(customer)).toMatchObject({
       balance: 0n,
       reserved: 0n,

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { RedisStore } from '../../src/store/redis.js';
 import { type BillingApp, startBillingApp, startDodo } from '../support/billing-app.js';
 import { type RedisServer, requireRedisBinaries, startRedisServer, whenReady } from '../support/redis.js';
-import { COST, chat, customerWorth, idsOf } from './support.js';
+import { COST, chat, customerWorth, expectEachOnce } from './support.js';
 
 /*
  * The test's own `redis-server`, killed and restarted under traffic, and its script cache
@@ -159,8 +159,7 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
     dodo.emulator.clearFaults();
     await app.billing.flush(10_000);
     const events = dodo.emulator.ingestedEvents({ customerId: customer });
-    expect(events).toHaveLength(2 * served);
-    expect(new Set(idsOf(events)).size).toBe(2 * served);
+    expectEachOnce(events, 2 * served);
     expect(client.status).toBe('ready');
   });
 
@@ -193,8 +192,7 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
     await app.meter.flush(5_000);
     expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
     const events = dodo.emulator.ingestedEvents({ customerId: customer });
-    expect(events).toHaveLength(10);
-    expect(new Set(idsOf(events)).size).toBe(10);
+    expectEachOnce(events, 10);
     const accepted = dodo.emulator.requests().filter((r) => r.path === '/events/ingest' && r.status === 200);
     expect(accepted).toHaveLength(1);
   });
@@ -252,8 +250,7 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
       expect(traffic.outcomes.filter((o) => o.status === 200)).toHaveLength(100);
       await app.billing.flush(10_000);
       const events = dodo.emulator.ingestedEvents({ customerId: customer });
-      expect(events).toHaveLength(200);
-      expect(new Set(idsOf(events)).size).toBe(200);
+      expectEachOnce(events, 200);
       expect(await store.getBalance(customer)).toMatchObject({
         balance: 0n,
         reserved: 0n,

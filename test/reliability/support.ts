@@ -1,5 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { formatCredits, parseUsd, unitsPerCredit } from '../../src/money.js';
 import type { DodoEmulator } from '../../src/testing/index.js';
 import type { AppProcessConfig, AppProcessMessage } from './app-process.js';
@@ -113,6 +114,12 @@ export async function stopAppProcesses(apps: readonly AppProcess[]): Promise<voi
 }
 
 /** Event ids of a list of ingested events, checked distinct by the caller. */
-export function idsOf(events: readonly { event_id: string }[]): string[] {
+function idsOf(events: readonly { event_id: string }[]): string[] {
   return events.map((event) => event.event_id);
+}
+
+/** Exactly `count` events reached Dodo, none of them twice. */
+export function expectEachOnce(events: readonly { event_id: string }[], count: number): void {
+  expect(events).toHaveLength(count);
+  expect(new Set(idsOf(events)).size).toBe(count);
 }
