@@ -57,8 +57,7 @@ export function chatCompletionBody({ id, created, model, completion, withUsage }
  */
 export function* chatCompletionEvents(answer: ChatAnswer, includeUsage: boolean): Generator<SseEvent> {
   const { id, created, model, completion } = answer;
-  const usageField = includeUsage ? { usage: null } : {};
-  const chunk = (delta: object, finishReason: string | null) =>
+  const chunkOf = (choices: object[], usage: { usage?: object | null }) =>
     JSON.stringify({
       id,
       object: 'chat.completion.chunk',
@@ -66,9 +65,12 @@ export function* chatCompletionEvents(answer: ChatAnswer, includeUsage: boolean)
       model,
       service_tier: 'default',
       system_fingerprint: SYSTEM_FINGERPRINT,
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
-      ...usageField,
+      choices,
+      ...usage,
     });
+  const usageField = includeUsage ? { usage: null } : {};
+  const chunk = (delta: object, finishReason: string | null) =>
+    chunkOf([{ index: 0, delta, logprobs: null, finish_reason: finishReason }], usageField);
 
   yield { data: chunk({ role: 'assistant', content: '', refusal: null }, null) };
   // Reasoning happens before the first visible token, so that token carries their time.
@@ -83,18 +85,7 @@ export function* chatCompletionEvents(answer: ChatAnswer, includeUsage: boolean)
   }
   yield { data: chunk({}, completion.finishReason), tokens: unpaced };
   if (includeUsage && answer.withUsage) {
-    yield {
-      data: JSON.stringify({
-        id,
-        object: 'chat.completion.chunk',
-        created,
-        model,
-        service_tier: 'default',
-        system_fingerprint: SYSTEM_FINGERPRINT,
-        choices: [],
-        usage: chatUsage(completion),
-      }),
-    };
+    yield { data: chunkOf([], { usage: chatUsage(completion) }) };
   }
   yield { data: '[DONE]' };
 }
