@@ -9,14 +9,25 @@ export class ResponseCapture {
   private jsonParts: (string | Uint8Array)[] | undefined = [];
   private jsonSize = 0;
   private decided = false;
+  private parsed: { body: unknown } | undefined;
 
   constructor(
     private readonly res: Response,
     private readonly maxJsonBytes: number,
   ) {}
 
-  /** The parsed JSON body, when the response was JSON and not larger than the limit. */
+  /**
+   * The parsed JSON body, when the response was JSON and not larger than the limit. Parsed once
+   * the response has ended, however many middlewares read its usage.
+   */
   json(): unknown {
+    if (this.parsed) return this.parsed.body;
+    const body = this.parse();
+    if (this.res.writableEnded) this.parsed = { body };
+    return body;
+  }
+
+  private parse(): unknown {
     const parts = this.jsonParts;
     if (!parts || parts.length === 0 || this.sse) return undefined;
     try {
