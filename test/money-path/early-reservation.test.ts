@@ -69,7 +69,7 @@ describe.each(kinds)('requireCredits reservations sent ahead (%s)', (_name, open
 
   async function start(mount: (app: express.Express, handler: RequestHandler) => void) {
     store = await openStore();
-    customer = dodo.emulator.createCustomer({ email: `c${Math.random()}@example.com` }).customer_id;
+    customer = dodo.customer({ email: `c${Math.random()}@example.com` }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, '100');
     billing = createBilling({
       store,

@@ -69,7 +69,7 @@ describe('meterUsage on streams', () => {
   afterEach(() => llm.setFaults(undefined));
 
   async function freshCustomer() {
-    customer = dodo.emulator.createCustomer({ email: `${randomUUID()}@example.com` }).customer_id;
+    customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, '100');
     client = new OpenAI({
       apiKey: 'client',

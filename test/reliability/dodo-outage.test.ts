@@ -76,7 +76,7 @@ describe.runIf(redisUrl)('Dodo ingest outages (injected clock)', () => {
         entitlementId: dodo.entitlementId,
         meterUsage: { flushIntervalMs: 20, maxBackoffMs: 100 },
       });
-      const customer = customerWorth(dodo.emulator, dodo.entitlementId, 1000);
+      const customer = customerWorth(dodo, 1000);
       const before = parseCredits(dodo.emulator.balance(customer, dodo.entitlementId)!, CENTS);
       dodo.emulator.fault('POST /events/ingest', { status: 503 });
 
@@ -136,7 +136,7 @@ describe.runIf(redisUrl)('Dodo ingest outages (injected clock)', () => {
       entitlementId: dodo.entitlementId,
       meterUsage: { flushIntervalMs: 20, maxBackoffMs: 100 },
     });
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 1000);
+    const customer = customerWorth(dodo, 1000);
     // A slow failure: the background retry is still waiting on it when ingest recovers.
     dodo.emulator.fault('POST /events/ingest', { status: 503, delayMs: 300 });
     await traffic(customer, 3);
@@ -162,7 +162,7 @@ describe.runIf(redisUrl)('Dodo ingest outages (injected clock)', () => {
       // Dodo answers after the flusher's deadline: the flusher cannot know the batch landed.
       meterUsage: { flushIntervalMs: 20, maxBackoffMs: 100, ingestTimeoutMs: 100 },
     });
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 1000);
+    const customer = customerWorth(dodo, 1000);
     const before = parseCredits(dodo.emulator.balance(customer, dodo.entitlementId)!, CENTS);
     dodo.emulator.fault('POST /events/ingest', { delayMs: 300, times: 3 });
     await traffic(customer, 10);

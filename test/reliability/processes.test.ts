@@ -77,7 +77,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
       app(prefix, { flushIntervalMs: 60_000 }),
       app(prefix, { flushIntervalMs: 60_000 }),
     ]);
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 20);
+    const customer = customerWorth(dodo, 20);
     // One request through each process first: both routes have then seen requireCredits and the
     // customer's balance view exists, so in the race every reservation is the one sent ahead
     // with the tier's reads — and still atomic across processes.
@@ -109,7 +109,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     const short = { reservationTtlMs: 2_000, leaseMs: 2_000, flushIntervalMs: 50, maxBackoffMs: 200 };
     const doomed = await app(prefix, short);
     const store = storeOn(prefix);
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 15);
+    const customer = customerWorth(dodo, 15);
     dodo.emulator.fault('POST /events/ingest', { status: 503 });
 
     for (let i = 0; i < 10; i++) expect((await chat(doomed.url, customer)).status).toBe(200);

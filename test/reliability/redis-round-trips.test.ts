@@ -53,9 +53,9 @@ function countingClient(url: string) {
 
   it('takes two round trips per admitted request: admission, then settlement', async () => {
     const dodo = await startDodo();
-    const customer = dodo.emulator.createCustomer({ email: 'round-trips@example.com' }).customer_id;
+    const customer = dodo.customer({ email: 'round-trips@example.com' }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, '100');
-    const subscriber = dodo.emulator.createCustomer({ email: 'subscriber@example.com' }).customer_id;
+    const subscriber = dodo.customer({ email: 'subscriber@example.com' }).customer_id;
     await whenReady(counting.client);
     const store = new RedisStore({ client: counting.client, prefix });
     await store.putSubscription(subscriber, {
