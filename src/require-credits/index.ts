@@ -2,6 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { LRUCache } from 'lru-cache';
 import { billingOf, billingOrRefusal, continueWithin, type RequestBilling } from '../billing-context.js';
 import { type ReservationPlanner, rememberReservationPlanner } from '../early-reservation.js';
+import { ConfigError } from '../errors.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { costOfTokens, displayUsd, type ModelPrice, type Money } from '../money.js';
 import { priceOf } from '../options.js';
@@ -31,6 +32,7 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
     creditEntitlementId: config.creditEntitlementId,
     perCredit: config.perCredit,
     timeoutMs: config.dodoTimeoutMs,
+    logger: config.logger,
   });
 
   // Customers whose last request a subscription covered: no reservation is sent ahead for them.
@@ -95,10 +97,13 @@ export function requireCredits(options: Readonly<RequireCreditsOptions>): Reques
         });
         return continueWithin(billing, next);
       }
-      config.logger.error('billing unavailable: refusing the request with 503', {
-        customerId: billing.customerId,
-        error,
-      });
+      // A misconfiguration (a wrong creditEntitlementId) was named once, with its fix, when found.
+      if (!(error instanceof ConfigError)) {
+        config.logger.error('billing unavailable: refusing the request with 503', {
+          customerId: billing.customerId,
+          error,
+        });
+      }
       return sendOpenAIError(
         res,
         503,

@@ -75,15 +75,18 @@ export function softCapRouter(options: Readonly<SoftCapRouterOptions>): RequestH
   };
 }
 
-/** The newest active subscription to one of the configured plans. */
+/** The newest active subscription to one of the configured plans (a grace period counts until it ends). */
 function pickSubscription(
   config: ResolvedSoftCapRouterOptions,
   subscriptions: SubscriptionState[],
 ): SubscriptionState | undefined {
+  const now = config.store.now();
   return subscriptions
     .filter(
       (subscription) =>
-        config.activeStatuses.has(subscription.status) && config.plans.has(subscription.productId),
+        config.activeStatuses.has(subscription.status) &&
+        config.plans.has(subscription.productId) &&
+        !(subscription.graceEndsAt !== undefined && subscription.graceEndsAt <= now),
     )
     .sort((a, b) => b.updatedAt - a.updatedAt)[0];
 }
