@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseCredits } from '../../src/money.js';
+import { MemoryStore } from '../../src/store/memory.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { type BillingApp, startBillingApp, startDodo } from '../support/billing-app.js';
 import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
@@ -294,5 +295,57 @@ describe.runIf(redisUrl)('Dodo ingest outages (injected clock)', () => {
     await app.billing.flush(10_000);
     expectEachOnce(dodo.emulator.ingestedEvents({ customerId: first }), 4);
     expectEachOnce(dodo.emulator.ingestedEvents({ customerId: second }), 4);
+  });
+});
+
+describe('a wrong creditEntitlementId is told from a customer without credits', () => {
+  it('answers 503 and names the misconfiguration once, while a customer never granted credits reads $0 (402)', async () => {
+    const dodo = await startDodo();
+    const apps: BillingApp[] = [];
+    try {
+      const fresh = dodo.customer({ email: 'fresh@example.com' }).customer_id;
+      // The right entitlement: Dodo's 404 for the customer's balance is "no credits yet".
+      const right = await startBillingApp({
+        store: new MemoryStore(),
+        emulator: dodo.emulator,
+        entitlementId: dodo.entitlementId,
+      });
+      apps.push(right);
+      const refused = await chat(right.url, fresh);
+      expect(refused.status).toBe(402);
+      expect(await refused.json()).toMatchObject({ error: { code: 'insufficient_quota' } });
+
+      // A wrong one (another account's, or a typo): Dodo's 404 means "no such entitlement".
+      const wrong = await startBillingApp({
+        store: new MemoryStore(),
+        emulator: dodo.emulator,
+        entitlementId: 'cde_typo',
+      });
+      apps.push(wrong);
+      const rich = customerWorth(dodo, 1000);
+      for (const customer of [fresh, rich, fresh, rich]) {
+        const answer = await chat(wrong.url, customer);
+        expect(answer.status).toBe(503);
+        expect(await answer.json()).toMatchObject({ error: { code: 'billing_unavailable' } });
+      }
+      const named = wrong.logger.lines.filter((line) =>
+        /is not a credit entitlement of this Dodo account/.test(line.message),
+      );
+      expect(named).toHaveLength(1);
+      expect(named[0]).toMatchObject({
+        level: 'error',
+        details: { code: 'ERR_ELB_UNKNOWN_CREDIT_ENTITLEMENT' },
+      });
+      expect(named[0]?.message).toMatch(/express-llm-billing setup/);
+      expect(wrong.logger.lines).toHaveLength(1);
+      // The entitlement was read once, not on every request.
+      const reads = dodo.emulator
+        .requests()
+        .filter((request) => request.path === '/credit-entitlements/cde_typo');
+      expect(reads).toHaveLength(1);
+    } finally {
+      for (const app of apps) await app.close();
+      await dodo.emulator.close();
+    }
   });
 });
