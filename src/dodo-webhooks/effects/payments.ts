@@ -15,7 +15,8 @@ export const recordSuccessfulPayment: Effect<'payment.succeeded'> = async (event
     return;
   }
   const settlement = usdSettlementOf(data, context);
-  if (!settlement) return;
+  // Nothing paid (a $0 plan's first period): no spend, and no "first payment" for tiers either.
+  if (!settlement || settlement.net <= 0n) return;
   const paidAt = timeOf(data.created_at, timeOf(event.timestamp, store.now()));
   await store.recordPayment(customerId, paymentId, settlement.net, paidAt);
 };

@@ -1,4 +1,5 @@
 import type { DodoPayments } from 'dodopayments';
+import { DODO_LIMITS } from '../../dodo-limits.js';
 import { type CreditUnits, formatCreditUnits } from './amounts.js';
 import { DodoEmulatorError, invalid, notFound } from './errors.js';
 import { type MeterLink, readMeterRate } from './meter-links.js';
@@ -20,19 +21,9 @@ export interface ProductCredits {
   lowBalanceThresholdPercent: number | undefined;
 }
 
-/**
- * Credit entitlements one product can carry: "You can attach up to 3 credits per product"
- * (https://docs.dodopayments.com/features/credit-based-billing).
- */
-export const MAX_CREDITS_PER_PRODUCT = 3;
-
-/**
- * Meters one usage-based product can carry. Dodo's pages disagree: "You can link up to 10 meters
- * per product" (https://docs.dodopayments.com/features/usage-based-billing/billing) and, for the
- * credit-billed meters this package uses, "A subscription can have up to 3 meters"
- * (https://docs.dodopayments.com/features/credit-based-billing). The emulator takes the stricter.
- */
-export const MAX_METERS_PER_PRODUCT = 3;
+/** Dodo's limits per product (`src/dodo-limits.ts` names the pages they rest on). */
+const MAX_CREDITS_PER_PRODUCT = DODO_LIMITS.creditsPerProduct;
+const MAX_METERS_PER_PRODUCT = DODO_LIMITS.metersPerProduct;
 
 /** Customers, credit entitlements and products: the objects the rest refers to. */
 export class Catalog {

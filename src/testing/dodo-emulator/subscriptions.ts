@@ -199,14 +199,25 @@ export class Subscriptions {
     return subscription;
   }
 
-  list(filter: { customerId?: string; status?: string }): Subscription[] {
+  /** `GET /subscriptions`: the list's own shape (`SubscriptionListResponse`), newest first. */
+  list(filter: {
+    customerId?: string;
+    status?: string;
+    productId?: string;
+  }): DodoPayments.Subscriptions.SubscriptionListResponse[] {
     return [...this.subscriptions.values()]
       .filter(
         (subscription) =>
           (filter.customerId === undefined || subscription.customer.customer_id === filter.customerId) &&
-          (filter.status === undefined || subscription.status === filter.status),
+          (filter.status === undefined || subscription.status === filter.status) &&
+          (filter.productId === undefined || subscription.product_id === filter.productId),
       )
-      .reverse();
+      .reverse()
+      .map((subscription) => ({
+        ...structuredClone(subscription),
+        discounts: [],
+        product_name: this.catalog.product(subscription.product_id).name ?? null,
+      }));
   }
 
   /**

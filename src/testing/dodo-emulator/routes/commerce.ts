@@ -60,6 +60,7 @@ export function registerCommerceRoutes(
     const list = subscriptions.list({
       customerId: query.get('customer_id') ?? undefined,
       status: query.get('status') ?? undefined,
+      productId: query.get('product_id') ?? undefined,
     });
     return { json: paginate(list, query) };
   });
