@@ -9,7 +9,7 @@ import {
   unitsPerCredit,
 } from '../../src/index.js';
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
-import { balanceRoute, topUpRoute } from './billing-routes.js';
+import { accountRoute, balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
 import { CREDITS_PER_DOLLAR, METERS, PRICING } from './seed.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
@@ -111,6 +111,7 @@ export function buildApp(
     plans: wiring.plans,
   };
   app.get('/billing/balance', auth, balanceRoute(sources));
+  app.post('/billing/account', auth, accountRoute(wiring));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
 
   app.get('/healthz', async (_req, res) => {

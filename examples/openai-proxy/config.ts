@@ -34,6 +34,8 @@ export interface RealConfig extends CommonConfig {
     apiKey: string;
     environment: 'test_mode' | 'live_mode';
     creditEntitlementId: string;
+    /** The $0 usage plan each customer's API account subscribes to (`setup`'s `usagePlanProductId`). */
+    usagePlanProductId: string;
     webhookKey: string;
     /** Pack price in dollars (`"5"`) → the Dodo product that sells it. */
     packs: Record<string, string>;
@@ -54,6 +56,7 @@ const REQUIRED_REAL_VARIABLES = [
   'DODO_PAYMENTS_API_KEY',
   'DODO_PAYMENTS_ENVIRONMENT',
   'DODO_CREDIT_ENTITLEMENT_ID',
+  'DODO_USAGE_PLAN_PRODUCT_ID',
   'DODO_PAYMENTS_WEBHOOK_KEY',
   'DODO_CREDIT_PACKS',
   'OPENAI_API_KEY',
@@ -200,6 +203,7 @@ export function loadConfig(env: Env = process.env): ExampleConfig {
       apiKey: value(env, 'DODO_PAYMENTS_API_KEY')!,
       environment,
       creditEntitlementId: value(env, 'DODO_CREDIT_ENTITLEMENT_ID')!,
+      usagePlanProductId: value(env, 'DODO_USAGE_PLAN_PRODUCT_ID')!,
       webhookKey,
       packs: packs(value(env, 'DODO_CREDIT_PACKS')!),
       plusProductId: value(env, 'DODO_PLUS_PRODUCT_ID'),

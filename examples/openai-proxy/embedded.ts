@@ -1,5 +1,5 @@
 import OpenAI from 'openai';
-import { MemoryStore, parseUsd } from '../../src/index.js';
+import { createApiAccountCheckout, MemoryStore, parseUsd } from '../../src/index.js';
 import { applySetup } from '../../src/setup/apply.js';
 import { planSetup } from '../../src/setup/plan.js';
 import {
@@ -26,8 +26,12 @@ export interface EmbeddedServices {
   mockLLM: MockLLM;
   creditEntitlementId: string;
   demo: EmbeddedCustomer;
-  /** Creates another customer holding `dollars` of credits (default none), with its own key. */
-  addCustomer(input?: { dollars?: string; email?: string }): EmbeddedCustomer;
+  /**
+   * Creates another customer, its API account open (subscribed to the usage plan, as the sign-up
+   * checkout leaves it; `account: false` leaves it unopened), holding `dollars` of credits
+   * (default none), with its own key.
+   */
+  addCustomer(input?: { dollars?: string; email?: string; account?: boolean }): EmbeddedCustomer;
 }
 
 /** Credits (cents) for an amount in dollars, as a decimal string. */
@@ -38,9 +42,9 @@ function creditsFor(dollars: string): string {
 
 /**
  * Sets the seed up on the Dodo emulator with `express-llm-billing setup`'s own code — a fiat
- * credit entitlement, weighted input and output meters priced from the table, the
- * $5/$10/$50/$100 packs, Plus and Team — starts
- * the mock LLM as upstream, and creates a demo customer holding $5.00 of credits.
+ * credit entitlement, weighted input and output meters billed in it by the $0 usage plan, the
+ * $5/$10/$50/$100 packs, Plus and Team — starts the mock LLM as upstream, and signs a demo
+ * customer up (its API account opened through the usage plan's checkout) holding $5.00 of credits.
  */
 export async function bootEmbedded(
   config: EmbeddedConfig,
@@ -52,6 +56,7 @@ export async function bootEmbedded(
     // The same setup the CLI runs against real Dodo: entitlement, meters, packs, plans.
     const { ids } = await applySetup(planSetup(BILLING_CONFIG), emulator.client());
     const credits = { id: ids.creditEntitlementId! };
+    const usagePlanProductId = ids.usagePlanProductId!;
     const product = (key: string) => ids.products[key]!;
     const packs = new Map<string, string>(
       PACK_DOLLARS.map((dollars) => [dollars, product(`top-up-${dollars}`)]),
@@ -60,27 +65,37 @@ export async function bootEmbedded(
     const team = { product_id: product('plan-team') };
 
     const apiKeys = new ApiKeys();
+    /** Welcome credits and an API key for a customer whose account is open. */
+    const welcome = (customerId: string, dollars: string): EmbeddedCustomer => {
+      const amount = creditsFor(dollars);
+      if (amount !== '0') emulator.addCredits(customerId, credits.id, amount, { reason: 'Welcome credits' });
+      const apiKey = ApiKeys.generate();
+      apiKeys.add(apiKey, customerId);
+      return { apiKey, customerId };
+    };
     let customers = 0;
-    const addCustomer = (input: { dollars?: string; email?: string } = {}): EmbeddedCustomer => {
+    const addCustomer = (
+      input: { dollars?: string; email?: string; account?: boolean } = {},
+    ): EmbeddedCustomer => {
       customers += 1;
       const customer = emulator.createCustomer({
         email: input.email ?? `customer-${customers}@example.com`,
-        name: customers === 1 ? 'Demo customer' : `Customer ${customers}`,
+        name: `Customer ${customers}`,
       });
-      const amount = creditsFor(input.dollars ?? '0');
-      if (amount !== '0')
-        emulator.addCredits(customer.customer_id, credits.id, amount, { reason: 'Welcome credits' });
-      const apiKey = ApiKeys.generate();
-      apiKeys.add(apiKey, customer.customer_id);
-      return { apiKey, customerId: customer.customer_id };
+      // What the sign-up's checkout leaves behind: an on-demand subscription to the usage plan.
+      if (input.account !== false) {
+        emulator.subscribe(customer.customer_id, usagePlanProductId, { onDemand: 'mandate' });
+      }
+      return welcome(customer.customer_id, input.dollars ?? '0');
     };
-    const demo = addCustomer({ dollars: '5.00', email: 'demo@example.com' });
+    const demo = welcome(await signUp(emulator, usagePlanProductId), '5.00');
 
     const wiring: Wiring = {
       mode: 'embedded',
       store: new MemoryStore(),
       dodo: emulator.client(),
       creditEntitlementId: credits.id,
+      usagePlanProductId,
       webhookKey: emulator.webhookKey,
       openai: new OpenAI({ apiKey: 'sk-mock-llm', baseURL: mockLLM.baseURL }),
       apiKeys,
@@ -103,4 +118,21 @@ export async function bootEmbedded(
     await Promise.allSettled([emulator.close(), mockLLM.close()]);
     throw error;
   }
+}
+
+/**
+ * The demo customer's sign-up, as a real one goes: the customer exists, its API account is opened
+ * with the package's `createApiAccountCheckout`, and the customer completes that $0 checkout
+ * (here the emulator's Pay button, pressed for them). Returns the customer's id.
+ */
+async function signUp(emulator: DodoEmulator, usagePlanProductId: string): Promise<string> {
+  const customer = emulator.createCustomer({ email: 'demo@example.com', name: 'Demo customer' });
+  const opened = await createApiAccountCheckout({
+    dodo: emulator.client(),
+    usagePlanProductId,
+    customer: { customerId: customer.customer_id },
+    returnUrl: 'http://localhost/',
+  });
+  if (opened.status === 'checkout') emulator.completeCheckout(opened.sessionId);
+  return customer.customer_id;
 }

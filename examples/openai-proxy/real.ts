@@ -8,7 +8,8 @@ import { PLAN_CAPS, type PlanName } from './seed.js';
 import type { Wiring } from './wiring.js';
 
 /**
- * Real Dodo Payments (products, meters and the webhook endpoint are set up in its dashboard),
+ * Real Dodo Payments (products, meters and the usage plan set up by `express-llm-billing setup`,
+ * the webhook endpoint in its dashboard),
  * a real OpenAI-compatible upstream and Redis, from the validated environment.
  */
 export async function wireReal(config: RealConfig): Promise<Wiring> {
@@ -35,6 +36,7 @@ export async function wireReal(config: RealConfig): Promise<Wiring> {
       webhookKey: config.dodo.webhookKey,
     }),
     creditEntitlementId: config.dodo.creditEntitlementId,
+    usagePlanProductId: config.dodo.usagePlanProductId,
     webhookKey: config.dodo.webhookKey,
     openai: new OpenAI({ apiKey: config.openai.apiKey, baseURL: config.openai.baseURL }),
     apiKeys: new ApiKeys(config.apiKeys),

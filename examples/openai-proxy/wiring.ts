@@ -10,6 +10,8 @@ export interface Wiring {
   store: BillingStore;
   dodo: DodoPayments;
   creditEntitlementId: string;
+  /** The $0 usage plan each customer's API account subscribes to: Dodo's meters bill through it. */
+  usagePlanProductId: string;
   webhookKey: string;
   /** The upstream LLM, an OpenAI-compatible API. */
   openai: OpenAI;
