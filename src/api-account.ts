@@ -13,7 +13,7 @@ import { DodoUnavailableError } from './require-credits/balance-fetcher.js';
 export type ApiAccount = DodoPayments.Subscriptions.SubscriptionListResponse;
 
 /** Statuses of a subscription that still exists (not over): a second one would bill usage twice. */
-const LIVE = new Set<DodoPayments.SubscriptionStatus>(['pending', 'active', 'past_due', 'on_hold', 'paused']);
+const LIVE: ReadonlySet<string> = new Set(['pending', 'active', 'past_due', 'on_hold', 'paused']);
 
 export interface FindApiAccountOptions {
   dodo: DodoPayments;

@@ -1,4 +1,4 @@
-import { customerIdOf, type Effect, readCredits, timeOf } from './context.js';
+import { customerIdOf, type Effect, readCredits, timeOf, type WebhookType } from './context.js';
 
 /** The `credit.*` events that carry a `CreditLedgerEntry`. */
 export const LEDGER_EVENTS = [
@@ -12,7 +12,8 @@ export const LEDGER_EVENTS = [
   'credit.overage_reset',
 ] as const;
 
-export type LedgerEventType = (typeof LEDGER_EVENTS)[number];
+/** The ledger events the installed SDK knows (older versions lack `credit.overage_reset`). */
+export type LedgerEventType = Extract<WebhookType, (typeof LEDGER_EVENTS)[number]>;
 
 /**
  * Sources of a `credit.deducted` entry that are not metered usage: a debit made through the API

@@ -1,5 +1,5 @@
 import type { SubscriptionState } from '../../store/types.js';
-import { customerIdOf, type Effect, timeOf } from './context.js';
+import { customerIdOf, type Effect, timeOf, type WebhookType } from './context.js';
 
 /** The `subscription.*` events, each carrying the subscription. */
 export const SUBSCRIPTION_EVENTS = [
@@ -17,7 +17,8 @@ export const SUBSCRIPTION_EVENTS = [
   'subscription.update_payment_method',
 ] as const;
 
-export type SubscriptionEventType = (typeof SUBSCRIPTION_EVENTS)[number];
+/** The subscription events the installed SDK knows (older versions lack `past_due`, `paused`…). */
+export type SubscriptionEventType = Extract<WebhookType, (typeof SUBSCRIPTION_EVENTS)[number]>;
 
 /**
  * `subscription.*`: the plan state soft caps read, with Dodo's own status. The webhook's
@@ -46,7 +47,8 @@ export const recordSubscription: Effect<SubscriptionEventType> = async (
     seatAddonId === undefined ? undefined : addons.find((addon) => addon.addon_id === seatAddonId);
   const baseQuantity = typeof data.quantity === 'number' ? data.quantity : 1;
   const quantity = typeof seatAddon?.quantity === 'number' ? seatAddon.quantity : baseQuantity;
-  const status = typeof data.status === 'string' ? data.status : 'active';
+  // Any status Dodo sends is kept, including ones an older SDK does not type (`past_due`, `paused`).
+  const status: string = typeof data.status === 'string' ? data.status : 'active';
   const state: SubscriptionState = {
     subscriptionId,
     productId: data.product_id,
