@@ -7,7 +7,9 @@ import base from '../vitest.config.js';
  * accepts, installed by tools/dodo-floor.sh into .test-output/dodo-floor: the SDK-facing tests run
  * on it unchanged.
  */
-const floor = fileURLToPath(new URL('../.test-output/dodo-floor/node_modules/dodopayments/', import.meta.url));
+const floor = fileURLToPath(
+  new URL('../.test-output/dodo-floor/node_modules/dodopayments/', import.meta.url),
+);
 
 export default mergeConfig(
   base,
