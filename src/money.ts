@@ -176,7 +176,7 @@ export function resolvePricing(
     const resolved: ModelPrice = {
       input: parsePricePerMillion(price.input, `${where}.input`),
       output: parsePricePerMillion(price.output, `${where}.output`),
-      reasoning: price.reasoning ?? REASONING_MODEL.test(model),
+      reasoning: price.reasoning ?? isReasoningModelName(model),
     };
     const maxOutputTokens = optionalTokenCount(price.maxOutputTokens, `${where}.maxOutputTokens`);
     if (maxOutputTokens !== undefined) resolved.maxOutputTokens = maxOutputTokens;
@@ -195,6 +195,11 @@ export function resolvePricing(
 
 /** Model names of OpenAI's reasoning families, whose billed output can be invisible. */
 const REASONING_MODEL = /^(o1|o3|o4|gpt-5)/;
+
+/** Whether a model's name says it reasons (OpenAI's o-series and gpt-5 families). */
+export function isReasoningModelName(model: string): boolean {
+  return REASONING_MODEL.test(model);
+}
 
 function optionalTokenCount(value: unknown, optionName: string): number | undefined {
   if (value === undefined) return undefined;

@@ -12,7 +12,11 @@ export class RequestFieldError extends Error {
 /** The request fields that limit output tokens, per choice. */
 export type OutputLimitField = 'max_completion_tokens' | 'max_output_tokens' | 'max_tokens';
 
-const LIMIT_FIELDS: readonly OutputLimitField[] = ['max_completion_tokens', 'max_output_tokens', 'max_tokens'];
+const LIMIT_FIELDS: readonly OutputLimitField[] = [
+  'max_completion_tokens',
+  'max_output_tokens',
+  'max_tokens',
+];
 
 /** OpenAI's own bounds on `n` and `best_of`. */
 const MAX_CHOICES = 128;
