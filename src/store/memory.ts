@@ -275,7 +275,7 @@ export class MemoryStore implements BillingStore {
     const syncedAt = state.balance.stale ? 0 : state.balance.syncedAt;
     const spendable = available + overdraft;
     if (spendable <= 0n || spendable < min) return { ok: false, reason: 'insufficient', available, syncedAt };
-    // bigint: Math.min does not take them.
+    // biome-ignore lint/complexity/useMathMinMax: bigints, which Math.min does not take.
     const reserved = spendable < max ? spendable : max;
     return { ok: true, reserved, available: available - reserved, syncedAt };
   }
