@@ -247,11 +247,11 @@ export class MemoryStore implements BillingStore {
         const { unit } = plan.hardCap;
         const period = subscriptionPeriod(subscription);
         const limit = hardCapLimit(plan.hardCap, subscription);
-        const amount = admission.plans!.estimate[unit];
         const used =
           (this.usageOf(existing!, period)[unit] ?? 0n) + existing!.reservations.capHeld(period, unit, now);
-        if (used + amount > limit) return { ...result, capped: { unit, used, limit } };
-        cap = { period, unit, amount };
+        // Refused once used and held reach the cap: passed by no more than one request's estimate.
+        if (used >= limit) return { ...result, capped: { unit, used, limit } };
+        cap = { period, unit, amount: admission.plans!.estimate[unit] };
       }
     }
     let credit: Money = 0n;

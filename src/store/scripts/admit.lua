@@ -1,6 +1,7 @@
 -- A request's admission, all or nothing: duplicate id check, the customer's profile, the
 -- subscription that covers the request and its hard cap, then the credit hold. Nothing is held
--- unless everything passes, so concurrent requests can pass neither the balance nor the cap.
+-- unless everything passes, so concurrent requests cannot pass the balance, nor the cap by more
+-- than one request's estimate.
 -- Every hold of the request lives under its id in the reservation expiry ZSET (the registry of
 -- what is live); credits in the amount HASH, a cap hold in the cap HASH. `settle` and `release`
 -- remove the id from the ZSET; a cap hold left without its id is an orphan this script drops.
@@ -98,8 +99,10 @@ if covering then
         redis.call('HDEL', KEYS[4], holder)
       end
     end
+    -- Refused once what is used and held reaches the cap: admitted requests can pass it by no
+    -- more than one request's estimate, and concurrent ones see each other's holds.
     local amount = unit == 'tokens' and ARGV[12] or ARGV[13]
-    if bignum_cmp(bignum_add(used, bignum_parse(amount)), limit) > 0 then
+    if bignum_cmp(used, limit) >= 0 then
       return { '', profile, covering_record, { unit, bignum_tostring(used), bignum_tostring(limit) }, {} }
     end
     cap_hold = period_key .. '\n' .. unit .. '\n' .. amount
