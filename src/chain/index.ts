@@ -30,6 +30,13 @@ export interface ChainContext {
   logger: Logger;
 }
 
+/** A re-admission found the request id taken by another request meanwhile. */
+class DuplicateRequest extends Error {
+  constructor(readonly duplicate: 'in_flight' | 'settled') {
+    super(`request id ${duplicate}`);
+  }
+}
+
 /** How long an admission's holds live without a settlement, when `requireCredits` says nothing. */
 const DEFAULT_HOLD_TTL_MS = 600_000;
 
@@ -160,12 +167,20 @@ async function admit(
   try {
     if (storeError !== undefined) throw storeError;
     outcome = await credits.resolve(billing, result?.credits, async () => {
-      const again = await store.admit({ ...admission!, replace: true, readProfile: false });
+      // Again, replacing what this request holds — and, when it holds nothing yet, still
+      // refusing an id another request took meanwhile.
+      const replace = billing.reservation !== undefined;
+      const again = await store.admit({ ...admission!, replace, readProfile: false });
+      if (again.duplicate) throw new DuplicateRequest(again.duplicate);
       if (again.capped) return { ok: false, reason: 'insufficient', available: 0n, syncedAt: store.now() };
       noteHolds(billing, admission!, again);
       return again.credits;
     });
   } catch (error) {
+    if (error instanceof DuplicateRequest) {
+      if (tier && counts) tier.giveBack(billing, counts);
+      return refuseDuplicate(res, error.duplicate);
+    }
     if (credits.unavailable(billing, res, error)) return true;
     release(context, billing);
     return false;
