@@ -40,6 +40,7 @@ export async function openBilling(
   requireCustomer: boolean,
 ): Promise<RequestBilling | undefined | 'pass'> {
   const { settings, store, logger } = context;
+  if (req.body === undefined && req.is('json')) warnBodyNotParsed(logger);
   const customerId = await settings.customerId(req);
   if (typeof customerId !== 'string' || customerId === '') {
     if (!requireCustomer) return 'pass';
@@ -77,6 +78,20 @@ export async function openBilling(
   }
   attach(billing, res, logger);
   return billing;
+}
+
+const warnedBodyNotParsed = new WeakSet<Logger>();
+
+/**
+ * A JSON request whose body nobody parsed: the model and the estimate cannot be read, so every
+ * request would be refused as naming no model. Said once per logger, with the fix.
+ */
+function warnBodyNotParsed(logger: Logger): void {
+  if (warnedBodyNotParsed.has(logger)) return;
+  warnedBodyNotParsed.add(logger);
+  logger.warn(
+    'a JSON request reached the billing middlewares with no parsed body: mount express.json() before them (app.use(express.json()), or on the route before billing.chain())',
+  );
 }
 
 function asBadRequest(error: unknown): BadRequest | undefined {
