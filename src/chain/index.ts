@@ -88,7 +88,7 @@ export function createChain(context: ChainContext, steps: ChainSteps, name: stri
         context.store.release(billing.customerId, billing.reservation.id).catch(() => {});
       return;
     }
-    todo.meterUsage?.install(billing, res);
+    todo.meterUsage?.install(billing, req, res);
     writeOutputLimit(billing, req);
     continueWithin(billing, next);
   };
