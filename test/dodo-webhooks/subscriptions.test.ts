@@ -214,7 +214,7 @@ describe.each(kinds)('dodoWebhooks: subscription plan state ($name)', (kind) => 
     await store.addUsage(customerId, {
       period: subscriptionPeriod(state!),
       counters: { tokens: 10n },
-      ttlMs: 60_000,
+      ttlMs: 90 * 86_400_000,
     });
     const capped = express();
     capped.use(express.json());
