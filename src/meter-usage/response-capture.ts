@@ -136,7 +136,10 @@ export class ResponseCapture {
         return [event];
       }
       const isUsageChunk =
-        Array.isArray(payload.choices) && payload.choices.length === 0 && typeof payload.usage === 'object' && payload.usage !== null;
+        Array.isArray(payload.choices) &&
+        payload.choices.length === 0 &&
+        typeof payload.usage === 'object' &&
+        payload.usage !== null;
       if (!isUsageChunk) return [event];
       changed = true;
       const replaced = rewrite(payload);

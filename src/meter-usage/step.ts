@@ -17,11 +17,18 @@ import { usageRecordsOf } from './usage-records.js';
  */
 function askUsageOfStream(req: Request): boolean | undefined {
   const body = req.body as Record<string, unknown> | undefined;
-  if (!body || typeof body !== 'object' || body.stream !== true || !Array.isArray(body.messages)) return undefined;
+  if (!body || typeof body !== 'object' || body.stream !== true || !Array.isArray(body.messages))
+    return undefined;
   const options = body.stream_options;
   const asked =
-    typeof options === 'object' && options !== null && (options as { include_usage?: unknown }).include_usage === true;
-  if (!asked) body.stream_options = { ...(typeof options === 'object' && options !== null ? options : {}), include_usage: true };
+    typeof options === 'object' &&
+    options !== null &&
+    (options as { include_usage?: unknown }).include_usage === true;
+  if (!asked)
+    body.stream_options = {
+      ...(typeof options === 'object' && options !== null ? options : {}),
+      include_usage: true,
+    };
   return asked;
 }
 
@@ -60,7 +67,8 @@ export class MeterStep {
 
   private async settle(billing: RequestBilling, capture: ResponseCapture, res: Response): Promise<void> {
     const { store, logger } = this.config;
-    const { customerId, requestId } = billing;
+    const { customerId } = billing;
+    const requestId = billing.useRequestId();
     const records = usageRecordsOf(billing, capture, res);
     billing.settledUsage = records;
     if (records.length === 0) {

@@ -184,7 +184,15 @@ export function resolveMockLLMOptions(options: Readonly<MockLLMOptions>): Resolv
     latencyMs,
     tokensPerSecond,
     bodyLimitBytes,
-    completion: { defaultMaxTokens, cachedTokens, reasoningTokens, reply, wholeRequestPrompt, maxOutputTokens, fillToCap },
+    completion: {
+      defaultMaxTokens,
+      cachedTokens,
+      reasoningTokens,
+      reply,
+      wholeRequestPrompt,
+      maxOutputTokens,
+      fillToCap,
+    },
   };
 }
 

@@ -207,7 +207,8 @@ export function mockCompletion(
   const reasoningTokens = Math.min(resolveSetting(settings.reasoningTokens, context), cap);
   const tokens = natural.slice(0, cap - reasoningTokens);
   const cachedTokens = Math.min(resolveSetting(settings.cachedTokens, context), promptTokens);
-  const choices = endpoint === 'chat' && typeof request.n === 'number' && request.n > 1 ? Math.floor(request.n) : 1;
+  const choices =
+    endpoint === 'chat' && typeof request.n === 'number' && request.n > 1 ? Math.floor(request.n) : 1;
   const completionTokens = choices * (reasoningTokens + tokens.length);
 
   return {
@@ -218,7 +219,8 @@ export function mockCompletion(
     completionTokens,
     reasoningTokens: choices * reasoningTokens,
     totalTokens: promptTokens + completionTokens,
-    finishReason: tokens.length < natural.length || (settings.fillToCap && tokens.length > 0) ? 'length' : 'stop',
+    finishReason:
+      tokens.length < natural.length || (settings.fillToCap && tokens.length > 0) ? 'length' : 'stop',
     choices,
   };
 }
