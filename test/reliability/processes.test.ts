@@ -78,9 +78,8 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
       app(prefix, { flushIntervalMs: 60_000 }),
     ]);
     const customer = customerWorth(dodo.emulator, dodo.entitlementId, 20);
-    // One request through each process first: both routes have then seen requireCredits and the
-    // customer's balance view exists, so in the race every reservation is the one sent ahead
-    // with the tier's reads — and still atomic across processes.
+    // One request through each process first: the customer's balance view exists, so in the
+    // race every admission is one script with the tier's counts — and atomic across processes.
     for (const process of [first!, second!]) expect((await chat(process.url, customer)).status).toBe(200);
 
     const statuses = await Promise.all(
