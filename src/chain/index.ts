@@ -9,7 +9,7 @@ import type { CreditStep } from '../require-credits/step.js';
 import type { SoftCapStep } from '../soft-cap-router/step.js';
 import type { Admission, AdmissionResult, BillingStore, CreditOutcome } from '../store/types.js';
 import type { TierCounts, TierStep } from '../tier-rate-limit/step.js';
-import { checkSameSettings, openBilling } from './open.js';
+import { answeredBadRequest, checkSameSettings, openBilling } from './open.js';
 
 /** The steps one chain runs for a request, in this order: tier, soft cap, credits, metering. */
 export interface ChainSteps {
@@ -67,6 +67,7 @@ export function createChain(context: ChainContext, steps: ChainSteps, name: stri
       try {
         await checkSameSettings(billing, settings, req);
       } catch (error) {
+        if (answeredBadRequest(error, res)) return;
         if (!warnedConflict.done) {
           warnedConflict.done = true;
           context.logger.error((error as Error).message, { middleware: name });
@@ -235,7 +236,7 @@ function noteHolds(billing: RequestBilling, admission: Admission, result: Admiss
     subscription !== undefined &&
     !result.capped &&
     admission.plans?.byProduct.get(subscription.productId)?.hardCap !== undefined;
-  if (result.credits?.ok || capHeld) billing.reservation = { id: billing.requestId, amount: credits };
+  if (result.credits?.ok || capHeld) billing.reservation = { id: billing.useRequestId(), amount: credits };
   else if (admission.replace) billing.reservation = undefined;
   // The cap holds the request's largest output: a written limit keeps it to that.
   if (capHeld && billing.estimate?.writesLimit) limitOutput(billing, billing.estimate.maxOutputPerChoice);

@@ -67,7 +67,8 @@ export class MeterStep {
 
   private async settle(billing: RequestBilling, capture: ResponseCapture, res: Response): Promise<void> {
     const { store, logger } = this.config;
-    const { customerId, requestId } = billing;
+    const { customerId } = billing;
+    const requestId = billing.useRequestId();
     const records = usageRecordsOf(billing, capture, res);
     billing.settledUsage = records;
     if (records.length === 0) {

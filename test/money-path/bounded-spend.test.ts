@@ -225,6 +225,54 @@ describe.each(stores)(
       expect(await billedLocally(customer, usd('1'))).toBe(upstreamBilled(llm));
     });
 
+    it('TPM counts the output a request can generate: ten requests without max_tokens never pass 2,000 TPM', async () => {
+      const { customerWith, chat, llm } = await start({
+        tierRateLimit: { tiers: [{ name: 'only', minSpend: '0', rpm: 1_000, tpm: 2_000 }] },
+      });
+      const customer = customerWith('10');
+      const prompt = Array.from({ length: 150 }, (_, i) => `w${i}`).join(' '); // ~1,000 tokens at most
+      const statuses = await Promise.all(
+        Array.from({ length: 10 }, () => chat(customer, ask(prompt)).then((r) => r.status)),
+      );
+      expect(statuses.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
+      expect(statuses.filter((status) => status === 429).length).toBeGreaterThanOrEqual(8);
+      // What the upstream generated, all requests together, stayed within the minute's tokens.
+      const used = llm.requests().reduce((sum, request) => sum + request.completion!.totalTokens, 0);
+      expect(used).toBeLessThanOrEqual(2_000);
+      expect(await billedLocally(customer, usd('10'))).toBe(upstreamBilled(llm));
+    });
+
+    it('a hard cap holds each request’s estimate atomically: concurrent requests of one subscriber pass it by at most one', async () => {
+      const cap = 3_000;
+      const { customerWith, chat, llm } = await start({
+        softCapRouter: {
+          plans: { prod_plus: { softCap: { tokens: cap }, hardCap: { tokens: cap }, downgrade: {} } },
+        },
+      });
+      const customer = customerWith('0');
+      const subscription = {
+        subscriptionId: 'sub_capped',
+        productId: 'prod_plus',
+        status: 'active',
+        quantity: 1,
+        periodStart: Date.now() - 1_000,
+        periodEnd: Date.now() + 30 * 86_400_000,
+        updatedAt: 1,
+      };
+      await store.putSubscription(customer, subscription);
+      const statuses = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          chat(customer, ask('hello', { max_tokens: 400 })).then((r) => r.status),
+        ),
+      );
+      expect(statuses.filter((status) => status === 429).length).toBeGreaterThan(0);
+      const served = llm.requests().map((request) => request.completion!.totalTokens);
+      const largest = Math.max(...served);
+      // Each request held at most ~450 tokens: the cap admits until used and held reach it.
+      expect(served.reduce((sum, tokens) => sum + tokens, 0)).toBeLessThanOrEqual(cap + largest);
+      expect(served.length).toBeLessThan(20);
+    });
+
     it('answers 400, naming the field, for an n no upstream accepts', async () => {
       const { customerWith, chat, llm } = await start();
       const customer = customerWith('1');
