@@ -96,7 +96,9 @@ describe.each(stores)('what a request is billed never depends on mount order (%s
         }
       };
       const app = express().use(express.json());
-      ORDERS.forEach((order, index) => app.post(`/order/${index}`, ...order.map(middleware), handler));
+      ORDERS.forEach((order, index) => {
+        app.post(`/order/${index}`, ...order.map(middleware), handler);
+      });
       app.post(
         '/chain',
         billing.chain({
