@@ -56,6 +56,7 @@ export { RedisStore, type RedisStoreOptions } from './store/redis.js';
 export { subscriptionPeriod } from './store/subscription-period.js';
 export type * from './store/types.js';
 export {
+  GUIDE_TIERS,
   OPENAI_TIERS,
   openAIDuration,
   SEED_TIERS,

@@ -3,7 +3,7 @@ import express, { type ErrorRequestHandler, type Express } from 'express';
 import {
   type Billing,
   createBilling,
-  SEED_TIERS,
+  GUIDE_TIERS,
   type Tier,
   trackOpenAI,
   unitsPerCredit,
@@ -11,7 +11,7 @@ import {
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
 import { balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
-import { CREDITS_PER_DOLLAR, METERS, PRICING } from './seed.js';
+import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 
@@ -45,7 +45,7 @@ export function buildApp(
   wiring: Wiring,
   options: { tiers?: readonly Tier[] } = {},
 ): { app: Express; billing: Billing } {
-  const tiers = options.tiers ?? SEED_TIERS;
+  const tiers = options.tiers ?? GUIDE_TIERS;
   const billing = createBilling({
     store: wiring.store,
     dodo: wiring.dodo,

@@ -11,7 +11,7 @@ import {
 } from '../../src/testing/index.js';
 import { ApiKeys } from './api-keys.js';
 import type { EmbeddedConfig } from './config.js';
-import { BILLING_CONFIG, CREDITS_PER_DOLLAR, PACK_DOLLARS, PLAN_CAPS } from './seed.js';
+import { BILLING_CONFIG, CREDITS_PER_DOLLAR, PACK_DOLLARS, PLAN_CAPS } from './billing-config.js';
 import type { Wiring } from './wiring.js';
 
 /** A customer of the embedded Dodo emulator and the API key that names it. */
@@ -37,7 +37,7 @@ function creditsFor(dollars: string): string {
 }
 
 /**
- * Sets the seed up on the Dodo emulator with `express-llm-billing setup`'s own code — a fiat
+ * Sets the guide's billing up on the Dodo emulator with `express-llm-billing setup`'s own code — a fiat
  * credit entitlement, weighted input and output meters priced from the table, the
  * $5/$10/$50/$100 packs, Plus and Team — starts
  * the mock LLM as upstream, and creates a demo customer holding $5.00 of credits.

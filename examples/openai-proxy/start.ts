@@ -15,7 +15,7 @@ export interface StartExampleOptions {
   host?: string;
   /** The environment to read. @default process.env */
   env?: Readonly<Record<string, string | undefined>>;
-  /** Rate tiers. @default SEED_TIERS */
+  /** Rate tiers. @default GUIDE_TIERS */
   tiers?: readonly Tier[];
   /** Options of the embedded mock LLM (latency, speed, faults). */
   mockLLM?: MockLLMOptions;

@@ -2,7 +2,7 @@ import type DodoPayments from 'dodopayments';
 import type OpenAI from 'openai';
 import type { BillingStore, SoftCapPlan } from '../../src/index.js';
 import type { ApiKeys } from './api-keys.js';
-import type { PlanName } from './seed.js';
+import type { PlanName } from './billing-config.js';
 
 /** What the app is built from. Only this differs between embedded and real mode. */
 export interface Wiring {

@@ -26,7 +26,7 @@ import { type ResolvedTier, tierFor } from './tiers.js';
 
 export { openAIDuration } from './headers.js';
 export type { TierRateLimitOptions } from './options.js';
-export { OPENAI_TIERS, SEED_TIERS, type Tier } from './tiers.js';
+export { GUIDE_TIERS, OPENAI_TIERS, SEED_TIERS, type Tier } from './tiers.js';
 
 /** Largest JSON response read for usage when `meterUsage` is not mounted. */
 const MAX_JSON_BYTES = 8 * 1024 * 1024;

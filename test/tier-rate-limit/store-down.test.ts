@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import OpenAI, { RateLimitError } from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RedisStore } from '../../src/store/redis.js';
-import { SEED_TIERS, tierRateLimit } from '../../src/tier-rate-limit/index.js';
+import { GUIDE_TIERS, tierRateLimit } from '../../src/tier-rate-limit/index.js';
 import { type RedisServer, requireRedisBinaries, startRedisServer, whenReady } from '../support/redis.js';
 import { customerFromApiKey, type RunningApp, recordingLogger, startApp } from './harness.js';
 
@@ -27,7 +27,7 @@ describe.runIf(requireRedisBinaries('tierRateLimit with its Redis down'))(
       const logger = recordingLogger();
       app = await startApp({
         store,
-        chain: [tierRateLimit({ store, customerId: customerFromApiKey, tiers: SEED_TIERS, logger })],
+        chain: [tierRateLimit({ store, customerId: customerFromApiKey, tiers: GUIDE_TIERS, logger })],
         handler: (req, res) => {
           res.json({ id: 'x', object: 'chat.completion', model: req.body.model, choices: [], usage: null });
         },
