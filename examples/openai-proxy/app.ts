@@ -9,9 +9,9 @@ import {
   unitsPerCredit,
 } from '../../src/index.js';
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
+import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
-import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 

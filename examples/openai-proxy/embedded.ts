@@ -10,8 +10,8 @@ import {
   type MockLLMOptions,
 } from '../../src/testing/index.js';
 import { ApiKeys } from './api-keys.js';
-import type { EmbeddedConfig } from './config.js';
 import { BILLING_CONFIG, CREDITS_PER_DOLLAR, PACK_DOLLARS, PLAN_CAPS } from './billing-config.js';
+import type { EmbeddedConfig } from './config.js';
 import type { Wiring } from './wiring.js';
 
 /** A customer of the embedded Dodo emulator and the API key that names it. */

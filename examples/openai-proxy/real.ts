@@ -3,8 +3,8 @@ import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import { RedisStore, type SoftCapPlan } from '../../src/index.js';
 import { ApiKeys } from './api-keys.js';
-import { ExampleConfigError, type RealConfig } from './config.js';
 import { PLAN_CAPS, type PlanName } from './billing-config.js';
+import { ExampleConfigError, type RealConfig } from './config.js';
 import type { Wiring } from './wiring.js';
 
 /**
