@@ -20,6 +20,7 @@ export {
 } from './metering.js';
 export {
   costOfTokens,
+  type DisplayUsdOptions,
   displayUsd,
   formatCredits,
   formatUsd,
