@@ -8,6 +8,7 @@ export {
   type WebhookHandlers,
 } from './dodo-webhooks/index.js';
 export { BillingError, ConfigError, StoreError } from './errors.js';
+export type { RequestBillingLocal } from './express-locals.js';
 export type { Logger } from './logger.js';
 export { type MeterUsageMiddleware, type MeterUsageOptions, meterUsage } from './meter-usage/index.js';
 export {

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import express4 from 'express4';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RequestBilling } from '../src/billing-context.js';
 import { createBilling } from '../src/create-billing.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { PRICING, startDodo } from './support/billing-app.js';
@@ -35,7 +36,7 @@ describe('on Express 4', () => {
       billing.requireCredits(),
       billing.meterUsage(),
       (_req, res) => {
-        sentAhead.push(res.locals.billing.earlyReservation !== undefined);
+        sentAhead.push((res.locals.billing as RequestBilling).earlyReservation !== undefined);
         res.json({ choices: [], usage: { prompt_tokens: 100, completion_tokens: 50 } });
       },
     );

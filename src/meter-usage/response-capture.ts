@@ -75,7 +75,7 @@ const CAPTURE = Symbol('express-llm-billing.capture');
  * response costs microseconds.
  */
 export function captureResponse(res: Response, maxJsonBytes: number): ResponseCapture {
-  const locals = res.locals as Record<symbol, ResponseCapture | undefined>;
+  const locals = res.locals as unknown as Record<symbol, ResponseCapture | undefined>;
   const existing = locals[CAPTURE];
   if (existing) return existing;
   const capture = new ResponseCapture(res, maxJsonBytes);

@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join, sep } from 'node:path';
+import { join, posix, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import {
   esmConsumer,
   tsCjsConsumer,
   tsEsmConsumer,
+  tsWithoutIoredisConsumer,
 } from './consumers.js';
 
 const run = promisify(execFile);
@@ -30,10 +32,12 @@ const REQUIRED_TESTING = ['countTokens', 'createMockLLM', 'mockCompletion'];
 
 interface PackedFile {
   path: string;
+  size: number;
 }
 
 let scratch: string;
 let packedFiles: string[];
+let packedSizes: Map<string, number>;
 let packedManifest: { exports: unknown; files?: string[]; bin?: unknown };
 
 async function exec(command: string, args: string[], cwd = REPO) {
@@ -72,7 +76,13 @@ function exportTargets(exportsField: unknown): string[] {
 /** Reuses `dist/` only when it is newer than every input of the build; else `npm run build`. */
 async function ensureFreshBuild(): Promise<void> {
   const manifest = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8'));
-  const inputs = ['src', 'package.json', 'tsup.config.ts', 'tsconfig.json'].map((path) => join(REPO, path));
+  const inputs = [
+    'src',
+    'package.json',
+    'tsup.config.ts',
+    'tsconfig.json',
+    'tools/optional-peer-types.mjs',
+  ].map((path) => join(REPO, path));
   const newestInput = Math.max(...(await Promise.all(inputs.map(newestMtime))));
   const outputs = exportTargets(manifest.exports)
     .filter((target) => target.startsWith('./dist/'))
@@ -94,6 +104,30 @@ async function runConsumer(file: string): Promise<ConsumerReport> {
   return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as ConsumerReport;
 }
 
+/**
+ * A user's app folder outside the repo (so nothing resolves from the repo's node_modules): a copy
+ * of the extracted package, the consumer, and links to every installed package but ioredis.
+ */
+async function appWithoutIoredis(): Promise<string> {
+  const app = await mkdtemp(join(tmpdir(), 'elb-no-ioredis-'));
+  const modules = join(app, 'node_modules');
+  await mkdir(modules);
+  // A copy, not a link: TypeScript resolves a linked package's imports from its real path.
+  await cp(PACKAGE_DIR, join(modules, 'express-llm-billing'), { recursive: true });
+  const installed = await readdir(join(REPO, 'node_modules'));
+  for (const name of installed) {
+    if (name === 'ioredis' || name === '@ioredis' || name.startsWith('.')) continue;
+    await symlink(join(REPO, 'node_modules', name), join(modules, name));
+  }
+  await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'app-without-ioredis', private: true }));
+  await writeFile(join(app, 'app.mts'), tsWithoutIoredisConsumer);
+  await writeFile(
+    join(app, 'tsconfig.json'),
+    JSON.stringify({ ...consumerTsconfig, files: ['app.mts'] }, null, 2),
+  );
+  return app;
+}
+
 function namesOf(module: object): string[] {
   return Object.keys(module)
     .filter((name) => name !== 'default' && name !== '__esModule')
@@ -110,6 +144,7 @@ beforeAll(async () => {
     { filename: string; files: PackedFile[] },
   ];
   packedFiles = info.files.map((file) => file.path.split(sep).join('/')).sort();
+  packedSizes = new Map(info.files.map((file) => [file.path.split(sep).join('/'), file.size]));
 
   await rm(PACK_ROOT, { recursive: true, force: true });
   await mkdir(PACKAGE_DIR, { recursive: true });
@@ -149,6 +184,42 @@ describe('the published tarball', () => {
     expect(packedFiles.filter((path) => /\.(test|spec)\.|\.tsbuildinfo$/.test(path))).toEqual([]);
     // TypeScript sources never ship, only declarations.
     expect(packedFiles.filter((path) => /\.[cm]?ts$/.test(path) && !/\.d\.[cm]?ts$/.test(path))).toEqual([]);
+  });
+
+  it('ships code, types and docs a user needs: no source maps, no file nothing loads', async () => {
+    expect(packedFiles.filter((path) => path.endsWith('.map'))).toEqual([]);
+    // Every shipped module is an entry point (exports, bin) or a chunk one of them loads.
+    const entries = [
+      ...exportTargets(packedManifest.exports),
+      ...Object.values((packedManifest.bin ?? {}) as Record<string, string>),
+    ].map((target) => posix.normalize(target));
+    const reachable = new Set<string>();
+    const pending = [...entries];
+    while (pending.length > 0) {
+      const file = pending.pop()!;
+      if (reachable.has(file)) continue;
+      reachable.add(file);
+      if (!/\.[cm]?js$/.test(file)) continue;
+      const code = await readFile(join(PACKAGE_DIR, file), 'utf8');
+      for (const [, specifier] of code.matchAll(
+        /(?:from\s*|require\(\s*|import\(\s*)["'](\.{1,2}\/[^"']+)["']/g,
+      )) {
+        pending.push(posix.join(posix.dirname(file), specifier!));
+      }
+    }
+    const docs = (path: string) =>
+      path === 'package.json' || /^(README|CHANGELOG|LICEN[CS]E)(\.[a-z]+)?$/i.test(path);
+    expect(packedFiles.filter((path) => !docs(path) && !reachable.has(path))).toEqual([]);
+    // What the package weighs once installed (printed for the record; 0.94 MB on 2026-11-30, 2.3 MB with maps).
+    const unpacked = [...packedSizes.values()].reduce((sum, size) => sum + size, 0);
+    console.log(`packed package: ${packedFiles.length} files, ${(unpacked / 1e6).toFixed(2)} MB unpacked`);
+  });
+
+  it('marks SEED_TIERS deprecated in the declarations, pointing to GUIDE_TIERS', async () => {
+    for (const file of ['dist/index.d.ts', 'dist/index.d.cts']) {
+      const types = await readFile(join(PACKAGE_DIR, file), 'utf8');
+      expect(types).toMatch(/@deprecated Use `GUIDE_TIERS`[^*]*\*\/\s*declare const SEED_TIERS/);
+    }
   });
 
   it('contains every file its exports map points to', async () => {
@@ -216,6 +287,31 @@ describe('consumers of the extracted package', () => {
       (error: Error) => error.message,
     );
     expect(result).toBe('ok');
+  });
+
+  it('type-checks in an app that does not install ioredis (MemoryStore only), declarations included', async () => {
+    const app = await appWithoutIoredis();
+    try {
+      // Nothing can resolve ioredis there: what would fail if the declarations needed it.
+      expect(() => createRequire(join(app, 'index.js')).resolve('ioredis')).toThrow(/Cannot find module/);
+      const tsc = join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
+      const check = () =>
+        exec(process.execPath, [tsc, '-p', join(app, 'tsconfig.json')], app).then(
+          () => 'ok',
+          (error: Error) => error.message,
+        );
+      expect(await check()).toBe('ok');
+
+      // The same app against declarations that import ioredis unguarded: the error users had.
+      const types = join(app, 'node_modules', 'express-llm-billing', 'dist', 'index.d.ts');
+      await writeFile(
+        types,
+        (await readFile(types, 'utf8')).replace(/^\s*\/\/ @ts-ignore -- an optional peer.*\n/gm, ''),
+      );
+      expect(await check()).toMatch(/Cannot find module 'ioredis'/);
+    } finally {
+      await rm(app, { recursive: true, force: true });
+    }
   });
 
   // Both entry points share one chunk of common code (tsup `splitting: true`), so an error thrown

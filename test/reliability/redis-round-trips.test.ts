@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { RequestBilling } from '../../src/billing-context.js';
 import { createBilling } from '../../src/create-billing.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { subscriptionPeriod } from '../../src/store/subscription-period.js';
@@ -84,7 +85,7 @@ function countingClient(url: string) {
         billing.requireCredits(),
         billing.meterUsage({ flushIntervalMs: 1_000_000_000 }),
         (_req, res) => {
-          res.locals.billing.onEnd(() => setTimeout(() => settled(), 50));
+          (res.locals.billing as RequestBilling).onEnd(() => setTimeout(() => settled(), 50));
           res.json({ choices: [], usage: { prompt_tokens: 10, completion_tokens: 5 } });
         },
       );
