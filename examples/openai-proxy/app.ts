@@ -113,11 +113,13 @@ export function buildApp(
   app.get('/billing/balance', auth, balanceRoute(sources));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
 
+  // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.
+  const parts = Object.fromEntries(Object.entries(wiring.parts).map(([name, part]) => [name, part.kind]));
   app.get('/healthz', async (_req, res) => {
     try {
-      res.json({ status: 'ok', mode: wiring.mode, outbox: await wiring.store.outboxStats() });
+      res.json({ status: 'ok', parts, outbox: await wiring.store.outboxStats() });
     } catch {
-      res.status(503).json({ status: 'unavailable', mode: wiring.mode });
+      res.status(503).json({ status: 'unavailable', parts });
     }
   });
   app.use(express.static(PUBLIC_DIR, { index: 'index.html' }));
