@@ -20,13 +20,13 @@ const optional = Object.entries(manifest.peerDependenciesMeta ?? {})
   .filter(([, meta]) => meta?.optional)
   .map(([name]) => name);
 
-function escape(text) {
+function escapeRegExp(text) {
   return text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
 
 /** `from 'ioredis'`, `from "ioredis/built/x"`, `import('ioredis')`: where TypeScript reports a missing module. */
 const specifier = new RegExp(
-  `(?:\\bfrom\\s*|\\bimport\\s*\\(\\s*)['"](?:${optional.map(escape).join('|')})(?:/[^'"]*)?['"]`,
+  `(?:\\bfrom\\s*|\\bimport\\s*\\(\\s*)['"](?:${optional.map(escapeRegExp).join('|')})(?:/[^'"]*)?['"]`,
 );
 
 function declarationFiles(dir) {
@@ -53,4 +53,6 @@ if (optional.length > 0) {
     writeFileSync(file, out.join('\n'));
   }
 }
-console.log(`optional peer types: ${marked} import(s) of ${optional.join(', ') || 'no optional peer'} marked`);
+console.log(
+  `optional peer types: ${marked} import(s) of ${optional.join(', ') || 'no optional peer'} marked`,
+);

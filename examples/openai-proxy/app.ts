@@ -8,6 +8,7 @@ import {
   trackOpenAI,
   unitsPerCredit,
 } from '../../src/index.js';
+import { ActivityLog, activityRoute } from './activity.js';
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
 import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { balanceRoute, topUpRoute } from './billing-routes.js';
@@ -44,7 +45,7 @@ const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
 export function buildApp(
   wiring: Wiring,
   options: { tiers?: readonly Tier[] } = {},
-): { app: Express; billing: Billing } {
+): { app: Express; billing: Billing; activity: ActivityLog } {
   const tiers = options.tiers ?? GUIDE_TIERS;
   const billing = createBilling({
     store: wiring.store,
@@ -57,6 +58,8 @@ export function buildApp(
     webhookKey: wiring.webhookKey,
   });
   const auth = apiKeyAuth(wiring.apiKeys);
+  // Each customer's recent requests and daily spend, for the status page.
+  const activity = new ActivityLog({ pricing: PRICING });
   const json = express.json({ limit: '4mb' });
   const app = express();
   app.disable('x-powered-by');
@@ -71,6 +74,7 @@ export function buildApp(
     ...(Object.keys(wiring.plans).length > 0 ? [billing.softCapRouter({ plans: wiring.plans })] : []),
     billing.requireCredits(),
     billing.meterUsage(),
+    activity.track(),
   ];
   app.post('/v1/chat/completions', ...chain, chatCompletions(wiring.openai));
   // An endpoint of the app's own shape: a tracked client (a copy, so the proxy's calls stay
@@ -88,6 +92,7 @@ export function buildApp(
     billing.tierRateLimit({ tiers }),
     billing.requireCredits({ model: () => SUMMARY_MODEL }),
     billing.meterUsage(),
+    activity.track(),
     summarizeRoute(tracked),
   );
   app.get('/v1/models', auth, listModels(wiring.openai, new Set(Object.keys(PRICING))));
@@ -111,6 +116,7 @@ export function buildApp(
     plans: wiring.plans,
   };
   app.get('/billing/balance', auth, balanceRoute(sources));
+  app.get('/billing/activity', auth, activityRoute(activity));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
 
   // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.
@@ -124,5 +130,5 @@ export function buildApp(
   });
   app.use(express.static(PUBLIC_DIR, { index: 'index.html' }));
   app.use(jsonErrors);
-  return { app, billing };
+  return { app, billing, activity };
 }

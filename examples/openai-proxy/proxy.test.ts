@@ -77,7 +77,9 @@ describe('openai client → example proxy', () => {
     const after = await balance(buyer.apiKey);
     expect(after.balance).toBe('4.999955');
     expect(after.reserved).toBe('0.00');
-    expect(after.period.by_model).toEqual([{ model: 'gpt-4o', tokens: 6, cost: '0.000045' }]);
+    expect(after.period.by_model).toEqual([
+      { model: 'gpt-4o', tokens: 6, cost: '0.000045', cost_display: '<$0.01' },
+    ]);
 
     await example.billing.flush();
     const events = services().emulator.ingestedEvents({ customerId: buyer.customerId });

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Billing, Tier } from '../../src/index.js';
 import type { MockLLM, MockLLMOptions } from '../../src/testing/index.js';
+import type { ActivityLog } from './activity.js';
 import { buildApp } from './app.js';
 import { type ExampleConfig, ExampleConfigError, loadConfig } from './config.js';
 import { bootEmbedded, type EmbeddedServices } from './embedded.js';
@@ -34,6 +35,8 @@ export interface RunningExample {
   embedded: EmbeddedServices | undefined;
   /** The mock LLM; only when it is the upstream. */
   mockLLM: MockLLM | undefined;
+  /** The customers' recent requests and daily spend, as the status page shows them. */
+  activity: ActivityLog;
   /** Stops listening, flushes usage to Dodo, and stops the services it started. */
   close(): Promise<void>;
 }
@@ -120,7 +123,7 @@ export async function startExample(options: StartExampleOptions = {}): Promise<R
     await closeAll(opened);
     throw error;
   }
-  const { app, billing } = buildApp(wiring, { tiers: options.tiers });
+  const { app, billing, activity } = buildApp(wiring, { tiers: options.tiers });
   const server = createServer(app);
   let port: number;
   try {
@@ -142,6 +145,7 @@ export async function startExample(options: StartExampleOptions = {}): Promise<R
     billing,
     embedded,
     mockLLM,
+    activity,
     close: () => {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
