@@ -3,13 +3,17 @@ import { LRUCache } from 'lru-cache';
 import { type RateLimiterAbstract, RateLimiterMemory } from 'rate-limiter-flexible';
 import { ConfigError } from '../errors.js';
 import type { Money } from '../money.js';
-import { Reservations } from './memory-reservations.js';
+import { coveringSubscription, hardCapLimit } from './admission.js';
+import { type CapHold, Reservations } from './memory-reservations.js';
 import { subscriptionPeriod } from './subscription-period.js';
 import type {
+  Admission,
+  AdmissionResult,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
   ClaimedEvent,
+  CreditOutcome,
   CustomerProfile,
   DeadLetter,
   OutboxBatch,
@@ -216,6 +220,64 @@ export class MemoryStore implements BillingStore {
     // Remembered even with nothing pending: usage settled later is not what this confirmed.
     if (!this.applyOnce(state, `deducted:${deductionId}`, retentionMs)) return;
     state.pending = state.pending > amount ? state.pending - amount : 0n;
+  }
+
+  async admit(admission: Admission): Promise<AdmissionResult> {
+    const { customerId, requestId } = admission;
+    const now = this.now();
+    const existing = this.customers.get(customerId);
+    // A re-admission replaces what the request held; refused, it then holds nothing.
+    if (existing && admission.replace) existing.reservations.remove(requestId);
+    else if (existing) {
+      if (existing.reservations.has(requestId, now)) return { duplicate: 'in_flight', credits: undefined };
+      const forgetAt = existing.appliedIds.get(`settle:${requestId}`);
+      if (forgetAt !== undefined && forgetAt > now) return { duplicate: 'settled', credits: undefined };
+    }
+    const result: AdmissionResult = { credits: undefined };
+    if (admission.readProfile) result.profile = this.profileOf(existing);
+    let chargeCredits = true;
+    let cap: CapHold | undefined;
+    const covering =
+      admission.plans && existing && coveringSubscription(existing.subscriptions.values(), admission.plans);
+    if (covering) {
+      const { subscription, plan } = covering;
+      result.subscription = { ...subscription };
+      chargeCredits = plan.chargeCredits;
+      if (plan.hardCap) {
+        const { unit } = plan.hardCap;
+        const period = subscriptionPeriod(subscription);
+        const limit = hardCapLimit(plan.hardCap, subscription);
+        const used =
+          (this.usageOf(existing!, period)[unit] ?? 0n) + existing!.reservations.capHeld(period, unit, now);
+        // Refused once used and held reach the cap: passed by no more than one request's estimate.
+        if (used >= limit) return { ...result, capped: { unit, used, limit } };
+        cap = { period, unit, amount: admission.plans!.estimate[unit] };
+      }
+    }
+    let credit: Money = 0n;
+    if (admission.credits && chargeCredits) {
+      const outcome = this.creditOutcome(existing, admission, now);
+      result.credits = outcome;
+      if (!outcome.ok) return result;
+      credit = outcome.reserved;
+    }
+    if (credit > 0n || cap) {
+      this.customer(customerId).reservations.hold(requestId, credit, now + admission.ttlMs, cap);
+    }
+    return result;
+  }
+
+  /** How much of `admission.credits` the balance covers, without holding it yet. */
+  private creditOutcome(state: CustomerState | undefined, admission: Admission, now: number): CreditOutcome {
+    if (!state?.balance) return { ok: false, reason: 'no_balance' };
+    const { min, max, overdraft } = admission.credits!;
+    const available = state.balance.balance - state.reservations.live(now);
+    const syncedAt = state.balance.stale ? 0 : state.balance.syncedAt;
+    const spendable = available + overdraft;
+    if (spendable <= 0n || spendable < min) return { ok: false, reason: 'insufficient', available, syncedAt };
+    // biome-ignore lint/complexity/useMathMinMax: bigints, which Math.min does not take.
+    const reserved = spendable < max ? spendable : max;
+    return { ok: true, reserved, available: available - reserved, syncedAt };
   }
 
   async reserve(
@@ -441,7 +503,10 @@ export class MemoryStore implements BillingStore {
   }
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
-    const state = this.customers.get(customerId);
+    return this.profileOf(this.customers.get(customerId));
+  }
+
+  private profileOf(state: CustomerState | undefined): CustomerProfile {
     const subscriptions: SubscriptionState[] = [];
     const periodUsage = new Map<string, Record<string, bigint>>();
     for (const subscription of state?.subscriptions.values() ?? []) {
