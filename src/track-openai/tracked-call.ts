@@ -107,6 +107,36 @@ export class TrackedCall {
     this.settle();
   }
 
+  /**
+   * The caller stopped reading a stream before its end: when the call can be billed on its own
+   * (`store` and `pricing` given), the rest of the stream is read in the background to its
+   * usage, which is what the upstream bills — within `abandonedStreamTimeoutMs`, after which the
+   * upstream is aborted and billed an estimate. Without them, it is aborted now.
+   */
+  abandoned(rest: AsyncIterator<unknown>, readEvent: (event: unknown) => { usage: ReportedUsage | undefined; generatedBytes: number }): void {
+    if (this.settled) return;
+    if (!this.config.settlement) {
+      this.streamEnded(false);
+      return;
+    }
+    const timer = setTimeout(() => this.streamEnded(false), this.config.abandonedStreamTimeoutMs);
+    timer.unref();
+    (async () => {
+      for (;;) {
+        const next = await rest.next();
+        if (next.done || this.settled) break;
+        this.saw(readEvent(next.value));
+      }
+    })()
+      .catch(() => {
+        // The upstream broke off: what it generated is estimated below.
+      })
+      .finally(() => {
+        clearTimeout(timer);
+        this.streamEnded(false);
+      });
+  }
+
   /** The call failed before any result: nothing was generated to bill. */
   failed(): void {
     this.settled = true;
@@ -114,13 +144,19 @@ export class TrackedCall {
   }
 
   /**
-   * The request's response closed while this call was running. A stream is aborted and billed
-   * what it generated; a JSON call is billed on its own when its result arrives.
+   * The request's billing ended while this call was running. A call is then billed on its own
+   * when its usage arrives (the handler may still be reading a stream); a stream nobody reads
+   * to its usage within `abandonedStreamTimeoutMs` — or any, when the call cannot be billed on
+   * its own — is aborted and billed what it generated.
    */
   responseClosed(): void {
     if (!this.abortUpstream) return;
-    this.abortUpstream();
-    this.settle();
+    if (!this.config.settlement) {
+      this.abortUpstream();
+      this.settle();
+      return;
+    }
+    setTimeout(() => this.streamEnded(false), this.config.abandonedStreamTimeoutMs).unref();
   }
 
   private forget(): void {
