@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import express, { type ErrorRequestHandler, type Express } from 'express';
+import express, { type ErrorRequestHandler, type Express, type Request } from 'express';
 import {
   type Billing,
   createBilling,
@@ -36,6 +36,21 @@ const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
 };
 
 /**
+ * The routes whose upstream model the app chooses itself, and that model. Per-request settings
+ * (`model` among them) are one for every route of a `createBilling`, so they are named here:
+ * the other routes are priced at the model their body names.
+ */
+const APP_CHOSEN_MODELS: ReadonlyMap<string, string> = new Map([['/v1/summarize', SUMMARY_MODEL]]);
+
+/** The model a request is priced at. */
+function billedModel(req: Request): string | undefined {
+  const chosen = APP_CHOSEN_MODELS.get(req.path);
+  if (chosen) return chosen;
+  const model = (req.body as { model?: unknown } | undefined)?.model;
+  return typeof model === 'string' && model !== '' ? model : undefined;
+}
+
+/**
  * The proxy: the same routes and middlewares in both modes, built from the wiring.
  *
  * `POST /v1/chat/completions`: api-key auth → tierRateLimit → softCapRouter → requireCredits →
@@ -52,6 +67,7 @@ export function buildApp(
     dodo: wiring.dodo,
     creditEntitlementId: wiring.creditEntitlementId,
     customerId: customerIdOf,
+    model: billedModel,
     pricing: PRICING,
     creditsPerDollar: CREDITS_PER_DOLLAR,
     meters: METERS,
@@ -90,7 +106,7 @@ export function buildApp(
     json,
     auth,
     billing.tierRateLimit({ tiers }),
-    billing.requireCredits({ model: () => SUMMARY_MODEL }),
+    billing.requireCredits(),
     billing.meterUsage(),
     activity.track(),
     summarizeRoute(tracked),

@@ -287,7 +287,7 @@ describe('consumers of the extracted package', () => {
       (error: Error) => error.message,
     );
     expect(result).toBe('ok');
-  });
+  }, 120_000); // tsc over the declarations of express, dodopayments…: slow on a busy machine
 
   it('type-checks in an app that does not install ioredis (MemoryStore only), declarations included', async () => {
     const app = await appWithoutIoredis();
@@ -312,7 +312,7 @@ describe('consumers of the extracted package', () => {
     } finally {
       await rm(app, { recursive: true, force: true });
     }
-  });
+  }, 120_000); // tsc over the declarations of express, dodopayments…: slow on a busy machine
 
   // Both entry points share one chunk of common code (tsup `splitting: true`), so an error thrown
   // by `/testing` is an instance of the classes the main entry exports, in ESM and in CJS.
