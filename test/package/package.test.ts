@@ -199,12 +199,15 @@ describe('the published tarball', () => {
       const file = pending.pop()!;
       if (reachable.has(file)) continue;
       reachable.add(file);
-      if (!/\.[cm]?js$/.test(file)) continue;
+      const declarations = /\.d\.[cm]?ts$/.test(file);
+      if (!declarations && !/\.[cm]?js$/.test(file)) continue;
       const code = await readFile(join(PACKAGE_DIR, file), 'utf8');
       for (const [, specifier] of code.matchAll(
         /(?:from\s*|require\(\s*|import\(\s*)["'](\.{1,2}\/[^"']+)["']/g,
       )) {
-        pending.push(posix.join(posix.dirname(file), specifier!));
+        const target = posix.join(posix.dirname(file), specifier!);
+        // A declaration file names the module its types describe: `./types-x.js` is `./types-x.d.ts`.
+        pending.push(declarations ? target.replace(/\.([cm]?)js$/, '.d.$1ts') : target);
       }
     }
     const docs = (path: string) =>
@@ -337,4 +340,55 @@ describe('consumers of the extracted package', () => {
       expect(JSON.parse(stdout)).toEqual({ name: 'ConfigError', shared: true });
     }
   });
+});
+
+describe('the store conformance suite, from the packed /testing entry', () => {
+  it("runs in a user's vitest: MemoryStore passes, a store that hands one webhook id to two deliveries fails", async () => {
+    const test = `
+      import * as vitest from 'vitest';
+      import { MemoryStore } from 'express-llm-billing';
+      import { describeStoreConformance } from 'express-llm-billing/testing';
+
+      describeStoreConformance('packed memory', { createStore: (now) => new MemoryStore({ now }) }, vitest);
+
+      /** A custom store with a bug: every delivery of a webhook is told it may apply it. */
+      class ClaimsTwice extends MemoryStore {
+        async claimWebhook() {
+          return 'claimed';
+        }
+      }
+      describeStoreConformance('claims twice', { createStore: (now) => new ClaimsTwice({ now }) }, vitest);
+    `;
+    await writeFile(join(PACK_ROOT, 'custom-store.test.mjs'), test);
+    await writeFile(
+      join(PACK_ROOT, 'vitest.config.mjs'),
+      "export default { test: { include: ['custom-store.test.mjs'], testTimeout: 20000 } };",
+    );
+    const vitest = join(REPO, 'node_modules', 'vitest', 'vitest.mjs');
+    const report = join(PACK_ROOT, 'custom-store.json');
+    // Some cases fail on purpose: vitest exits non-zero, the JSON report says which.
+    await exec(
+      process.execPath,
+      [vitest, 'run', '--reporter=json', `--outputFile=${report}`],
+      PACK_ROOT,
+    ).catch(() => {});
+    const { testResults } = JSON.parse(await readFile(report, 'utf8')) as {
+      testResults: { assertionResults: { fullName: string; status: string }[] }[];
+    };
+    const results = testResults.flatMap((file) => file.assertionResults);
+    const of = (store: string) =>
+      results.filter((result) => result.fullName.includes(`conformance: ${store} `));
+    const honest = of('packed memory');
+    expect(honest.length).toBeGreaterThan(40);
+    expect(of('claims twice')).toHaveLength(honest.length);
+    expect(honest.filter((result) => result.status !== 'passed')).toEqual([]);
+    const failed = of('claims twice')
+      .filter((result) => result.status === 'failed')
+      .map((result) => result.fullName);
+    expect(failed).toContain(
+      'BillingStore conformance: claims twice webhook claims lets exactly one of 20 parallel deliveries claim an id',
+    );
+    // Nothing but the cases that claim webhooks fails: the suite points at the bug.
+    expect(failed.every((name) => / webhook claims | awkward ids /.test(name))).toBe(true);
+  }, 120_000);
 });
