@@ -1,5 +1,5 @@
 import type { RequestHandler, Router } from 'express';
-import { SharedRequestSettings } from './chain/context.js';
+import { RequestSettingsScope } from './chain/context.js';
 import { type ChainContext, type ChainSteps, createChain } from './chain/index.js';
 import { type DodoWebhooksOptions, dodoWebhooks } from './dodo-webhooks/index.js';
 import { Flushers } from './meter-usage/flushers.js';
@@ -7,6 +7,7 @@ import { flusherOptions, type MeterUsageMiddleware, withFlusherControls } from '
 import { type MeterUsageOptions, resolveMeterUsageOptions } from './meter-usage/options.js';
 import { MeterStep } from './meter-usage/step.js';
 import { resolveLogger, resolveStore, type SharedOptions } from './options.js';
+import type { RequestSettingsOptions } from './request-settings.js';
 import { type RequireCreditsOptions, resolveRequireCreditsOptions } from './require-credits/options.js';
 import { CreditStep } from './require-credits/step.js';
 import { resolveSoftCapRouterOptions, type SoftCapRouterOptions } from './soft-cap-router/options.js';
@@ -50,43 +51,42 @@ export interface Billing {
 }
 
 /**
- * Binds the shared settings (`store`, `dodo`, `customerId`, `pricing`, …) once. The
- * per-request settings (`customerId`, `requestId`, `model`, `pricing`, the estimator…) are the
- * same for every middleware of the billing; each middleware's own options are its own.
+ * Binds the shared settings (`store`, `dodo`, `customerId`, `pricing`, …) once. Each
+ * middleware still takes its own options; the per-request ones (`model`, `requestId`, the
+ * estimator…) apply to the requests that middleware (or the chain holding it) bills, and must
+ * agree with every other middleware billing the same request.
  *
  * @example
  * const billing = createBilling({ store, dodo, creditEntitlementId, customerId, pricing });
  * app.post('/v1/chat/completions', billing.chain(), handler);
  */
 export function createBilling(shared: Readonly<SharedOptions>): Billing {
-  const settings = new SharedRequestSettings(shared);
-  const context: ChainContext = {
-    settings: () => settings.get(),
-    store: resolveStore(shared, 'createBilling'),
-    logger: resolveLogger(shared.logger),
-  };
+  const scope = new RequestSettingsScope(shared);
+  const store = resolveStore(shared, 'createBilling');
+  const logger = resolveLogger(shared.logger);
   const flushers = new Flushers();
-  /** A middleware's options over the shared ones, its per-request settings adopted. */
-  const merged = <T>(options: object | undefined, middleware: string): T => {
-    const own = options ?? {};
-    settings.adopt(own, middleware);
-    return { ...shared, ...own } as T;
-  };
   const steps = {
     tierRateLimit: (options: Own<TierRateLimitOptions>) =>
-      new TierStep(resolveTierRateLimitOptions(merged(options, 'tierRateLimit'))),
+      new TierStep(resolveTierRateLimitOptions({ ...shared, ...options } as TierRateLimitOptions)),
     softCapRouter: (options: Own<SoftCapRouterOptions>) =>
-      new SoftCapStep(resolveSoftCapRouterOptions(merged(options, 'softCapRouter'))),
+      new SoftCapStep(resolveSoftCapRouterOptions({ ...shared, ...options } as SoftCapRouterOptions)),
     requireCredits: (options: Own<RequireCreditsOptions> | undefined) =>
-      new CreditStep(resolveRequireCreditsOptions(merged(options, 'requireCredits'))),
+      new CreditStep(resolveRequireCreditsOptions({ ...shared, ...options } as RequireCreditsOptions)),
     meterUsage: (options: Own<MeterUsageOptions> | undefined) => {
-      const config = resolveMeterUsageOptions(merged(options, 'meterUsage'));
+      const config = resolveMeterUsageOptions({ ...shared, ...options } as MeterUsageOptions);
       return new MeterStep(config, flushers.for(flusherOptions(config)));
     },
   };
-  const chainOf = (chainSteps: ChainSteps, name: string): RequestHandler => {
-    // Resolved now, so a missing or invalid setting is named at startup.
-    settings.get();
+  /** A chain of these steps, its per-request settings resolved from their options now. */
+  const chainOf = (
+    chainSteps: ChainSteps,
+    options: Partial<Record<keyof ChainSteps, object | undefined>>,
+    name: string,
+  ): RequestHandler => {
+    const parts = Object.entries(options)
+      .filter(([step]) => chainSteps[step as keyof ChainSteps] !== undefined)
+      .map(([middleware, own]) => ({ options: (own ?? {}) as RequestSettingsOptions, middleware }));
+    const context: ChainContext = { settings: scope.forChain(parts), store, logger };
     return createChain(context, chainSteps, name);
   };
   // Without a route mounting metering yet, `flush` still delivers the store's outbox.
@@ -95,20 +95,35 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
   };
   return {
     chain: (options = {}) => {
-      const chainSteps: ChainSteps = {
-        tierRateLimit: options.tierRateLimit ? steps.tierRateLimit(options.tierRateLimit) : undefined,
-        softCapRouter: options.softCapRouter ? steps.softCapRouter(options.softCapRouter) : undefined,
-        requireCredits:
-          options.requireCredits === false ? undefined : steps.requireCredits(options.requireCredits),
-        meterUsage: options.meterUsage === false ? undefined : steps.meterUsage(options.meterUsage),
+      const own = {
+        tierRateLimit: options.tierRateLimit || undefined,
+        softCapRouter: options.softCapRouter || undefined,
+        requireCredits: options.requireCredits === false ? undefined : (options.requireCredits ?? {}),
+        meterUsage: options.meterUsage === false ? undefined : (options.meterUsage ?? {}),
       };
-      return withFlusherControls(chainOf(chainSteps, 'billingChain'), flushers);
+      const chainSteps: ChainSteps = {
+        tierRateLimit: own.tierRateLimit && steps.tierRateLimit(own.tierRateLimit),
+        softCapRouter: own.softCapRouter && steps.softCapRouter(own.softCapRouter),
+        requireCredits: own.requireCredits && steps.requireCredits(own.requireCredits),
+        meterUsage: own.meterUsage && steps.meterUsage(own.meterUsage),
+      };
+      return withFlusherControls(chainOf(chainSteps, own, 'billingChain'), flushers);
     },
-    requireCredits: (options) => chainOf({ requireCredits: steps.requireCredits(options) }, 'requireCredits'),
+    requireCredits: (options) =>
+      chainOf(
+        { requireCredits: steps.requireCredits(options) },
+        { requireCredits: options },
+        'requireCredits',
+      ),
     meterUsage: (options) =>
-      withFlusherControls(chainOf({ meterUsage: steps.meterUsage(options) }, 'meterUsage'), flushers),
-    tierRateLimit: (options) => chainOf({ tierRateLimit: steps.tierRateLimit(options) }, 'tierRateLimit'),
-    softCapRouter: (options) => chainOf({ softCapRouter: steps.softCapRouter(options) }, 'softCapRouter'),
+      withFlusherControls(
+        chainOf({ meterUsage: steps.meterUsage(options) }, { meterUsage: options }, 'meterUsage'),
+        flushers,
+      ),
+    tierRateLimit: (options) =>
+      chainOf({ tierRateLimit: steps.tierRateLimit(options) }, { tierRateLimit: options }, 'tierRateLimit'),
+    softCapRouter: (options) =>
+      chainOf({ softCapRouter: steps.softCapRouter(options) }, { softCapRouter: options }, 'softCapRouter'),
     dodoWebhooks: (options = {}) => dodoWebhooks({ ...shared, ...options } as DodoWebhooksOptions),
     flush: async (timeoutMs) => {
       ensureFlusher();

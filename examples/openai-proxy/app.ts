@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import express, { type ErrorRequestHandler, type Express, type Request } from 'express';
+import express, { type ErrorRequestHandler, type Express } from 'express';
 import {
   type Billing,
   createBilling,
@@ -36,25 +36,10 @@ const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
 };
 
 /**
- * The routes whose upstream model the app chooses itself, and that model. Per-request settings
- * (`model` among them) are one for every route of a `createBilling`, so they are named here:
- * the other routes are priced at the model their body names.
- */
-const APP_CHOSEN_MODELS: ReadonlyMap<string, string> = new Map([['/v1/summarize', SUMMARY_MODEL]]);
-
-/** The model a request is priced at. */
-function billedModel(req: Request): string | undefined {
-  const chosen = APP_CHOSEN_MODELS.get(req.path);
-  if (chosen) return chosen;
-  const model = (req.body as { model?: unknown } | undefined)?.model;
-  return typeof model === 'string' && model !== '' ? model : undefined;
-}
-
-/**
  * The proxy: the same routes and middlewares in both modes, built from the wiring.
  *
- * `POST /v1/chat/completions`: api-key auth → tierRateLimit → softCapRouter → requireCredits →
- * meterUsage → the upstream call. `POST /webhooks/dodo` is mounted before any body parser,
+ * `POST /v1/chat/completions`: api-key auth → `billing.chain()` (tiers, soft caps, credits,
+ * metering) → the upstream call. `POST /webhooks/dodo` is mounted before any body parser,
  * because its signature is checked over the raw bytes.
  */
 export function buildApp(
@@ -67,7 +52,6 @@ export function buildApp(
     dodo: wiring.dodo,
     creditEntitlementId: wiring.creditEntitlementId,
     customerId: customerIdOf,
-    model: billedModel,
     pricing: PRICING,
     creditsPerDollar: CREDITS_PER_DOLLAR,
     meters: METERS,
@@ -83,16 +67,19 @@ export function buildApp(
 
   app.use('/webhooks/dodo', billing.dodoWebhooks());
 
-  const chain = [
+  // One chain per route: tiers, soft caps, credits and metering, one store round trip to admit
+  // and one to settle.
+  app.post(
+    '/v1/chat/completions',
     json,
     auth,
-    billing.tierRateLimit({ tiers }),
-    ...(Object.keys(wiring.plans).length > 0 ? [billing.softCapRouter({ plans: wiring.plans })] : []),
-    billing.requireCredits(),
-    billing.meterUsage(),
+    billing.chain({
+      tierRateLimit: { tiers },
+      softCapRouter: Object.keys(wiring.plans).length > 0 && { plans: wiring.plans },
+    }),
     activity.track(),
-  ];
-  app.post('/v1/chat/completions', ...chain, chatCompletions(wiring.openai));
+    chatCompletions(wiring.openai),
+  );
   // An endpoint of the app's own shape: a tracked client (a copy, so the proxy's calls stay
   // billed from its responses) records each upstream call's usage on the request.
   const tracked = trackOpenAI(wiring.openai.withOptions({}), {
@@ -105,9 +92,7 @@ export function buildApp(
     '/v1/summarize',
     json,
     auth,
-    billing.tierRateLimit({ tiers }),
-    billing.requireCredits(),
-    billing.meterUsage(),
+    billing.chain({ tierRateLimit: { tiers }, requireCredits: { model: () => SUMMARY_MODEL } }),
     activity.track(),
     summarizeRoute(tracked),
   );

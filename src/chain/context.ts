@@ -22,46 +22,53 @@ export function standaloneContext(options: Readonly<SharedOptions>, middleware: 
 }
 
 /**
- * The per-request settings of one `createBilling`: the shared ones, plus any a middleware's own
- * options set that the shared ones do not. Every middleware of the billing reads the same
- * resolved settings, so none wins by running first; two middlewares giving one setting two
- * values is a `ConfigError` at startup.
+ * The per-request settings of one `createBilling`'s chains: the shared ones, with the
+ * per-request options a chain's own middlewares give on top (`requireCredits({ model })` on a
+ * route that prices every request at one model). The middlewares of one chain must agree: two
+ * values for one setting in one chain are a `ConfigError` at startup. Chains without their own
+ * share one resolved object; when chains with different settings meet on one request, the
+ * request says so (`checkSameSettings`).
  */
-export class SharedRequestSettings {
-  private readonly values: Record<string, unknown> = {};
-  private readonly setBy = new Map<string, string>();
-  private resolved: RequestSettings | undefined;
+export class RequestSettingsScope {
+  private readonly base: Record<string, unknown> = {};
+  private resolvedBase: RequestSettings | undefined;
 
   constructor(shared: Readonly<RequestSettingsOptions>) {
     for (const key of REQUEST_SETTING_KEYS) {
-      if (shared[key] !== undefined) this.values[key] = shared[key];
+      if (shared[key] !== undefined) this.base[key] = shared[key];
     }
   }
 
-  /** Takes the per-request settings of a middleware's own options, at startup. */
-  adopt(options: Readonly<RequestSettingsOptions>, middleware: string): void {
-    let changed = false;
-    for (const key of REQUEST_SETTING_KEYS) {
-      const value = options[key];
-      if (value === undefined) continue;
-      const current = this.values[key];
-      if (current === undefined) {
-        this.values[key] = value;
-        this.setBy.set(key, middleware);
-        changed = true;
-      } else if (current !== value) {
-        throw new ConfigError(
-          'ERR_ELB_CONFLICTING_SETTINGS',
-          `${middleware}: \`${key}\` differs from the one ${this.setBy.get(key) ?? 'createBilling'} was given. It is a per-request setting, the same for every middleware of a request: pass it once, to createBilling.`,
-        );
+  /**
+   * The settings of a chain made of middlewares with these options, resolved now (a missing or
+   * invalid setting is named at startup).
+   */
+  forChain(
+    parts: readonly { options: Readonly<RequestSettingsOptions>; middleware: string }[],
+  ): () => RequestSettings {
+    const own: Record<string, unknown> = {};
+    const setBy = new Map<string, string>();
+    for (const { options, middleware } of parts) {
+      for (const key of REQUEST_SETTING_KEYS) {
+        const value = options[key];
+        if (value === undefined || value === this.base[key]) continue;
+        if (own[key] !== undefined && own[key] !== value) {
+          throw new ConfigError(
+            'ERR_ELB_CONFLICTING_SETTINGS',
+            `${middleware}: \`${key}\` differs from the one ${setBy.get(key)} was given in the same chain. It is a per-request setting, one value for every middleware of a request: pass it once.`,
+          );
+        }
+        own[key] = value;
+        setBy.set(key, middleware);
       }
     }
-    if (changed || !this.resolved) this.resolved = resolveRequestSettings(this.values, middleware);
-  }
-
-  /** The settings, resolved; a middleware calls `adopt` first, at startup, which validates them. */
-  get(): RequestSettings {
-    this.resolved ??= resolveRequestSettings(this.values, 'createBilling');
-    return this.resolved;
+    const name = parts.map((part) => part.middleware).join(', ') || 'createBilling';
+    if (Object.keys(own).length === 0) {
+      this.resolvedBase ??= resolveRequestSettings(this.base, name);
+      const settings = this.resolvedBase;
+      return () => settings;
+    }
+    const settings = resolveRequestSettings({ ...this.base, ...own }, name);
+    return () => settings;
   }
 }

@@ -113,7 +113,10 @@ export class TrackedCall {
    * usage, which is what the upstream bills — within `abandonedStreamTimeoutMs`, after which the
    * upstream is aborted and billed an estimate. Without them, it is aborted now.
    */
-  abandoned(rest: AsyncIterator<unknown>, readEvent: (event: unknown) => { usage: ReportedUsage | undefined; generatedBytes: number }): void {
+  abandoned(
+    rest: AsyncIterator<unknown>,
+    readEvent: (event: unknown) => { usage: ReportedUsage | undefined; generatedBytes: number },
+  ): void {
     if (this.settled) return;
     if (!this.config.settlement) {
       this.streamEnded(false);
