@@ -40,6 +40,7 @@ export async function openBilling(
   requireCustomer: boolean,
 ): Promise<RequestBilling | undefined | 'pass'> {
   const { settings, store, logger } = context;
+  if (req.body === undefined && req.is('json')) warnBodyNotParsed(logger);
   const customerId = await settings.customerId(req);
   if (typeof customerId !== 'string' || customerId === '') {
     if (!requireCustomer) return 'pass';
@@ -48,35 +49,66 @@ export async function openBilling(
   }
   let billing: RequestBilling;
   try {
-    const requestId = settings.requestId ? settings.requestId(req) : randomUUID();
-    const idProblem = requestIdProblem(requestId);
-    if (idProblem) throw new BadRequest(idProblem, null, 'invalid_request_id');
+    const requestId = settings.requestId ? readRequestId(settings.requestId, req) : randomUUID();
     const model = settings.model(req);
     if (model !== undefined) {
       const modelProblem =
         typeof model === 'string' ? modelNameProblem(model) : 'The model must be a string.';
       if (modelProblem) throw new BadRequest(modelProblem, 'model', 'invalid_model');
     }
-    billing = new RequestBilling(customerId, requestId, settings, async (unsettled) => {
-      if (!unsettled.reservation) return;
-      await store.release(unsettled.customerId, unsettled.reservation.id).catch((error: unknown) =>
-        logger.warn('releasing a request’s hold failed: it expires on its own', {
-          customerId,
-          requestId,
-          error,
-        }),
-      );
-    });
+    billing = new RequestBilling(
+      customerId,
+      { id: requestId, fromApp: settings.requestId !== undefined },
+      settings,
+      async (unsettled) => {
+        if (!unsettled.reservation) return;
+        await store.release(unsettled.customerId, unsettled.reservation.id).catch((error: unknown) =>
+          logger.warn('releasing a request’s hold failed: it expires on its own', {
+            customerId,
+            requestId,
+            error,
+          }),
+        );
+      },
+    );
     billing.model = model;
     billing.estimate = new RequestEstimate(model, req.body, settings);
   } catch (error) {
-    const bad = asBadRequest(error);
-    if (!bad) throw error;
-    sendOpenAIError(res, 400, openAIError(bad.message, 'invalid_request_error', bad.code, bad.param));
+    if (!answeredBadRequest(error, res)) throw error;
     return undefined;
   }
   attach(billing, res, logger);
   return billing;
+}
+
+const warnedBodyNotParsed = new WeakSet<Logger>();
+
+/**
+ * A JSON request whose body nobody parsed: the model and the estimate cannot be read, so every
+ * request would be refused as naming no model. Said once per logger, with the fix.
+ */
+function warnBodyNotParsed(logger: Logger): void {
+  if (warnedBodyNotParsed.has(logger)) return;
+  warnedBodyNotParsed.add(logger);
+  logger.warn(
+    'a JSON request reached the billing middlewares with no parsed body: mount express.json() before them (app.use(express.json()), or on the route before billing.chain())',
+  );
+}
+
+/** The app's id for the request, checked: it becomes part of event ids and metadata. */
+function readRequestId(reader: (req: Request) => string, req: Request): string {
+  const id = reader(req);
+  const problem = requestIdProblem(id);
+  if (problem) throw new BadRequest(problem, null, 'invalid_request_id');
+  return id;
+}
+
+/** Answers 400 for a request the package cannot bill as sent; false for any other error. */
+export function answeredBadRequest(error: unknown, res: Response): boolean {
+  const bad = asBadRequest(error);
+  if (!bad) return false;
+  sendOpenAIError(res, 400, openAIError(bad.message, 'invalid_request_error', bad.code, bad.param));
+  return true;
 }
 
 function asBadRequest(error: unknown): BadRequest | undefined {
@@ -131,7 +163,10 @@ export async function checkSameSettings(
       `Two billing middlewares created apart read this request differently (\`${name}\`). Per-request settings must be the same for every middleware: create them with one createBilling(shared), or pass the same \`${name}\` to each.`,
     );
   if ((await settings.customerId(req)) !== billing.customerId) throw differs('customerId');
-  if (settings.requestId && settings.requestId(req) !== billing.requestId) throw differs('requestId');
+  // A middleware with the app's request id after one without: the id is the app's, unless the
+  // random one already held or billed something.
+  if (settings.requestId && !billing.adoptRequestId(readRequestId(settings.requestId, req)))
+    throw differs('requestId');
   if (settings.model !== first.model && settings.model(req) !== billing.estimate?.model)
     throw differs('model');
   if (settings.maxJsonBytes !== first.maxJsonBytes) throw differs('maxJsonBytes');
