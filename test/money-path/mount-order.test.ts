@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import express, { type RequestHandler } from 'express';
 import { describe, expect, it } from 'vitest';
+import type { RequestBilling } from '../../src/billing-context.js';
 import { createBilling } from '../../src/create-billing.js';
 import { parseUsd } from '../../src/money.js';
 import { PRICING, startDodo } from '../support/billing-app.js';
@@ -50,7 +51,7 @@ describe.each(stores)('what a request is billed never depends on mount order (%s
       const seen = new Map<string, { held: bigint | undefined; reserved: bigint | undefined }>();
       const handler: RequestHandler = async (req, res) => {
         seen.set(req.get('x-request-id')!, {
-          held: res.locals.billing.reservation?.amount,
+          held: (res.locals.billing as RequestBilling).reservation?.amount,
           reserved: (await store.getBalance(req.get('x-customer')!))?.reserved,
         });
         res.json({
