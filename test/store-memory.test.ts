@@ -1,8 +1,9 @@
+import * as vitest from 'vitest';
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../src/store/memory.js';
-import { describeStoreConformance } from './store-conformance.js';
+import { describeStoreConformance } from '../src/testing/index.js';
 
-describeStoreConformance('memory', { createStore: (now) => new MemoryStore({ now }) });
+describeStoreConformance('memory', { createStore: (now) => new MemoryStore({ now }) }, vitest);
 
 describe('MemoryStore bounds', () => {
   it('forgets the least recently used customer beyond maxCustomers', async () => {

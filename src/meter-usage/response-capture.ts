@@ -181,7 +181,7 @@ export function captureResponse(
   maxJsonBytes: number,
   countGenerated: (text: string) => number = (text) => Buffer.byteLength(text, 'utf8'),
 ): ResponseCapture {
-  const locals = res.locals as Record<symbol, ResponseCapture | undefined>;
+  const locals = res.locals as unknown as Record<symbol, ResponseCapture | undefined>;
   const existing = locals[CAPTURE];
   if (existing) return existing;
   const capture = new ResponseCapture(res, maxJsonBytes, countGenerated);

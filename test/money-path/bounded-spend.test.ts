@@ -1,35 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { parseUsd } from '../../src/money.js';
-import { MemoryStore } from '../../src/store/memory.js';
-import { RedisStore } from '../../src/store/redis.js';
 import type { BillingStore } from '../../src/store/types.js';
-import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
+import { storesUnderTest } from '../support/stores.js';
 import { type OpenAILikeApp, startOpenAILikeApp, upstreamBilled } from './openai-like.js';
 
-const redisUrl = await requireRedis('bounded spend on RedisStore');
-const redis = redisUrl ? new Redis(redisUrl, { maxRetriesPerRequest: 1 }) : undefined;
-const prefixes: string[] = [];
-afterAll(async () => {
-  if (!redis) return;
-  for (const prefix of prefixes) await deleteKeysWithPrefix(redis, prefix);
-  await redis.quit();
-});
-
-const stores: [string, () => Promise<BillingStore>][] = [['MemoryStore', async () => new MemoryStore()]];
-if (redis) {
-  stores.push([
-    'RedisStore',
-    async () => {
-      await whenReady(redis);
-      const prefix = `elb-bounded:${randomUUID()}:`;
-      prefixes.push(prefix);
-      return new RedisStore({ client: redis, prefix });
-    },
-  ]);
-}
+const stores = await storesUnderTest('bounded spend');
 
 const usd = (text: string) => parseUsd(text, 'test');
 const ask = (content: string, extra: Record<string, unknown> = {}) => ({

@@ -1,35 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import express, { type RequestHandler } from 'express';
-import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import type { RequestBilling } from '../../src/billing-context.js';
 import { createBilling } from '../../src/create-billing.js';
 import { parseUsd } from '../../src/money.js';
-import { MemoryStore } from '../../src/store/memory.js';
-import { RedisStore } from '../../src/store/redis.js';
-import type { BillingStore } from '../../src/store/types.js';
 import { PRICING, startDodo } from '../support/billing-app.js';
-import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
+import { storesUnderTest } from '../support/stores.js';
 
-const redisUrl = await requireRedis('mount order on RedisStore');
-const redis = redisUrl ? new Redis(redisUrl, { maxRetriesPerRequest: 1 }) : undefined;
-const prefix = `elb-order:${randomUUID()}:`;
-afterAll(async () => {
-  if (!redis) return;
-  await deleteKeysWithPrefix(redis, prefix);
-  await redis.quit();
-});
-
-const stores: [string, () => Promise<BillingStore>][] = [['MemoryStore', async () => new MemoryStore()]];
-if (redis) {
-  stores.push([
-    'RedisStore',
-    async () => {
-      await whenReady(redis);
-      return new RedisStore({ client: redis, prefix: `${prefix}${randomUUID()}:` });
-    },
-  ]);
-}
+const stores = await storesUnderTest('mount order');
 
 const MIDDLEWARES = ['tierRateLimit', 'softCapRouter', 'requireCredits', 'meterUsage'] as const;
 type Name = (typeof MIDDLEWARES)[number];
@@ -72,7 +51,7 @@ describe.each(stores)('what a request is billed never depends on mount order (%s
       const seen = new Map<string, { held: bigint | undefined; reserved: bigint | undefined }>();
       const handler: RequestHandler = async (req, res) => {
         seen.set(req.get('x-request-id')!, {
-          held: res.locals.billing.reservation?.amount,
+          held: (res.locals.billing as RequestBilling).reservation?.amount,
           reserved: (await store.getBalance(req.get('x-customer')!))?.reserved,
         });
         res.json({
@@ -96,9 +75,8 @@ describe.each(stores)('what a request is billed never depends on mount order (%s
         }
       };
       const app = express().use(express.json());
-      ORDERS.forEach((order, index) => {
+      for (const [index, order] of ORDERS.entries())
         app.post(`/order/${index}`, ...order.map(middleware), handler);
-      });
       app.post(
         '/chain',
         billing.chain({
