@@ -4,6 +4,7 @@ import { ConfigError } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { type MetersOption, type ResolvedMetering, resolveMetering } from './metering.js';
 import { type ModelPrice, type Money, type PricingInput, resolvePricing, unitsPerCredit } from './money.js';
+import type { AlertsOptions } from './alerts/index.js';
 import type { RequestSettingsOptions } from './request-settings.js';
 import type { BillingStore } from './store/types.js';
 
@@ -39,6 +40,11 @@ export interface SharedOptions extends RequestSettingsOptions {
   webhookKey?: string | readonly string[];
   /** Where fail-open passes, retries and dead letters are reported. @default console */
   logger?: Logger;
+  /**
+   * Alerts fired as requests settle: low balances, each once per crossing across processes.
+   * @example alerts: { balanceBelow: ['5.00', '1.00'], on: (alert) => notify(alert.customerId, alert) }
+   */
+  alerts?: AlertsOptions;
 }
 
 /** What a middleware named `middleware` requires of the shared options, checked at startup. */

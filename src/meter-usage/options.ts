@@ -1,4 +1,5 @@
 import type DodoPayments from 'dodopayments';
+import { BalanceAlerts } from '../alerts/index.js';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ResolvedMetering } from '../metering.js';
@@ -51,6 +52,7 @@ export interface ResolvedMeterUsageOptions {
   meters: ResolvedMetering;
   abandonedResponseTimeoutMs: number;
   costHeaders: boolean;
+  alerts: BalanceAlerts | undefined;
   flushIntervalMs: number;
   batchSize: number;
   ingestTimeoutMs: number;
@@ -87,6 +89,7 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
       60_000,
     ),
     costHeaders: options.costHeaders ?? true,
+    alerts: options.alerts === undefined ? undefined : new BalanceAlerts(options.alerts, resolveLogger(options.logger)),
     flushIntervalMs: positiveInteger(options.flushIntervalMs, 'flushIntervalMs', NAME, 1_000),
     batchSize,
     ingestTimeoutMs: positiveInteger(options.ingestTimeoutMs, 'ingestTimeoutMs', NAME, 10_000),

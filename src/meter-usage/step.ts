@@ -108,6 +108,7 @@ export class MeterStep {
         result = await store.settle(settlement);
       }
       this.noteCost(billing, settlement, result.view?.balance, res);
+      if (result.applied) this.config.alerts?.settled(customerId, settlement.cost, result.view?.balance);
     } catch (error) {
       logger.error('settling a request failed: it will be retried in the background', {
         customerId,
