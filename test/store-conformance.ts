@@ -413,6 +413,44 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
         expect((await store.claimOutbox(10, MINUTE)).events).toEqual([]);
       });
 
+      it('reports its depth: the bytes it holds and when the oldest event still to deliver was enqueued', async () => {
+        expect(await store.outboxStats()).toEqual({
+          waiting: 0,
+          leased: 0,
+          dead: 0,
+          bytes: 0,
+          oldestEnqueuedAt: undefined,
+        });
+        const enqueuedAt = now;
+        const ids = await enqueue(3);
+        const three = await store.outboxStats();
+        expect(three).toMatchObject({ waiting: 3, oldestEnqueuedAt: enqueuedAt });
+        expect(three.bytes).toBeGreaterThan(0);
+        await store.settle(settlement('cus_9'));
+        expect((await store.outboxStats()).bytes).toBeGreaterThan(three.bytes);
+
+        // Leased, then backing off after a failed delivery: still to deliver, still the oldest.
+        const first = await store.claimOutbox(1, MINUTE);
+        expect(first.events.map((claimed) => claimed.event.event_id)).toEqual([ids[0]]);
+        expect((await store.outboxStats()).oldestEnqueuedAt).toBe(enqueuedAt);
+        await store.nackOutbox(first, [ids[0]!], 5_000);
+        expect((await store.outboxStats()).oldestEnqueuedAt).toBe(enqueuedAt);
+
+        advance(5_000);
+        const all = await store.claimOutbox(10, MINUTE);
+        await store.ackOutbox(all, [ids[0]!]);
+        expect((await store.outboxStats()).oldestEnqueuedAt).toBe(enqueuedAt + 1);
+        await store.deadLetterOutbox(all, [{ eventId: ids[1]!, reason: 'refused' }]);
+        await store.ackOutbox(
+          all,
+          all.events.map((claimed) => claimed.event.event_id).filter((id) => id !== ids[1]),
+        );
+        // Dead letters take bytes but are not waiting for delivery.
+        const onlyDead = await store.outboxStats();
+        expect(onlyDead).toMatchObject({ waiting: 0, leased: 0, dead: 1, oldestEnqueuedAt: undefined });
+        expect(onlyDead.bytes).toBeGreaterThan(0);
+      });
+
       it('never hands one event to two concurrent claims', async () => {
         await enqueue(30);
         const batches = await Promise.all(Array.from({ length: 6 }, () => store.claimOutbox(10, MINUTE)));

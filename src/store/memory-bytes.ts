@@ -31,6 +31,13 @@ export function outboxEntryBytes(eventId: string, json: string): number {
   return OBJECT + 2 * MAP_ENTRY + 4 * BOXED + stringBytes(eventId) + stringBytes(json);
 }
 
+/**
+ * Room counted with each event for the re-stamp the outbox flusher gives an event that waited
+ * close to Dodo's one-hour window (a new `timestamp`, `metadata.original_timestamp`): a long
+ * outage does not grow the outbox past what was counted when its events were settled.
+ */
+export const RESTAMP_ROOM_BYTES = 64;
+
 /** A dead letter: the event's JSON, Dodo's reason, the record, its map entry. */
 export function deadLetterBytes(eventId: string, json: string, reason: string): number {
   return OBJECT + MAP_ENTRY + BOXED + stringBytes(eventId) + stringBytes(json) + stringBytes(reason);
@@ -71,6 +78,14 @@ export function subscriptionBytes(subscription: SubscriptionState): number {
     stringBytes(subscription.status) +
     4 * BOXED
   );
+}
+
+/**
+ * What an `lru-cache` of `max` entries allocates up front: its key and value arrays and its
+ * index arrays (4 bytes each for up to 2³² entries), whatever it holds.
+ */
+export function lruCacheBytes(max: number): number {
+  return 32 * max + 1_024;
 }
 
 /** A remembered webhook id: its record and its entry in the cache. */

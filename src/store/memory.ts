@@ -9,9 +9,11 @@ import {
   customerBytes,
   deadLetterBytes,
   idBytes,
+  lruCacheBytes,
   outboxEntryBytes,
   periodBytes,
   RESERVATION_BYTES,
+  RESTAMP_ROOM_BYTES,
   SETTLEMENT_ALLOWANCE_BYTES,
   subscriptionBytes,
   webhookBytes,
@@ -57,8 +59,9 @@ export interface MemoryStoreOptions {
   maxWebhookIds?: number;
   /**
    * Approximate bytes of heap the store may hold: customers, reservations, applied ids,
-   * counters, subscriptions, webhook ids, and the outbox (usage events waiting for Dodo, dead
-   * letters). At the bound, `reserve` throws a `StoreError` (so new paid requests are answered
+   * counters, subscriptions, webhook ids, the outbox (usage events waiting for Dodo, dead
+   * letters), and what its caches allocate up front (32 bytes × `maxCustomers` and ×
+   * `maxWebhookIds`). At the bound, `reserve` throws a `StoreError` (so new paid requests are answered
    * 503) until the outbox drains; `settle` always accepts, so usage that was served is never
    * dropped. Each live reservation counts the settlement it will add, so requests admitted under
    * the bound settle within it. Size it as (the Dodo ingest outage to ride out) × (requests per
@@ -198,27 +201,38 @@ export class MemoryStore implements BillingStore {
   /** Customers with live reservations or pending usage: never evicted (see `maxCustomers`). */
   private readonly pinned = new Map<string, CustomerState>();
   private readonly webhooks: LRUCache<string, WebhookRecord>;
-  /** Every event still to deliver (waiting or leased), in enqueue order: the first is the oldest. */
-  private readonly outbox = new Map<string, OutboxEntry>();
   /**
-   * Events waiting for delivery, in insertion order (oldest first), and events leased to a
-   * flusher: kept apart so that a claim walks the leases, not a backlog of waiting events.
+   * Every event still to deliver, in enqueue order (the first is the oldest), never reordered:
+   * an event goes back to its place when its lease ends, and a claim takes the oldest due.
    */
-  private readonly waiting = new Map<string, OutboxEntry>();
+  private readonly outbox = new Map<string, OutboxEntry>();
+  /** The events leased to a flusher (a batch or a few): a claim walks them for lapsed leases. */
   private readonly leased = new Map<string, OutboxEntry>();
   private readonly deadLetters = new Map<string, StoredDeadLetter>();
   /** Accounted bytes of everything kept, and of the outbox (dead letters included) alone. */
   private bytes = 0;
   private outboxBytes = 0;
+  /** What the caches allocate up front, whatever they hold. */
+  private readonly fixedBytes: number;
 
   constructor(options: Readonly<MemoryStoreOptions> = {}) {
     this.now = options.now ?? Date.now;
     this.maxCustomers = positiveInteger(options.maxCustomers, 'maxCustomers', 100_000);
+    const maxWebhookIds = positiveInteger(options.maxWebhookIds, 'maxWebhookIds', 100_000);
     this.maxBytes = positiveInteger(
       options.maxBytes,
       'maxBytes',
       Math.floor(getHeapStatistics().heap_size_limit / 4),
     );
+    // The customer and webhook caches allocate their index up front.
+    this.fixedBytes = lruCacheBytes(this.maxCustomers) + lruCacheBytes(maxWebhookIds);
+    this.bytes = this.fixedBytes;
+    if (this.bytes * 2 > this.maxBytes) {
+      throw new ConfigError(
+        'ERR_ELB_INVALID_OPTION',
+        `\`maxBytes\` (${this.maxBytes}) leaves too little room: the caches of \`maxCustomers\` and \`maxWebhookIds\` take ${this.bytes} bytes up front. Raise \`maxBytes\` to at least ${this.bytes * 2}, or lower them.`,
+      );
+    }
     this.idle = new LRUCache({
       max: this.maxCustomers,
       dispose: (state, _id, reason) => {
@@ -226,7 +240,7 @@ export class MemoryStore implements BillingStore {
       },
     });
     this.webhooks = new LRUCache({
-      max: positiveInteger(options.maxWebhookIds, 'maxWebhookIds', 100_000),
+      max: maxWebhookIds,
       dispose: (_record, webhookId, reason) => {
         if (reason !== 'set') this.bytes -= webhookBytes(webhookId);
       },
@@ -467,10 +481,9 @@ export class MemoryStore implements BillingStore {
         availableAt: now,
         leaseId: undefined,
         leaseExpiresAt: 0,
-        bytes: outboxEntryBytes(eventId, json),
+        bytes: outboxEntryBytes(eventId, json) + RESTAMP_ROOM_BYTES,
       };
       this.outbox.set(eventId, entry);
-      this.waiting.set(eventId, entry);
       this.addOutboxBytes(entry.bytes);
     }
     if (settlement.usage) this.addUsageTo(state, settlement.usage);
@@ -545,10 +558,9 @@ export class MemoryStore implements BillingStore {
       if (events.length >= max) break;
       if (entry.leaseExpiresAt <= now) take(entry);
     }
-    for (const [id, entry] of this.waiting) {
+    for (const [id, entry] of this.outbox) {
       if (events.length >= max) break;
-      if (entry.availableAt > now) continue;
-      this.waiting.delete(id);
+      if (entry.leaseId !== undefined || entry.availableAt > now) continue;
       this.leased.set(id, entry);
       take(entry);
     }
@@ -588,12 +600,12 @@ export class MemoryStore implements BillingStore {
       const replacement = replacements.get(id);
       if (replacement) {
         entry.json = JSON.stringify(replacement);
-        const bytes = outboxEntryBytes(id, entry.json);
+        // Counted with room for a re-stamp when it was settled: a re-stamp fits in it.
+        const bytes = Math.max(entry.bytes, outboxEntryBytes(id, entry.json));
         this.addOutboxBytes(bytes - entry.bytes);
         entry.bytes = bytes;
       }
       this.leased.delete(id);
-      this.waiting.set(id, entry);
     }
   }
 
@@ -633,7 +645,7 @@ export class MemoryStore implements BillingStore {
     let live = 0;
     for (const entry of this.leased.values()) if (entry.leaseExpiresAt > now) live += 1;
     return {
-      waiting: this.waiting.size + this.leased.size - live,
+      waiting: this.outbox.size - live,
       leased: live,
       dead: this.deadLetters.size,
       bytes: this.outboxBytes,
@@ -744,6 +756,6 @@ export class MemoryStore implements BillingStore {
     this.idle.clear();
     this.pinned.clear();
     this.webhooks.clear();
-    this.bytes = this.outboxBytes;
+    this.bytes = this.fixedBytes + this.outboxBytes;
   }
 }
