@@ -6,7 +6,7 @@ import { OutboxFlusher } from '../../src/meter-usage/outbox-flusher.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { OutboxEvent, OutboxStats } from '../../src/store/types.js';
 import { startBillingApp, startDodo } from '../support/billing-app.js';
-import { CENTS, COST, chat } from './support.js';
+import { COST, chat } from './support.js';
 
 /*
  * MemoryStore through an hour-long Dodo ingest outage, on an injected clock: ten paid requests
