@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '../src/errors.js';
 import { parseUsd } from '../src/money.js';
@@ -660,6 +661,32 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
               await expect(call()).rejects.toBeInstanceOf(StoreError);
               expect(performance.now() - started).toBeLessThan(1000);
             }
+          } finally {
+            await unreachable.close();
+          }
+        });
+
+        it('fails its rate limiters with a StoreError, never a RateLimiterRes, unless an insurance limiter answers', async () => {
+          const unreachable = await createUnreachableStore();
+          try {
+            const limiter = unreachable.createRateLimiter({ keyPrefix: 'rl', points: 1, duration: 60 });
+            for (const call of [
+              () => limiter.consume('cus_1'),
+              () => limiter.reward('cus_1'),
+              () => limiter.get('cus_1'),
+            ]) {
+              const started = performance.now();
+              await expect(call()).rejects.toBeInstanceOf(StoreError);
+              expect(performance.now() - started).toBeLessThan(1000);
+            }
+            const insured = unreachable.createRateLimiter({
+              keyPrefix: 'rl',
+              points: 1,
+              duration: 60,
+              insuranceLimiter: new RateLimiterMemory({ points: 1, duration: 60 }),
+            });
+            await expect(insured.consume('cus_1')).resolves.toMatchObject({ remainingPoints: 0 });
+            await expect(insured.consume('cus_1')).rejects.toBeInstanceOf(RateLimiterRes);
           } finally {
             await unreachable.close();
           }
