@@ -1,12 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomUUID } from 'node:crypto';
-import type { NextFunction, Request, Response } from 'express';
-import type { EarlyReservation } from './early-reservation.js';
-import { noCustomerError, sendOpenAIError } from './http/openai-error.js';
-import type { Logger } from './logger.js';
+import type { Response } from 'express';
+import type { RequestEstimate } from './estimate/index.js';
 import type { Money } from './money.js';
-import { promptText } from './require-credits/estimate.js';
-import type { BillingStore, CustomerProfile } from './store/types.js';
+import { modelNameProblem, type RequestSettings } from './request-settings.js';
+import type { CustomerProfile, SubscriptionState } from './store/types.js';
 
 /** Token usage of one LLM call, as an app reports it or as it is read from a response. */
 export interface UsageRecord {
@@ -22,23 +19,43 @@ export interface UsageRecord {
   estimated?: boolean;
 }
 
-/** Decides what the request is billed when its response ends. */
-export type Settler = (billing: RequestBilling, response: Response) => Promise<void>;
+/** How a request's billing ends: `meterUsage` settles its usage; otherwise its holds are released. */
+export interface Settler {
+  /** Settles what the request used; never rejects (a store failure is kept for a retry). */
+  settle(billing: RequestBilling, response: Response): Promise<void>;
+  /**
+   * How long to wait, after the client left, for the handler's own answer (whose usage is the
+   * truth) before billing an estimate.
+   */
+  abandonedResponseTimeoutMs: number;
+}
+
+/** What the request holds under its id in the store, once admitted. */
+export interface Reservation {
+  id: string;
+  /** Credits held. */
+  amount: Money;
+}
 
 /**
- * The billing state of one request, shared by the middlewares through `res.locals.billing`:
- * whichever of them runs first creates it, the others add to it. It ends exactly once, when
- * the response closes however it closes (finished, aborted, errored).
+ * The billing state of one request, shared by every billing step through `res.locals.billing`.
+ * It is opened once, with the per-request settings of the middleware that opens it (every
+ * middleware of one `createBilling` has the same), and ends exactly once: settled before the
+ * response's last byte, or when the response closes however it closes.
  */
 export class RequestBilling {
-  /** Requested model after any soft-cap rewrite (what the request is priced at). */
+  /** Model the request is priced at, after any soft-cap rewrite. */
   model: string | undefined;
-  /** Input tokens estimated from the request, used when the response carries no usage. */
-  estimatedInputTokens = 0;
-  /** The credits held for this request by `requireCredits`. */
-  reservation: { id: string; amount: Money } | undefined;
-  /** A reservation sent ahead of `requireCredits` (see early-reservation.ts), until it adopts it. */
-  earlyReservation: EarlyReservation | undefined;
+  /** What the request can cost at most, estimated once from its body. */
+  estimate: RequestEstimate | undefined;
+  /** What the admission holds in the store under the request id (credits and/or a cap hold). */
+  reservation: Reservation | undefined;
+  /** Output tokens per choice the reservation pays for (written into the request when no limit was set). */
+  outputPerChoice: number | undefined;
+  /** The customer's profile, once an admission has read it. */
+  profile: CustomerProfile | undefined;
+  /** The subscription that covers the request, if any. */
+  subscription: SubscriptionState | undefined;
   /** Billing period key for the usage counters (a subscription period, else the UTC month). */
   usagePeriod: string | undefined;
   /** False when the request is covered by a subscription and must not spend credits. */
@@ -47,10 +64,14 @@ export class RequestBilling {
   settler: Settler | undefined;
   /** What the request was billed for, once settled (read by limiters and caps after the end). */
   settledUsage: readonly UsageRecord[] | undefined;
+  /** What the settlement cost and left, once settled (for the response's billing headers). */
+  settledCost: { cost: Money; balance: Money | undefined; estimated: boolean } | undefined;
+  /** The billing steps that already ran for this request: each runs once, whoever mounts it. */
+  readonly stepsDone = new Set<string>();
   private readonly records: UsageRecord[] = [];
-  private profileRead: Promise<CustomerProfile> | undefined;
-  private prompt: string | undefined;
   private ended = false;
+  private finished = false;
+  private ending: Promise<void> | undefined;
   private readonly endListeners: ((billing: RequestBilling) => void)[] = [];
   private readonly endingListeners: ((billing: RequestBilling) => void)[] = [];
   private readonly settlingListeners: ((billing: RequestBilling) => void)[] = [];
@@ -58,6 +79,9 @@ export class RequestBilling {
   constructor(
     readonly customerId: string,
     readonly requestId: string,
+    /** The per-request settings of the middleware that opened the billing. */
+    readonly settings: RequestSettings,
+    /** What ends a request that no `meterUsage` settles: its holds are released. */
     private readonly onUnsettled: (billing: RequestBilling) => Promise<void>,
   ) {}
 
@@ -76,22 +100,9 @@ export class RequestBilling {
     if (typeof usage.model !== 'string' || usage.model === '') {
       throw new TypeError('billing.record: `model` must be the model name the tokens are priced at.');
     }
+    const problem = modelNameProblem(usage.model);
+    if (problem) throw new TypeError(`billing.record: ${problem}`);
     this.records.push({ ...usage });
-  }
-
-  /**
-   * The customer's spend and subscriptions, read from the store once per request however many
-   * middlewares (tiers, soft caps) ask: one round trip instead of one each.
-   */
-  profile(store: BillingStore): Promise<CustomerProfile> {
-    this.profileRead ??= store.getCustomerProfile(this.customerId);
-    return this.profileRead;
-  }
-
-  /** The request's prompt text (what its input tokens are estimated from), collected once. */
-  promptOf(body: unknown): string {
-    this.prompt ??= promptText(body);
-    return this.prompt;
   }
 
   /** Usage recorded with `record()` so far. */
@@ -101,15 +112,15 @@ export class RequestBilling {
 
   /** Runs `listener` once the request's billing has ended (settled or released). */
   onEnd(listener: (billing: RequestBilling) => void): void {
-    if (this.ended) listener(this);
+    if (this.finished) listener(this);
     else this.endListeners.push(listener);
   }
 
   /**
    * Runs `listener` synchronously as soon as the request's settlement (or the release of its
-   * reservation) has been sent to the store, with `settledUsage` known when `meterUsage`
-   * settled it. Store writes a listener makes then travel with the settlement, in the same
-   * round trip, instead of after it. A listener that throws does not stop the others.
+   * holds) has been sent to the store, with `settledUsage` known when `meterUsage` settled it.
+   * Store writes a listener makes then travel with the settlement, in the same round trip. A
+   * listener that throws does not stop the others.
    */
   onSettling(listener: (billing: RequestBilling) => void): void {
     if (this.ended) return;
@@ -117,38 +128,30 @@ export class RequestBilling {
   }
 
   /**
-   * Runs `listener` synchronously when the response closes, before its usage is settled, so
-   * work still in flight (a tracked LLM stream) can `record()` what it has. A listener that
-   * throws does not stop the settlement.
+   * Runs `listener` synchronously when the request's billing starts to end, before its usage
+   * is settled, so work still in flight (a tracked LLM stream) can `record()` what it has. A
+   * listener that throws does not stop the settlement.
    */
   onEnding(listener: (billing: RequestBilling) => void): void {
     if (this.ended) return;
     this.endingListeners.push(listener);
   }
 
-  /**
-   * A reservation sent ahead that `requireCredits` did not adopt (a 429 came first, a
-   * subscription covered the request) is released with the settlement, in its round trip.
-   */
-  private releaseUnadoptedReservation(): void {
-    const early = this.earlyReservation;
-    if (!early || this.reservation) return;
-    const { customerId, requestId } = this;
-    early.result
-      .then((result) => (result.ok ? early.plan.store.release(customerId, requestId) : false))
-      .catch(() => {
-        // Unreleased, it expires on its own after its TTL.
-      });
-  }
-
-  /** True once the response has closed and the billing ended. */
+  /** True once the billing has started to end. */
   get isEnded(): boolean {
     return this.ended;
   }
 
-  /** Ends the request's billing once: settles through `meterUsage`, or releases the reservation. */
-  async end(response: Response): Promise<void> {
-    if (this.ended) return;
+  /**
+   * Ends the request's billing once: settles through `meterUsage`, or releases what the
+   * request holds. Every later call returns the same promise.
+   */
+  end(response: Response): Promise<void> {
+    this.ending ??= this.runEnd(response);
+    return this.ending;
+  }
+
+  private async runEnd(response: Response): Promise<void> {
     this.ended = true;
     for (const listener of this.endingListeners.splice(0)) {
       try {
@@ -158,9 +161,8 @@ export class RequestBilling {
       }
     }
     try {
-      // Called, not awaited yet: an async settler has sent its store write by the time it returns.
-      const settling = this.settler ? this.settler(this, response) : this.onUnsettled(this);
-      this.releaseUnadoptedReservation();
+      // Called, not awaited yet: the store write is sent by the time it returns.
+      const settling = this.settler ? this.settler.settle(this, response) : this.onUnsettled(this);
       for (const listener of this.settlingListeners.splice(0)) {
         try {
           listener(this);
@@ -170,6 +172,7 @@ export class RequestBilling {
       }
       await settling;
     } finally {
+      this.finished = true;
       for (const listener of this.endListeners.splice(0)) listener(this);
     }
   }
@@ -200,87 +203,8 @@ export function continueWithin(billing: RequestBilling, next: () => void): void 
   else next();
 }
 
-/**
- * The request's billing, if a billing middleware has run for it. Middlewares read it before
- * awaiting `openBilling`: on the hot path, every await is a turn of the microtask queue.
- */
+/** The request's billing, if a billing middleware has opened it. */
 export function billingOf(res: Response): RequestBilling | undefined {
   const billing = res.locals.billing;
   return billing instanceof RequestBilling ? billing : undefined;
-}
-
-/**
- * Attaches a new billing state to the response, ending it when the response closes. `close`
- * fires once on every response in Node ≥ 18, after `finish` or on an abort, so it is the one
- * place that sees every ending.
- */
-export function attachBilling(
-  res: Response,
-  billing: RequestBilling,
-  onError: (error: unknown) => void,
-): void {
-  res.locals.billing = billing;
-  res.once('close', () => {
-    billing.end(res).catch(onError);
-  });
-}
-
-/** What opening a request's billing needs, from whichever middleware runs first. */
-export interface OpenBillingOptions {
-  store: BillingStore;
-  customerId: (req: Request) => string | undefined | Promise<string | undefined>;
-  requestId: ((req: Request) => string) | undefined;
-  logger: Logger;
-}
-
-/**
- * The request's billing: the one an earlier billing middleware opened, or a new one for the
- * customer `customerId(req)` names. `undefined` when the app's authentication names nobody.
- */
-export async function openBilling(
-  req: Request,
-  res: Response,
-  options: OpenBillingOptions,
-): Promise<RequestBilling | undefined> {
-  const existing = billingOf(res);
-  if (existing) return existing;
-  const customerId = await options.customerId(req);
-  if (typeof customerId !== 'string' || customerId === '') return undefined;
-  const { store, logger } = options;
-  const billing = new RequestBilling(
-    customerId,
-    options.requestId?.(req) ?? randomUUID(),
-    async (unsettled) => {
-      if (unsettled.reservation) await store.release(unsettled.customerId, unsettled.reservation.id);
-    },
-  );
-  attachBilling(res, billing, (error) =>
-    logger.error('ending the billing of a request failed', {
-      customerId,
-      requestId: billing.requestId,
-      error,
-    }),
-  );
-  return billing;
-}
-
-/**
- * The request's billing for a middleware that needs a customer, or `undefined` once it has
- * answered: 401 when the app's authentication names nobody, `next(error)` when it threw.
- */
-export async function billingOrRefusal(
-  req: Request,
-  res: Response,
-  next: NextFunction,
-  options: OpenBillingOptions,
-): Promise<RequestBilling | undefined> {
-  let billing: RequestBilling | undefined;
-  try {
-    billing = await openBilling(req, res, options);
-  } catch (error) {
-    next(error);
-    return undefined;
-  }
-  if (!billing) sendOpenAIError(res, 401, noCustomerError());
-  return billing;
 }

@@ -1,16 +1,44 @@
 import type { RequestHandler, Router } from 'express';
+import { RequestSettingsScope } from './chain/context.js';
+import { type ChainContext, type ChainSteps, createChain } from './chain/index.js';
 import { type DodoWebhooksOptions, dodoWebhooks } from './dodo-webhooks/index.js';
-import { type MeterUsageMiddleware, type MeterUsageOptions, meterUsage } from './meter-usage/index.js';
-import type { SharedOptions } from './options.js';
-import { type RequireCreditsOptions, requireCredits } from './require-credits/index.js';
-import { type SoftCapRouterOptions, softCapRouter } from './soft-cap-router/index.js';
-import { type TierRateLimitOptions, tierRateLimit } from './tier-rate-limit/index.js';
+import { Flushers } from './meter-usage/flushers.js';
+import { flusherOptions, type MeterUsageMiddleware, withFlusherControls } from './meter-usage/index.js';
+import { type MeterUsageOptions, resolveMeterUsageOptions } from './meter-usage/options.js';
+import { MeterStep } from './meter-usage/step.js';
+import { resolveLogger, resolveStore, type SharedOptions } from './options.js';
+import type { RequestSettingsOptions } from './request-settings.js';
+import { type RequireCreditsOptions, resolveRequireCreditsOptions } from './require-credits/options.js';
+import { CreditStep } from './require-credits/step.js';
+import { resolveSoftCapRouterOptions, type SoftCapRouterOptions } from './soft-cap-router/options.js';
+import { SoftCapStep } from './soft-cap-router/step.js';
+import { resolveTierRateLimitOptions, type TierRateLimitOptions } from './tier-rate-limit/options.js';
+import { TierStep } from './tier-rate-limit/step.js';
 
 /** Options of a middleware once the shared settings are bound: only its own are required. */
 type Own<T> = Omit<T, keyof SharedOptions> & Partial<SharedOptions>;
 
-/** The five middlewares with shared settings bound, and the controls of the usage flusher. */
+/**
+ * What `billing.chain()` runs, keyed by middleware: each takes that middleware's own options,
+ * or `false` to leave it out. Credits and metering run unless `false`; tiers and soft caps run
+ * when given.
+ */
+export interface ChainOptions {
+  tierRateLimit?: Own<TierRateLimitOptions> | false;
+  softCapRouter?: Own<SoftCapRouterOptions> | false;
+  requireCredits?: Own<RequireCreditsOptions> | false;
+  meterUsage?: Own<MeterUsageOptions> | false;
+}
+
+/** The five middlewares and the chain, with shared settings bound, and the usage flusher's controls. */
 export interface Billing {
+  /**
+   * One Express handler that runs, for a request, the tier limit, the soft cap, the credit
+   * reservation and the metering — one store round trip to admit, one to settle — wherever it
+   * is mounted (`app.use`, a router, a route).
+   * @example app.post('/v1/chat/completions', billing.chain({ tierRateLimit: { tiers: OPENAI_TIERS } }), proxy)
+   */
+  chain(options?: ChainOptions): MeterUsageMiddleware;
   requireCredits(options?: Own<RequireCreditsOptions>): RequestHandler;
   meterUsage(options?: Own<MeterUsageOptions>): MeterUsageMiddleware;
   tierRateLimit(options: Own<TierRateLimitOptions>): RequestHandler;
@@ -18,39 +46,92 @@ export interface Billing {
   dodoWebhooks(options?: Own<DodoWebhooksOptions>): Router;
   /** Resolves once every queued usage event has been accepted by Dodo, or rejects with why not. */
   flush(timeoutMs?: number): Promise<void>;
-  /** Flushes, then stops the flusher's timers (and the store's, not an injected Redis client). */
+  /** Flushes, then stops the flushers' timers (and the store's, not an injected Redis client). */
   close(): Promise<void>;
 }
 
 /**
- * Binds the shared settings (`store`, `dodo`, `customerId`, `pricing`, …) once. Each factory
- * still takes its own options, which win over the shared ones.
+ * Binds the shared settings (`store`, `dodo`, `customerId`, `pricing`, …) once. Each
+ * middleware still takes its own options; the per-request ones (`model`, `requestId`, the
+ * estimator…) apply to the requests that middleware (or the chain holding it) bills, and must
+ * agree with every other middleware billing the same request.
  *
  * @example
  * const billing = createBilling({ store, dodo, creditEntitlementId, customerId, pricing });
- * app.post('/v1/chat/completions', billing.requireCredits(), billing.meterUsage(), handler);
+ * app.post('/v1/chat/completions', billing.chain(), handler);
  */
 export function createBilling(shared: Readonly<SharedOptions>): Billing {
-  const meters: MeterUsageMiddleware[] = [];
-  // The outbox is delivered by a flusher even if no route mounted meterUsage yet.
-  const flusherOwner = (): MeterUsageMiddleware => {
-    if (meters.length === 0) meters.push(meterUsage({ ...shared } as MeterUsageOptions));
-    return meters[0]!;
+  const scope = new RequestSettingsScope(shared);
+  const store = resolveStore(shared, 'createBilling');
+  const logger = resolveLogger(shared.logger);
+  const flushers = new Flushers();
+  const steps = {
+    tierRateLimit: (options: Own<TierRateLimitOptions>) =>
+      new TierStep(resolveTierRateLimitOptions({ ...shared, ...options } as TierRateLimitOptions)),
+    softCapRouter: (options: Own<SoftCapRouterOptions>) =>
+      new SoftCapStep(resolveSoftCapRouterOptions({ ...shared, ...options } as SoftCapRouterOptions)),
+    requireCredits: (options: Own<RequireCreditsOptions> | undefined) =>
+      new CreditStep(resolveRequireCreditsOptions({ ...shared, ...options } as RequireCreditsOptions)),
+    meterUsage: (options: Own<MeterUsageOptions> | undefined) => {
+      const config = resolveMeterUsageOptions({ ...shared, ...options } as MeterUsageOptions);
+      return new MeterStep(config, flushers.for(flusherOptions(config)));
+    },
+  };
+  /** A chain of these steps, its per-request settings resolved from their options now. */
+  const chainOf = (
+    chainSteps: ChainSteps,
+    options: Partial<Record<keyof ChainSteps, object | undefined>>,
+    name: string,
+  ): RequestHandler => {
+    const parts = Object.entries(options)
+      .filter(([step]) => chainSteps[step as keyof ChainSteps] !== undefined)
+      .map(([middleware, own]) => ({ options: (own ?? {}) as RequestSettingsOptions, middleware }));
+    const context: ChainContext = { settings: scope.forChain(parts), store, logger };
+    return createChain(context, chainSteps, name);
+  };
+  // Without a route mounting metering yet, `flush` still delivers the store's outbox.
+  const ensureFlusher = () => {
+    steps.meterUsage(undefined);
   };
   return {
-    requireCredits: (options = {}) => requireCredits({ ...shared, ...options } as RequireCreditsOptions),
-    meterUsage: (options = {}) => {
-      const middleware = meterUsage({ ...shared, ...options } as MeterUsageOptions);
-      meters.push(middleware);
-      return middleware;
+    chain: (options = {}) => {
+      const own = {
+        tierRateLimit: options.tierRateLimit || undefined,
+        softCapRouter: options.softCapRouter || undefined,
+        requireCredits: options.requireCredits === false ? undefined : (options.requireCredits ?? {}),
+        meterUsage: options.meterUsage === false ? undefined : (options.meterUsage ?? {}),
+      };
+      const chainSteps: ChainSteps = {
+        tierRateLimit: own.tierRateLimit && steps.tierRateLimit(own.tierRateLimit),
+        softCapRouter: own.softCapRouter && steps.softCapRouter(own.softCapRouter),
+        requireCredits: own.requireCredits && steps.requireCredits(own.requireCredits),
+        meterUsage: own.meterUsage && steps.meterUsage(own.meterUsage),
+      };
+      return withFlusherControls(chainOf(chainSteps, own, 'billingChain'), flushers);
     },
-    tierRateLimit: (options) => tierRateLimit({ ...shared, ...options } as TierRateLimitOptions),
-    softCapRouter: (options) => softCapRouter({ ...shared, ...options } as SoftCapRouterOptions),
+    requireCredits: (options) =>
+      chainOf(
+        { requireCredits: steps.requireCredits(options) },
+        { requireCredits: options },
+        'requireCredits',
+      ),
+    meterUsage: (options) =>
+      withFlusherControls(
+        chainOf({ meterUsage: steps.meterUsage(options) }, { meterUsage: options }, 'meterUsage'),
+        flushers,
+      ),
+    tierRateLimit: (options) =>
+      chainOf({ tierRateLimit: steps.tierRateLimit(options) }, { tierRateLimit: options }, 'tierRateLimit'),
+    softCapRouter: (options) =>
+      chainOf({ softCapRouter: steps.softCapRouter(options) }, { softCapRouter: options }, 'softCapRouter'),
     dodoWebhooks: (options = {}) => dodoWebhooks({ ...shared, ...options } as DodoWebhooksOptions),
-    flush: (timeoutMs) => flusherOwner().flush(timeoutMs),
+    flush: async (timeoutMs) => {
+      ensureFlusher();
+      await flushers.flush(timeoutMs);
+    },
     close: async () => {
       try {
-        await Promise.all(meters.map((middleware) => middleware.close()));
+        await flushers.close();
       } finally {
         await shared.store.close();
       }

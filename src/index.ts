@@ -1,5 +1,5 @@
 export { enableRequestBillingContext, RequestBilling, type UsageRecord } from './billing-context.js';
-export { type Billing, createBilling } from './create-billing.js';
+export { type Billing, type ChainOptions, createBilling } from './create-billing.js';
 export {
   type DodoWebhookEventOf,
   type DodoWebhooksOptions,
@@ -8,6 +8,7 @@ export {
   type WebhookHandlers,
 } from './dodo-webhooks/index.js';
 export { BillingError, ConfigError, StoreError } from './errors.js';
+export type { OutputLimitField } from './estimate/index.js';
 export type { Logger } from './logger.js';
 export { type MeterUsageMiddleware, type MeterUsageOptions, meterUsage } from './meter-usage/index.js';
 export {
@@ -39,11 +40,13 @@ export {
   unitsPerCredit,
 } from './money.js';
 export type { MeterNames, SharedOptions } from './options.js';
+export type { RequestSettingsOptions } from './request-settings.js';
 export {
   charactersOverFour,
   type RequireCreditsOptions,
   requireCredits,
   type TokenEstimator,
+  utf8ByteTokens,
 } from './require-credits/index.js';
 export {
   type SoftCapPlan,

@@ -90,10 +90,16 @@ export function parseUsd(value: string | number, optionName: string): Money {
 /** Price of one token of one kind, in money units: exact by construction. */
 export type PerTokenPrice = Money;
 
-/** Prices of one model, per token, in money units. */
+/** Prices of one model, per token, in money units, and what bounds its cost. */
 export interface ModelPrice {
   input: PerTokenPrice;
   output: PerTokenPrice;
+  /** The most output tokens one completion of the model can generate, when known. */
+  maxOutputTokens?: number;
+  /** Input tokens allowed for each image, when the model's differ from the default. */
+  imageTokens?: number;
+  /** The model reasons: output it bills can be invisible in the text it streams. */
+  reasoning?: boolean;
 }
 
 /** A model's price as the app writes it: USD per 1M tokens, decimal strings (or exact numbers). */
@@ -102,6 +108,24 @@ export interface PriceInput {
   input: string | number;
   /** USD per 1M output tokens, e.g. `"10.00"`. */
   output: string | number;
+  /**
+   * The most output tokens one completion can generate (OpenAI's model page says: 16,384 for
+   * gpt-4o, 100,000 for o1). A request that sets no limit is bounded by it.
+   * @default the `defaultMaxOutputTokens` setting
+   */
+  maxOutputTokens?: number;
+  /**
+   * Input tokens reserved for each image of a request (OpenAI bills images by size and detail:
+   * up to 1,445 tokens on gpt-4o; gpt-4o-mini counts ~33× as many at its lower price).
+   * @default the `imageTokens` setting (1,445)
+   */
+  imageTokens?: number;
+  /**
+   * The model reasons (o-series, gpt-5…): a stream cut before its usage is billed at least its
+   * reserved output, since reasoning tokens never show in the text.
+   * @default true for names starting with `o1`, `o3`, `o4`, `gpt-5`; false otherwise
+   */
+  reasoning?: boolean;
 }
 
 /** Pricing table as the app writes it: model name → USD per 1M input and output tokens. */
@@ -148,15 +172,44 @@ export function resolvePricing(
         `\`${optionName}["${model}"]\` must be { input, output } in USD per 1M tokens.`,
       );
     }
-    table.set(model, {
-      input: parsePricePerMillion(price.input, `${optionName}["${model}"].input`),
-      output: parsePricePerMillion(price.output, `${optionName}["${model}"].output`),
-    });
+    const where = `${optionName}["${model}"]`;
+    const resolved: ModelPrice = {
+      input: parsePricePerMillion(price.input, `${where}.input`),
+      output: parsePricePerMillion(price.output, `${where}.output`),
+      reasoning: price.reasoning ?? isReasoningModelName(model),
+    };
+    const maxOutputTokens = optionalTokenCount(price.maxOutputTokens, `${where}.maxOutputTokens`);
+    if (maxOutputTokens !== undefined) resolved.maxOutputTokens = maxOutputTokens;
+    const imageTokens = optionalTokenCount(price.imageTokens, `${where}.imageTokens`);
+    if (imageTokens !== undefined) resolved.imageTokens = imageTokens;
+    if (typeof resolved.reasoning !== 'boolean') {
+      throw new ConfigError('ERR_ELB_INVALID_PRICING', `\`${where}.reasoning\` must be true or false.`);
+    }
+    table.set(model, resolved);
   }
   if (table.size === 0) {
     throw new ConfigError('ERR_ELB_INVALID_PRICING', `\`${optionName}\` must price at least one model.`);
   }
   return table;
+}
+
+/** Model names of OpenAI's reasoning families, whose billed output can be invisible. */
+const REASONING_MODEL = /^(o1|o3|o4|gpt-5)/;
+
+/** Whether a model's name says it reasons (OpenAI's o-series and gpt-5 families). */
+export function isReasoningModelName(model: string): boolean {
+  return REASONING_MODEL.test(model);
+}
+
+function optionalTokenCount(value: unknown, optionName: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new ConfigError(
+      'ERR_ELB_INVALID_PRICING',
+      `\`${optionName}\` must be a positive integer number of tokens (got ${describe(value)}).`,
+    );
+  }
+  return value;
 }
 
 function wholeTokens(tokens: number | bigint, what: string): bigint {

@@ -4,33 +4,24 @@ import { ConfigError } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { type MetersOption, type ResolvedMetering, resolveMetering } from './metering.js';
 import { type ModelPrice, type Money, type PricingInput, resolvePricing, unitsPerCredit } from './money.js';
+import type { RequestSettingsOptions } from './request-settings.js';
 import type { BillingStore } from './store/types.js';
 
 export { DEFAULT_METERS, type MeterNames } from './metering.js';
 
 /**
- * Settings shared by the middlewares (bind them once with `createBilling`). Each middleware
- * reads the ones it needs and says at startup which is missing.
+ * Settings shared by the middlewares (bind them once with `createBilling`): the store and Dodo,
+ * and the per-request settings (`customerId`, `requestId`, `pricing`, the estimator…) that every
+ * middleware must read the same way. Each middleware reads the ones it needs and says at startup
+ * which is missing.
  */
-export interface SharedOptions {
+export interface SharedOptions extends RequestSettingsOptions {
   /** Where balances, reservations, the outbox and counters live. */
   store: BillingStore;
   /** A `DodoPayments` client from the `dodopayments` SDK. */
   dodo?: DodoPayments;
   /** The fiat credit entitlement whose balance is checked. */
   creditEntitlementId?: string;
-  /**
-   * The Dodo customer id of the caller, from the app's own authentication (never from the
-   * request body), or `undefined` when the caller is unknown.
-   * @example (req) => req.user?.dodoCustomerId
-   */
-  customerId?: (req: Request) => string | undefined | Promise<string | undefined>;
-  /**
-   * USD per 1M input and output tokens, per model: decimal strings, or numbers whose decimal
-   * string is exact.
-   * @example { 'gpt-4o': { input: '2.50', output: '10.00' } }
-   */
-  pricing?: PricingInput;
   /** How many credits one US dollar buys (100 when credits are cents). @default 100 */
   creditsPerDollar?: string | number;
   /**

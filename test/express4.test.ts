@@ -11,13 +11,12 @@ describe('on Express 4', () => {
   let server: ReturnType<ReturnType<typeof express4>['listen']>;
   let url: string;
   let customer: string;
-  const sentAhead: boolean[] = [];
   const store = new MemoryStore();
 
   beforeAll(async () => {
     dodo = await startDodo();
     customer = dodo.emulator.createCustomer({ email: 'express4@example.com' }).customer_id;
-    dodo.emulator.setBalance(customer, dodo.entitlementId, '0.08');
+    dodo.emulator.setBalance(customer, dodo.entitlementId, '0.17'); // one request's hold: $0.00163
     const billing = createBilling({
       store,
       dodo: dodo.emulator.client({ maxRetries: 0 }),
@@ -35,7 +34,6 @@ describe('on Express 4', () => {
       billing.requireCredits(),
       billing.meterUsage(),
       (_req, res) => {
-        sentAhead.push(res.locals.billing.earlyReservation !== undefined);
         res.json({ choices: [], usage: { prompt_tokens: 100, completion_tokens: 50 } });
       },
     );
@@ -71,8 +69,5 @@ describe('on Express 4', () => {
     dodo.emulator.addCredits(customer, dodo.entitlementId, '100');
     await dodo.emulator.waitForWebhooks({ type: 'credit.added' });
     await expect.poll(async () => (await chat()).status).toBe(200);
-    // Express 4 routes carry `req.route` too: after the first request, the tier's reads carried
-    // requireCredits' reservation.
-    expect(sentAhead).toEqual([false, true]);
   });
 });

@@ -5,6 +5,7 @@ import { StoreError } from '../src/errors.js';
 import { parseUsd } from '../src/money.js';
 import { subscriptionPeriod } from '../src/store/subscription-period.js';
 import type { BillingStore, OutboxEvent, Settlement } from '../src/store/types.js';
+import { describeAdmissionConformance } from './store-conformance-admission.js';
 
 /** A store under test, built on a clock the suite controls. */
 export interface ConformanceSubject {
@@ -72,6 +73,8 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
     afterEach(async () => {
       await store.close();
     });
+
+    describeAdmissionConformance(() => ({ store, now, advance }));
 
     describe('balance view', () => {
       it('has no view for a customer never synced', async () => {

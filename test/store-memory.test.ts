@@ -179,6 +179,88 @@ describe('MemoryStore: bounded in memory', () => {
     await request(store, 'cus_1', 'after');
   });
 
+  it('refuses a new admission at the bound, not a re-admission of a request already in', async () => {
+    const store = new MemoryStore({ maxBytes: 64 * 1024, maxCustomers: 100, maxWebhookIds: 100 });
+    await store.syncBalance('cus_1', 1_000_000n * CREDIT, 1);
+    const admission = (requestId: string, replace = false) => ({
+      customerId: 'cus_1',
+      requestId,
+      replace,
+      readProfile: false,
+      credits: { min: CREDIT, max: CREDIT, overdraft: 0n },
+      ttlMs: 10 * MINUTE,
+    });
+    let admitted = 0;
+    let refusal: unknown;
+    for (; admitted < 1_000; admitted++) {
+      const settlement = {
+        customerId: 'cus_1',
+        reservationId: `req_${admitted}`,
+        settlementId: `req_${admitted}`,
+        cost: CREDIT,
+        events: usageEvents('cus_1', `req_${admitted}`),
+        retentionMs: DAY,
+      };
+      try {
+        await store.admit(admission(`req_${admitted}`));
+      } catch (error) {
+        refusal = error;
+        break;
+      }
+      await store.settle(settlement);
+    }
+    expect(refusal).toBeInstanceOf(StoreError);
+    expect((refusal as Error).message).toMatch(/memory bound/);
+    expect(store.usage().bytes).toBeLessThanOrEqual(64 * 1024);
+    // A request admitted before the bound may still be re-admitted (a soft-cap rewrite).
+    const before = store.usage().bytes;
+    await store.settle({
+      customerId: 'cus_1',
+      settlementId: 'unreserved',
+      cost: 0n,
+      events: [],
+      retentionMs: DAY,
+    });
+    expect(store.usage().bytes).toBeGreaterThan(before);
+    await expect(store.admit(admission('new'))).rejects.toBeInstanceOf(StoreError);
+    await expect(store.admit(admission(`req_${admitted - 1}`, true))).resolves.toMatchObject({
+      credits: { ok: true },
+    });
+  });
+
+  it('never forgets a subscriber holding only a share of its hard cap', async () => {
+    const store = new MemoryStore({ maxCustomers: 2 });
+    await store.putSubscription('sub', {
+      subscriptionId: 'sub_1',
+      productId: 'prod_team',
+      status: 'active',
+      quantity: 1,
+      periodStart: 1_790_000_000_000,
+      periodEnd: 1_792_592_000_000,
+      updatedAt: 1,
+    });
+    const result = await store.admit({
+      customerId: 'sub',
+      requestId: 'r1',
+      readProfile: false,
+      plans: {
+        activeStatuses: ['active'],
+        byProduct: new Map([
+          [
+            'prod_team',
+            { chargeCredits: false, hardCap: { unit: 'tokens', amount: 10_000n, perSeat: false } },
+          ],
+        ]),
+        estimate: { tokens: 4_000n, cost: 0n },
+      },
+      ttlMs: 10 * MINUTE,
+    });
+    expect(result.subscription?.subscriptionId).toBe('sub_1');
+    for (let other = 0; other < 5; other++) await store.syncBalance(`other-${other}`, CREDIT, 1);
+    expect(await store.getSubscriptions('sub')).toHaveLength(1);
+    expect(store.usage()).toMatchObject({ pinnedCustomers: 1 });
+  });
+
   it('counts what it keeps, and gives the bytes back as it lets go', async () => {
     const store = new MemoryStore();
     const empty = store.usage().bytes;

@@ -37,8 +37,8 @@ const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
 /**
  * The proxy: the same routes and middlewares in both modes, built from the wiring.
  *
- * `POST /v1/chat/completions`: api-key auth → tierRateLimit → softCapRouter → requireCredits →
- * meterUsage → the upstream call. `POST /webhooks/dodo` is mounted before any body parser,
+ * `POST /v1/chat/completions`: api-key auth → `billing.chain()` (tiers, soft caps, credits,
+ * metering) → the upstream call. `POST /webhooks/dodo` is mounted before any body parser,
  * because its signature is checked over the raw bytes.
  */
 export function buildApp(
@@ -64,15 +64,18 @@ export function buildApp(
 
   app.use('/webhooks/dodo', billing.dodoWebhooks());
 
-  const chain = [
+  // One chain per route: tiers, soft caps, credits and metering, one store round trip to admit
+  // and one to settle.
+  app.post(
+    '/v1/chat/completions',
     json,
     auth,
-    billing.tierRateLimit({ tiers }),
-    ...(Object.keys(wiring.plans).length > 0 ? [billing.softCapRouter({ plans: wiring.plans })] : []),
-    billing.requireCredits(),
-    billing.meterUsage(),
-  ];
-  app.post('/v1/chat/completions', ...chain, chatCompletions(wiring.openai));
+    billing.chain({
+      tierRateLimit: { tiers },
+      softCapRouter: Object.keys(wiring.plans).length > 0 && { plans: wiring.plans },
+    }),
+    chatCompletions(wiring.openai),
+  );
   // An endpoint of the app's own shape: a tracked client (a copy, so the proxy's calls stay
   // billed from its responses) records each upstream call's usage on the request.
   const tracked = trackOpenAI(wiring.openai.withOptions({}), {
@@ -85,9 +88,7 @@ export function buildApp(
     '/v1/summarize',
     json,
     auth,
-    billing.tierRateLimit({ tiers }),
-    billing.requireCredits({ model: () => SUMMARY_MODEL }),
-    billing.meterUsage(),
+    billing.chain({ tierRateLimit: { tiers }, requireCredits: { model: () => SUMMARY_MODEL } }),
     summarizeRoute(tracked),
   );
   app.get('/v1/models', auth, listModels(wiring.openai, new Set(Object.keys(PRICING))));

@@ -1,17 +1,14 @@
-import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { billingOf, continueWithin, openBilling, type RequestBilling } from '../billing-context.js';
-import { modelFromBody } from '../options.js';
-import { charactersOverFour } from '../require-credits/estimate.js';
-import type { BillingStore } from '../store/types.js';
+import type { RequestHandler } from 'express';
+import { standaloneContext } from '../chain/context.js';
+import { createChain } from '../chain/index.js';
+import { Flushers } from './flushers.js';
 import {
   type MeterUsageOptions,
   type ResolvedMeterUsageOptions,
   resolveMeterUsageOptions,
 } from './options.js';
-import { OutboxFlusher } from './outbox-flusher.js';
-import { captureResponse, type ResponseCapture } from './response-capture.js';
-import { buildSettlement } from './settlement.js';
-import { usageRecordsOf } from './usage-records.js';
+import type { OutboxFlusherOptions } from './outbox-flusher.js';
+import { MeterStep } from './step.js';
 
 export type { MeterUsageOptions } from './options.js';
 
@@ -25,96 +22,41 @@ export interface MeterUsageMiddleware extends RequestHandler {
   stop(): void;
 }
 
-/** One flusher per store, however many `meterUsage` instances share it. */
-const flushers = new WeakMap<BillingStore, OutboxFlusher>();
-
-function flusherFor(config: ResolvedMeterUsageOptions): OutboxFlusher {
-  let flusher = flushers.get(config.store);
-  if (!flusher) {
-    flusher = new OutboxFlusher({
-      store: config.store,
-      dodo: config.dodo,
-      logger: config.logger,
-      intervalMs: config.flushIntervalMs,
-      batchSize: config.batchSize,
-      leaseMs: config.leaseMs,
-      ingestTimeoutMs: config.ingestTimeoutMs,
-      maxBackoffMs: config.maxBackoffMs,
-      onDeadLetter: config.onDeadLetter,
-    });
-    flushers.set(config.store, flusher);
-  }
-  return flusher;
+/** The outbox flusher's options, from `meterUsage`'s. */
+export function flusherOptions(config: ResolvedMeterUsageOptions): OutboxFlusherOptions {
+  return {
+    store: config.store,
+    dodo: config.dodo,
+    logger: config.logger,
+    intervalMs: config.flushIntervalMs,
+    batchSize: config.batchSize,
+    leaseMs: config.leaseMs,
+    ingestTimeoutMs: config.ingestTimeoutMs,
+    maxBackoffMs: config.maxBackoffMs,
+    onDeadLetter: config.onDeadLetter,
+  };
 }
 
 /**
  * Around the handler: reads the usage of the response (JSON `usage`, the usage chunk of an
  * event stream, or what the app records with `res.locals.billing.record(…)`), prices it, and
- * settles it in one atomic store operation — reservation released, cost deducted, two usage
- * events queued in the durable outbox — when the response ends. A background flusher sends
- * the outbox to Dodo; no response ever waits on Dodo.
+ * settles it in one atomic store operation — holds released, cost deducted, two usage events
+ * queued in the durable outbox — before the response's last bytes leave. A background flusher
+ * sends the outbox to Dodo; no response ever waits on Dodo. A chain of one.
  */
 export function meterUsage(options: Readonly<MeterUsageOptions>): MeterUsageMiddleware {
+  const context = standaloneContext(options, 'meterUsage');
   const config = resolveMeterUsageOptions(options);
-  const flusher = flusherFor(config);
-  flusher.start();
-
-  const middleware = async function meterUsageMiddleware(req: Request, res: Response, next: NextFunction) {
-    let billing: RequestBilling | undefined;
-    try {
-      billing = billingOf(res) ?? (await openBilling(req, res, config));
-    } catch (error) {
-      return next(error);
-    }
-    // Nobody to bill: `requireCredits`, when mounted, answers such requests with 401.
-    if (!billing) return next();
-    if (billing.model === undefined) billing.model = modelFromBody(req);
-    if (billing.estimatedInputTokens === 0)
-      billing.estimatedInputTokens = charactersOverFour(billing.promptOf(req.body));
-    const capture = captureResponse(res, config.maxJsonBytes);
-    billing.settler = (ended, response) => settle(config, flusher, ended, capture, response);
-    return continueWithin(billing, next);
-  } as MeterUsageMiddleware;
-
-  middleware.flush = (timeoutMs?: number) => flusher.flush(timeoutMs);
-  middleware.stop = () => flusher.stop();
-  middleware.close = async () => {
-    try {
-      await flusher.flush();
-    } finally {
-      flusher.stop();
-    }
-  };
-  return middleware;
+  const flushers = new Flushers();
+  const step = new MeterStep(config, flushers.for(flusherOptions(config)));
+  return withFlusherControls(createChain(context, { meterUsage: step }, 'meterUsage'), flushers);
 }
 
-async function settle(
-  config: ResolvedMeterUsageOptions,
-  flusher: OutboxFlusher,
-  billing: RequestBilling,
-  capture: ResponseCapture,
-  res: Response,
-): Promise<void> {
-  const { store, logger } = config;
-  const records = usageRecordsOf(billing, capture, res);
-  billing.settledUsage = records;
-  const settlement = buildSettlement(config, {
-    customerId: billing.customerId,
-    settlementId: billing.requestId,
-    reservationId: billing.reservation?.id,
-    records,
-    chargeCredits: billing.chargeCredits,
-    usagePeriod: billing.usagePeriod,
-    now: store.now(),
-  });
-  try {
-    await store.settle(settlement);
-  } catch (error) {
-    logger.error('settling a request failed: it will be retried in the background', {
-      customerId: billing.customerId,
-      requestId: billing.requestId,
-      error,
-    });
-    flusher.retryLater(settlement);
-  }
+/** A handler with the flush, close and stop of the flushers it delivers through. */
+export function withFlusherControls(handler: RequestHandler, flushers: Flushers): MeterUsageMiddleware {
+  const middleware = handler as MeterUsageMiddleware;
+  middleware.flush = (timeoutMs) => flushers.flush(timeoutMs);
+  middleware.stop = () => flushers.stop();
+  middleware.close = () => flushers.close();
+  return middleware;
 }

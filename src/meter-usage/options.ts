@@ -1,29 +1,33 @@
 import type DodoPayments from 'dodopayments';
-import type { Request } from 'express';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ResolvedMetering } from '../metering.js';
-import type { PriceInput } from '../money.js';
 import {
   positiveInteger,
   type ResolvedPricing,
   requireFunction,
   requireOption,
-  resolveCustomerIdReader,
   resolveLogger,
   resolveMeters,
   resolveModelPricing,
-  resolveRequestIdReader,
   resolveStore,
   type SharedOptions,
 } from '../options.js';
 import type { BillingStore, DeadLetter } from '../store/types.js';
 
 export interface MeterUsageOptions extends SharedOptions {
-  /** Price for models missing from `pricing` (their events are still sent to Dodo). */
-  defaultPrice?: PriceInput;
-  /** Largest JSON response read for its `usage`; larger ones are estimated. @default 8 MiB */
-  maxJsonBytes?: number;
+  /**
+   * How long, after a client leaves before its response ended, to wait for the handler's own
+   * answer (its usage is what the upstream bills) before billing an estimate instead.
+   * @default 60_000
+   */
+  abandonedResponseTimeoutMs?: number;
+  /**
+   * Add `x-billing-cost` and `x-billing-balance` (exact decimal USD) to each billed JSON
+   * answer, and `usage.cost` to a stream's usage chunk when the client asked for usage.
+   * @default true
+   */
+  costHeaders?: boolean;
   /** Pause between outbox flushes. @default 1_000 */
   flushIntervalMs?: number;
   /** Events per ingest call (Dodo accepts at most 1000). @default 1000 */
@@ -38,17 +42,15 @@ export interface MeterUsageOptions extends SharedOptions {
   usageRetentionMs?: number;
   /** Called for each event Dodo refuses as invalid; it stays in the store's dead letters. */
   onDeadLetter?: (deadLetter: DeadLetter) => void;
-  /** An id for the request when `requireCredits` did not run before. @default randomUUID */
-  requestId?: (req: Request) => string;
 }
 
 export interface ResolvedMeterUsageOptions {
   store: BillingStore;
   dodo: DodoPayments;
-  customerId: (req: Request) => string | undefined | Promise<string | undefined>;
   pricing: ResolvedPricing;
   meters: ResolvedMetering;
-  maxJsonBytes: number;
+  abandonedResponseTimeoutMs: number;
+  costHeaders: boolean;
   flushIntervalMs: number;
   batchSize: number;
   ingestTimeoutMs: number;
@@ -56,7 +58,6 @@ export interface ResolvedMeterUsageOptions {
   leaseMs: number;
   usageRetentionMs: number;
   onDeadLetter: ((deadLetter: DeadLetter) => void) | undefined;
-  requestId: ((req: Request) => string) | undefined;
   logger: Logger;
 }
 
@@ -77,10 +78,15 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
   return {
     store: resolveStore(options, NAME),
     dodo: requireOption(options.dodo, 'dodo', NAME, 'a DodoPayments client, to send usage events'),
-    customerId: resolveCustomerIdReader(options.customerId, NAME),
     pricing,
     meters: resolveMeters(options, pricing, NAME),
-    maxJsonBytes: positiveInteger(options.maxJsonBytes, 'maxJsonBytes', NAME, 8 * 1024 * 1024),
+    abandonedResponseTimeoutMs: positiveInteger(
+      options.abandonedResponseTimeoutMs,
+      'abandonedResponseTimeoutMs',
+      NAME,
+      60_000,
+    ),
+    costHeaders: options.costHeaders ?? true,
     flushIntervalMs: positiveInteger(options.flushIntervalMs, 'flushIntervalMs', NAME, 1_000),
     batchSize,
     ingestTimeoutMs: positiveInteger(options.ingestTimeoutMs, 'ingestTimeoutMs', NAME, 10_000),
@@ -101,7 +107,6 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
             NAME,
             'a function called with each dead-lettered event',
           ),
-    requestId: resolveRequestIdReader(options.requestId, NAME),
     logger: resolveLogger(options.logger),
   };
 }

@@ -105,6 +105,11 @@ export class OutboxFlusher {
 
   constructor(private readonly options: OutboxFlusherOptions) {}
 
+  /** The Dodo client this flusher delivers through. */
+  get dodo(): DodoPayments {
+    return this.options.dodo;
+  }
+
   start(): void {
     if (this.timer) return;
     this.timer = setInterval(() => {

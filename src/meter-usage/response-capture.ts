@@ -1,35 +1,61 @@
 import type { Response } from 'express';
 import { SseUsageParser } from './sse-usage-parser.js';
 
-/** What passed through a response, as far as billing needs it. */
+/** What a response's body is, as far as billing reads it. */
+type BodyKind = 'json' | 'sse' | 'other';
+
+/** Event-stream fields a body can open with (the stream's first line). */
+const SSE_START = /^(?:data|event|id|retry):|^:/;
+
+/**
+ * What passed through a response, as far as billing needs it: the JSON body (up to a limit) or
+ * the event stream's usage, and the tail — the moment before the response's last bytes leave,
+ * when `meterUsage` writes the settlement.
+ */
 export class ResponseCapture {
-  /** Set once the first chunk shows an event stream. */
+  /** Set once the body shows an event stream. */
   sse: SseUsageParser | undefined;
+  /**
+   * Runs before the response's last bytes leave (the final `end`, or the event that carries a
+   * stream's usage or its `[DONE]`); the rest of the response waits for it. Set by `meterUsage`.
+   */
+  tail: (() => Promise<void>) | undefined;
+  /** Whether the handler has ended the response (its `end` was called), whatever the socket did. */
+  handlerEnded = false;
+  private kind: BodyKind | undefined;
   /** The JSON body's chunks as written (strings are kept as they are: no copy). */
   private jsonParts: (string | Uint8Array)[] | undefined = [];
   private jsonSize = 0;
-  private decided = false;
   private parsed: { body: unknown } | undefined;
+  private tailStarted = false;
+  private readonly handlerEndListeners: (() => void)[] = [];
 
   constructor(
     private readonly res: Response,
     private readonly maxJsonBytes: number,
+    private readonly countGenerated: (text: string) => number,
   ) {}
 
   /**
    * The parsed JSON body, when the response was JSON and not larger than the limit. Parsed once
-   * the response has ended, however many middlewares read its usage.
+   * the handler has ended the response, however many middlewares read its usage.
    */
   json(): unknown {
     if (this.parsed) return this.parsed.body;
     const body = this.parse();
-    if (this.res.writableEnded) this.parsed = { body };
+    if (this.handlerEnded) this.parsed = { body };
     return body;
+  }
+
+  /** Calls `listener` when the handler ends the response (at once if it has). */
+  onHandlerEnd(listener: () => void): void {
+    if (this.handlerEnded) listener();
+    else this.handlerEndListeners.push(listener);
   }
 
   private parse(): unknown {
     const parts = this.jsonParts;
-    if (!parts || parts.length === 0 || this.sse) return undefined;
+    if (!parts || parts.length === 0 || this.kind !== 'json') return undefined;
     try {
       const [only] = parts;
       if (parts.length === 1 && typeof only === 'string') return JSON.parse(only);
@@ -43,53 +69,128 @@ export class ResponseCapture {
     }
   }
 
-  observe(chunk: unknown): void {
-    if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
-    if (!this.decided) this.decide();
-    if (this.sse) {
-      this.sse.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array));
-      return;
-    }
-    if (!this.jsonParts) return;
+  /**
+   * Reads a chunk the handler writes. Returns true when the chunk completes what a stream bills
+   * (its usage, or its `[DONE]`): the tail runs before it is passed on.
+   */
+  observe(chunk: unknown): boolean {
+    if (chunk === undefined || chunk === null || typeof chunk === 'function') return false;
     const part = chunk as string | Uint8Array;
-    this.jsonSize += part.length;
-    if (this.jsonSize > this.maxJsonBytes) this.jsonParts = undefined;
-    else this.jsonParts.push(part);
+    if (part.length === 0) return false;
+    this.kind ??= this.decide(part);
+    if (this.kind === 'sse') {
+      this.sse ??= new SseUsageParser(this.countGenerated);
+      const sse = this.sse;
+      const hadUsage = sse.usage !== undefined;
+      sse.push(typeof part === 'string' ? part : Buffer.from(part));
+      return (!hadUsage && sse.usage !== undefined) || sse.done;
+    }
+    if (this.kind === 'json' && this.jsonParts) {
+      this.jsonSize += part.length;
+      if (this.jsonSize > this.maxJsonBytes) this.jsonParts = undefined;
+      else this.jsonParts.push(part);
+    }
+    return false;
   }
 
-  private decide(): void {
-    this.decided = true;
+  /**
+   * The body's kind: from its content type when the handler set it with `setHeader` (or
+   * `res.json`, `res.type`), else from its first bytes (a handler that passed its headers to
+   * `writeHead` alone leaves nothing `getHeader` can read).
+   */
+  private decide(first: string | Uint8Array): BodyKind {
     const type = String(this.res.getHeader('content-type') ?? '').toLowerCase();
-    if (type.includes('text/event-stream')) this.sse = new SseUsageParser();
-    else if (!type.includes('json')) this.jsonParts = undefined;
+    if (type.includes('text/event-stream')) return 'sse';
+    if (type.includes('json')) return 'json';
+    if (type !== '') return 'other';
+    const start = (
+      typeof first === 'string' ? first.slice(0, 64) : Buffer.from(first.subarray(0, 64)).toString('utf8')
+    ).trimStart();
+    if (start.startsWith('{') || start.startsWith('[')) return 'json';
+    if (SSE_START.test(start)) return 'sse';
+    return 'other';
+  }
+
+  /** Marks the handler's end, once. */
+  handlerEnd(): void {
+    if (this.handlerEnded) return;
+    this.handlerEnded = true;
+    for (const listener of this.handlerEndListeners.splice(0)) listener();
+  }
+
+  /** Runs the tail once; later calls wait for the same run. */
+  runTail(): Promise<void> {
+    if (this.tailStarted || !this.tail) return Promise.resolve();
+    this.tailStarted = true;
+    return this.tail();
   }
 }
 
 /** Where a response keeps its capture: in `res.locals`, a plain object, cheap to extend. */
 const CAPTURE = Symbol('express-llm-billing.capture');
 
+type Write = (chunk: unknown, encoding: unknown, callback: unknown) => boolean;
+type End = (chunk: unknown, encoding: unknown, callback: unknown) => Response;
+
 /**
- * Observes every chunk the handler writes, passing each through unchanged and at once: a
- * stream is never delayed or buffered by billing. One capture per response, however many
- * middlewares ask for it. Only `write` and `end` are wrapped: every own property added to a
- * response costs microseconds.
+ * Observes every chunk the handler writes, passing each through unchanged and at once — until
+ * the tail: the chunk that completes a stream's usage (or its `[DONE]`), or the response's
+ * final `end`, waits for the tail (the settlement) to be written first, and what the handler
+ * writes meanwhile follows in order. One capture per response, however many middlewares ask.
+ * Only `write` and `end` are wrapped: every own property added to a response costs microseconds.
  */
-export function captureResponse(res: Response, maxJsonBytes: number): ResponseCapture {
+export function captureResponse(
+  res: Response,
+  maxJsonBytes: number,
+  countGenerated: (text: string) => number = (text) => Buffer.byteLength(text, 'utf8'),
+): ResponseCapture {
   const locals = res.locals as Record<symbol, ResponseCapture | undefined>;
   const existing = locals[CAPTURE];
   if (existing) return existing;
-  const capture = new ResponseCapture(res, maxJsonBytes);
+  const capture = new ResponseCapture(res, maxJsonBytes, countGenerated);
   locals[CAPTURE] = capture;
-  const write = res.write as (chunk: unknown, encoding: unknown, callback: unknown) => boolean;
-  const end = res.end as (chunk: unknown, encoding: unknown, callback: unknown) => Response;
+  const write = res.write as Write;
+  const end = res.end as End;
+  /** Writes waiting for the tail, in order; `undefined` when nothing waits. */
+  let held: (() => void)[] | undefined;
+  const holdUntilTail = (then: () => void) => {
+    held = [then];
+    capture.runTail().then(release, release);
+  };
+  const release = () => {
+    const waiting = held ?? [];
+    held = undefined;
+    for (const resume of waiting) resume();
+  };
   // Fixed parameters rather than rest arguments: no array per call. Node reads a missing
   // argument and an `undefined` one alike.
   res.write = function writeObserved(this: Response, chunk: unknown, encoding?: unknown, callback?: unknown) {
-    capture.observe(chunk);
+    if (held) {
+      held.push(() => write.call(this, chunk, encoding, callback));
+      return true;
+    }
+    if (capture.observe(chunk) && capture.tail) {
+      holdUntilTail(() => write.call(this, chunk, encoding, callback));
+      return true;
+    }
     return write.call(this, chunk, encoding, callback);
   } as Response['write'];
   res.end = function endObserved(this: Response, chunk?: unknown, encoding?: unknown, callback?: unknown) {
+    if (held) {
+      held.push(() => {
+        end.call(this, chunk, encoding, callback);
+      });
+      capture.handlerEnd();
+      return this;
+    }
     capture.observe(chunk);
+    capture.handlerEnd();
+    if (capture.tail) {
+      holdUntilTail(() => {
+        end.call(this, chunk, encoding, callback);
+      });
+      return this;
+    }
     return end.call(this, chunk, encoding, callback);
   } as Response['end'];
   return capture;

@@ -8,19 +8,24 @@ const MAX_LINE_CHARS = 1_000_000;
  * Reads usage out of a server-sent-event stream as its chunks pass, keeping only the current
  * unfinished line: OpenAI's usage chunk (after the finish chunk, before `[DONE]`), the
  * Responses API's `response.completed`, Anthropic's `message_start` + `message_delta`. It also
- * counts the generated text, to estimate a stream that is cut before its usage arrives.
+ * estimates the generated text's tokens, to bill a stream that is cut before its usage arrives.
  */
 export class SseUsageParser {
   /** Usage the stream reported, once it has. */
   usage: ReportedUsage | undefined;
   /** The model the stream says it ran. */
   model: string | undefined;
-  /** Characters of generated text (content, reasoning, tool-call arguments) seen so far. */
-  generatedChars = 0;
+  /** Tokens of generated text (content, reasoning, tool-call arguments) seen so far, estimated. */
+  generatedTokens = 0;
+  /** The stream said `[DONE]`. */
+  done = false;
   private readonly decoder = new StringDecoder('utf8');
   private line = '';
   private skippingLongLine = false;
   private anthropicInput: ReportedUsage | undefined;
+
+  /** `countTokens` estimates the generated text's tokens, delta by delta. */
+  constructor(private readonly countTokens: (text: string) => number) {}
 
   push(chunk: Buffer | string): void {
     const text = typeof chunk === 'string' ? chunk : this.decoder.write(chunk);
@@ -51,7 +56,11 @@ export class SseUsageParser {
     }
     if (!line.startsWith('data:')) return;
     const data = line.slice(line.charAt(5) === ' ' ? 6 : 5);
-    if (data === '[DONE]' || data === '') return;
+    if (data === '[DONE]') {
+      this.done = true;
+      return;
+    }
+    if (data === '') return;
     let payload: unknown;
     try {
       payload = JSON.parse(data);
@@ -115,6 +124,6 @@ export class SseUsageParser {
   }
 
   private countText(text: unknown): void {
-    if (typeof text === 'string') this.generatedChars += text.length;
+    if (typeof text === 'string' && text !== '') this.generatedTokens += this.countTokens(text);
   }
 }

@@ -1,6 +1,7 @@
 import type { Response } from 'express';
 import type { RequestBilling, UsageRecord } from '../billing-context.js';
-import { tokensInCharacters } from '../require-credits/estimate.js';
+import { priceOfModel } from '../estimate/index.js';
+import { modelNameProblem } from '../request-settings.js';
 import type { ResponseCapture } from './response-capture.js';
 import { normalizeUsage, type ReportedUsage } from './usage.js';
 
@@ -8,15 +9,39 @@ function record(model: string, usage: ReportedUsage, estimated = false): UsageRe
   return estimated ? { model, ...usage, estimated: true } : { model, ...usage };
 }
 
-function generatedCharsOfJson(body: unknown): number {
+/** The visible text of a Chat Completions or Responses JSON body, for estimating its output. */
+function generatedTextOfJson(body: unknown): string {
+  const parts: string[] = [];
   const choices = (body as { choices?: { message?: { content?: unknown } }[] } | null)?.choices;
-  if (!Array.isArray(choices)) return 0;
-  let chars = 0;
-  for (const choice of choices) {
-    const content = choice?.message?.content;
-    if (typeof content === 'string') chars += content.length;
+  if (Array.isArray(choices)) {
+    for (const choice of choices) {
+      const content = choice?.message?.content;
+      if (typeof content === 'string') parts.push(content);
+    }
   }
-  return chars;
+  const text = (body as { output_text?: unknown } | null)?.output_text;
+  if (typeof text === 'string') parts.push(text);
+  return parts.join('\n');
+}
+
+/**
+ * Output tokens billed when the upstream's usage never arrived, so that cutting a response
+ * cannot make it cheaper than it was: the generated text's estimate, and at least the whole
+ * reserved output for a model that reasons (its reasoning never shows in the text) — never
+ * more than the request's output limit, which the upstream cannot pass either.
+ */
+function estimatedOutput(billing: RequestBilling, model: string, generatedTokens: number): number {
+  const estimate = billing.estimate;
+  if (!estimate) return generatedTokens;
+  const limit = estimate.output.choices * (billing.outputPerChoice ?? estimate.maxOutputPerChoice);
+  const reasons = priceOfModel(billing.settings.pricing, model)?.reasoning === true;
+  return reasons ? limit : Math.min(generatedTokens, limit);
+}
+
+/** A model name read from a response, when it can be billed under; else the request's. */
+function modelOf(billing: RequestBilling, reported: unknown): string | undefined {
+  if (billing.model !== undefined) return billing.model;
+  return typeof reported === 'string' && modelNameProblem(reported) === undefined ? reported : undefined;
 }
 
 /**
@@ -34,35 +59,31 @@ export function usageRecordsOf(
   if (recorded.length > 0) return [...recorded];
 
   const failed = res.statusCode >= 400;
+  const inputTokens = billing.estimate?.inputTokens ?? 0;
   const sse = capture.sse;
   if (sse) {
-    const model = billing.model ?? sse.model;
+    const model = modelOf(billing, sse.model);
     if (model === undefined) return [];
     if (sse.usage) return [record(model, sse.usage)];
-    if (failed && sse.generatedChars === 0) return [];
+    if (failed && sse.generatedTokens === 0) return [];
     return [
       record(
         model,
-        { inputTokens: billing.estimatedInputTokens, outputTokens: tokensInCharacters(sse.generatedChars) },
+        { inputTokens, outputTokens: estimatedOutput(billing, model, sse.generatedTokens) },
         true,
       ),
     ];
   }
 
   const body = capture.json();
-  const model = billing.model ?? (body as { model?: unknown } | undefined)?.model;
-  if (typeof model !== 'string') return [];
+  const model = modelOf(billing, (body as { model?: unknown } | undefined)?.model);
+  if (model === undefined) return [];
   const usage = normalizeUsage((body as { usage?: unknown } | undefined)?.usage);
   if (usage) return [record(model, usage)];
   if (failed || !billing.reservation) return [];
+  const generated = generatedTextOfJson(body);
+  const generatedTokens = generated === '' ? 0 : billing.settings.estimateTokens(generated);
   return [
-    record(
-      model,
-      {
-        inputTokens: billing.estimatedInputTokens,
-        outputTokens: tokensInCharacters(generatedCharsOfJson(body)),
-      },
-      true,
-    ),
+    record(model, { inputTokens, outputTokens: estimatedOutput(billing, model, generatedTokens) }, true),
   ];
 }

@@ -1,15 +1,7 @@
-import type { Request } from 'express';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { type Money, parseUsd } from '../money.js';
-import {
-  positiveInteger,
-  resolveCustomerIdReader,
-  resolveLogger,
-  resolveRequestIdReader,
-  resolveStore,
-  type SharedOptions,
-} from '../options.js';
+import { positiveInteger, resolveLogger, resolveStore, type SharedOptions } from '../options.js';
 import type { BillingStore } from '../store/types.js';
 
 /**
@@ -30,7 +22,7 @@ export interface SoftCapPlan {
   hardCap?: UsageCap;
 }
 
-export interface SoftCapRouterOptions extends Pick<SharedOptions, 'store' | 'customerId' | 'logger'> {
+export interface SoftCapRouterOptions extends SharedOptions {
   /** Plans keyed by Dodo product id. */
   plans: Readonly<Record<string, SoftCapPlan>>;
   /**
@@ -45,8 +37,6 @@ export interface SoftCapRouterOptions extends Pick<SharedOptions, 'store' | 'cus
   activeStatuses?: readonly string[];
   /** How long a period's counters are kept. @default 62 days */
   usageRetentionMs?: number;
-  /** An id for the request when no billing middleware ran before. @default randomUUID */
-  requestId?: (req: Request) => string;
 }
 
 export interface ResolvedCap {
@@ -63,13 +53,11 @@ export interface ResolvedPlan {
 
 export interface ResolvedSoftCapRouterOptions {
   store: BillingStore;
-  customerId: (req: Request) => string | undefined | Promise<string | undefined>;
   plans: ReadonlyMap<string, ResolvedPlan>;
   chargeSubscribers: boolean;
   header: string;
   activeStatuses: ReadonlySet<string>;
   usageRetentionMs: number;
-  requestId: ((req: Request) => string) | undefined;
   logger: Logger;
 }
 
@@ -140,7 +128,6 @@ export function resolveSoftCapRouterOptions(
   }
   return {
     store: resolveStore(options, NAME),
-    customerId: resolveCustomerIdReader(options.customerId, NAME),
     plans: resolvePlans(options.plans),
     chargeSubscribers: options.chargeSubscribers ?? false,
     header: options.header ?? 'x-llm-billing-downgraded-from',
@@ -151,7 +138,6 @@ export function resolveSoftCapRouterOptions(
       NAME,
       62 * 24 * 60 * 60_000,
     ),
-    requestId: resolveRequestIdReader(options.requestId, NAME),
     logger: resolveLogger(options.logger),
   };
 }

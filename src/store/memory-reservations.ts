@@ -1,13 +1,22 @@
 import type { Money } from '../money.js';
 
+/** What a request holds against its subscription's hard cap, in the cap's unit. */
+export interface CapHold {
+  period: string;
+  unit: 'tokens' | 'cost';
+  amount: bigint;
+}
+
 interface Reservation {
   amount: Money;
   expiresAt: number;
+  cap: CapHold | undefined;
 }
 
 /**
- * One customer's live reservations with their running total. Expired ones are dropped when the
- * earliest expiry has passed, so reading the total is O(1) however many requests are in flight.
+ * One customer's live request holds — credits, and what a hard cap holds — with the running
+ * total of the credits. Expired ones are dropped when the earliest expiry has passed, so reading
+ * the total is O(1) however many requests are in flight.
  */
 export class Reservations {
   private readonly held = new Map<string, Reservation>();
@@ -16,7 +25,7 @@ export class Reservations {
   /** Characters of the ids held, for the store's memory accounting. */
   private idChars = 0;
 
-  /** The sum of the reservations still live at `now`. */
+  /** The sum of the credits still held at `now`. */
   live(now: number): Money {
     if (now >= this.earliestExpiry) this.dropExpired(now);
     return this.total;
@@ -28,15 +37,35 @@ export class Reservations {
     return { reservations: this.held.size, idChars: this.idChars };
   }
 
-  hold(id: string, amount: Money, expiresAt: number): void {
+  /** Whether `id` holds anything at `now`. */
+  has(id: string, now: number): boolean {
+    const reservation = this.held.get(id);
+    return reservation !== undefined && reservation.expiresAt > now;
+  }
+
+  /** Whether any request holds anything (so the customer must not be forgotten). */
+  get size(): number {
+    return this.held.size;
+  }
+
+  /** What live holds of `period` add up to against a cap in `unit`. */
+  capHeld(period: string, unit: CapHold['unit'], now: number): bigint {
+    let sum = 0n;
+    for (const { cap, expiresAt } of this.held.values()) {
+      if (cap && expiresAt > now && cap.period === period && cap.unit === unit) sum += cap.amount;
+    }
+    return sum;
+  }
+
+  hold(id: string, amount: Money, expiresAt: number, cap?: CapHold): void {
     this.remove(id);
-    this.held.set(id, { amount, expiresAt });
+    this.held.set(id, { amount, expiresAt, cap });
     this.idChars += id.length;
     this.total += amount;
     if (expiresAt < this.earliestExpiry) this.earliestExpiry = expiresAt;
   }
 
-  /** Removes a reservation; true when it was still live at `now`. */
+  /** Removes a request's holds; true when they were still live at `now`. */
   remove(id: string, now = Number.NEGATIVE_INFINITY): boolean {
     const reservation = this.held.get(id);
     if (!reservation) return false;

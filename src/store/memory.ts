@@ -4,6 +4,7 @@ import { LRUCache } from 'lru-cache';
 import { type RateLimiterAbstract, RateLimiterMemory } from 'rate-limiter-flexible';
 import { ConfigError, StoreError } from '../errors.js';
 import type { Money } from '../money.js';
+import { coveringSubscription, hardCapLimit } from './admission.js';
 import {
   counterBytes,
   customerBytes,
@@ -18,13 +19,16 @@ import {
   subscriptionBytes,
   webhookBytes,
 } from './memory-bytes.js';
-import { Reservations } from './memory-reservations.js';
+import { type CapHold, Reservations } from './memory-reservations.js';
 import { subscriptionPeriod } from './subscription-period.js';
 import type {
+  Admission,
+  AdmissionResult,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
   ClaimedEvent,
+  CreditOutcome,
   CustomerProfile,
   DeadLetter,
   OutboxBatch,
@@ -286,9 +290,12 @@ export class MemoryStore implements BillingStore {
     return state;
   }
 
-  /** Whether forgetting the customer would forget money: a live hold, or usage Dodo may not have deducted. */
+  /**
+   * Whether forgetting the customer would forget money: a live hold (credits, or a request's
+   * share of a hard cap), or usage Dodo may not have deducted.
+   */
   private mustKeep(state: CustomerState): boolean {
-    return state.pending > 0n || state.reservations.live(this.now()) > 0n;
+    return state.pending > 0n || state.reservations.count(this.now()).reservations > 0;
   }
 
   /**
@@ -410,6 +417,74 @@ export class MemoryStore implements BillingStore {
       state.pending = state.pending > amount ? state.pending - amount : 0n;
     }
     this.settled(state);
+  }
+
+  /**
+   * Refuses a new request (not a re-admission) with a `StoreError` at the memory bound (see
+   * `maxBytes`), before holding anything: it is answered 503 rather than admitted into usage
+   * the store could not keep.
+   */
+  async admit(admission: Admission): Promise<AdmissionResult> {
+    const { customerId, requestId } = admission;
+    const now = this.now();
+    const existing = this.find(customerId);
+    // A re-admission replaces what the request held; refused, it then holds nothing.
+    if (existing && admission.replace) {
+      existing.reservations.remove(requestId);
+      this.settled(existing);
+    } else if (existing) {
+      if (existing.reservations.has(requestId, now)) return { duplicate: 'in_flight', credits: undefined };
+      const forgetAt = existing.appliedIds.get(`settle:${requestId}`);
+      if (forgetAt !== undefined && forgetAt > now) return { duplicate: 'settled', credits: undefined };
+    }
+    if (!admission.replace) this.refuseAtBound();
+    const result: AdmissionResult = { credits: undefined };
+    if (admission.readProfile) result.profile = this.profileOf(existing);
+    let chargeCredits = true;
+    let cap: CapHold | undefined;
+    const covering =
+      admission.plans && existing && coveringSubscription(existing.subscriptions.values(), admission.plans);
+    if (covering) {
+      const { subscription, plan } = covering;
+      result.subscription = { ...subscription };
+      chargeCredits = plan.chargeCredits;
+      if (plan.hardCap) {
+        const { unit } = plan.hardCap;
+        const period = subscriptionPeriod(subscription);
+        const limit = hardCapLimit(plan.hardCap, subscription);
+        const used =
+          (this.usageOf(existing!, period)[unit] ?? 0n) + existing!.reservations.capHeld(period, unit, now);
+        // Refused once used and held reach the cap: passed by no more than one request's estimate.
+        if (used >= limit) return { ...result, capped: { unit, used, limit } };
+        cap = { period, unit, amount: admission.plans!.estimate[unit] };
+      }
+    }
+    let credit: Money = 0n;
+    if (admission.credits && chargeCredits) {
+      const outcome = this.creditOutcome(existing, admission, now);
+      result.credits = outcome;
+      if (!outcome.ok) return result;
+      credit = outcome.reserved;
+    }
+    if (credit > 0n || cap) {
+      const state = this.customer(customerId);
+      state.reservations.hold(requestId, credit, now + admission.ttlMs, cap);
+      this.settled(state);
+    }
+    return result;
+  }
+
+  /** How much of `admission.credits` the balance covers, without holding it yet. */
+  private creditOutcome(state: CustomerState | undefined, admission: Admission, now: number): CreditOutcome {
+    if (!state?.balance) return { ok: false, reason: 'no_balance' };
+    const { min, max, overdraft } = admission.credits!;
+    const available = state.balance.balance - state.reservations.live(now);
+    const syncedAt = state.balance.stale ? 0 : state.balance.syncedAt;
+    const spendable = available + overdraft;
+    if (spendable <= 0n || spendable < min) return { ok: false, reason: 'insufficient', available, syncedAt };
+    // biome-ignore lint/complexity/useMathMinMax: bigints, which Math.min does not take.
+    const reserved = spendable < max ? spendable : max;
+    return { ok: true, reserved, available: available - reserved, syncedAt };
   }
 
   /**
@@ -734,7 +809,10 @@ export class MemoryStore implements BillingStore {
   }
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
-    const state = this.find(customerId);
+    return this.profileOf(this.find(customerId));
+  }
+
+  private profileOf(state: CustomerState | undefined): CustomerProfile {
     const subscriptions: SubscriptionState[] = [];
     const periodUsage = new Map<string, Record<string, bigint>>();
     for (const subscription of state?.subscriptions.values() ?? []) {

@@ -43,6 +43,8 @@ export interface CustomerKeys {
   reservationExpiries: string;
   /** HASH: reservation id → amount. */
   reservationAmounts: string;
+  /** HASH: request id → `<period key>\n<unit>\n<amount>` held against a hard cap. */
+  capHolds: string;
   /** ZSET: `adjust:<id>` / `settle:<id>` → when the id may be forgotten. */
   appliedIds: string;
   /** HASH: spend, firstPaymentAt. */
@@ -109,6 +111,7 @@ export class RedisKeyspace {
       balance: `${base}:balance:${customerId}`,
       reservationExpiries: `${base}:reservations:${customerId}`,
       reservationAmounts: `${base}:reservation-amounts:${customerId}`,
+      capHolds: `${base}:cap-holds:${customerId}`,
       appliedIds: `${base}:applied:${customerId}`,
       spend: `${base}:spend:${customerId}`,
       spendIds: `${base}:spend-ids:${customerId}`,

@@ -2,6 +2,7 @@ import type { Cluster, Redis } from 'ioredis';
 import ackOutbox from './scripts/ack-outbox.lua';
 import addUsage from './scripts/add-usage.lua';
 import adjustBalance from './scripts/adjust-balance.lua';
+import admit from './scripts/admit.lua';
 import bignum from './scripts/bignum.lua';
 import claimOutbox from './scripts/claim-outbox.lua';
 import claimWebhook from './scripts/claim-webhook.lua';
@@ -25,6 +26,7 @@ import releaseWebhook from './scripts/release-webhook.lua';
 import releaseWebhookClaim from './scripts/release-webhook-claim.lua';
 import reserve from './scripts/reserve.lua';
 import settle from './scripts/settle.lua';
+import subscriptions from './scripts/subscriptions.lua';
 import syncBalance from './scripts/sync-balance.lua';
 import unleaseOutbox from './scripts/unlease-outbox.lua';
 import usage from './scripts/usage.lua';
@@ -47,6 +49,7 @@ const SCRIPTS = {
   adjustBalance: { libraries: [bignum, customer], body: adjustBalance, keys: 4 },
   markBalanceStale: { libraries: [], body: markBalanceStale, keys: 1 },
   confirmDeducted: { libraries: [bignum, customer], body: confirmDeducted, keys: 2 },
+  admit: { libraries: [bignum, customer, subscriptions], body: admit, keys: 7 },
   reserve: { libraries: [bignum, customer], body: reserve, keys: 3 },
   release: { libraries: [bignum, customer], body: release, keys: 3 },
   releaseAbandoned: { libraries: [bignum, customer], body: releaseAbandoned, keys: 3 },
@@ -66,7 +69,7 @@ const SCRIPTS = {
   releaseWebhook: { libraries: [], body: releaseWebhook, keys: 1 },
   releaseWebhookClaim: { libraries: [], body: releaseWebhookClaim, keys: 1 },
   putSubscription: { libraries: [], body: putSubscription, keys: 1 },
-  customerProfile: { libraries: [], body: customerProfile, keys: 2 },
+  customerProfile: { libraries: [subscriptions], body: customerProfile, keys: 2 },
 } satisfies Record<string, ScriptDefinition>;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -9,10 +9,13 @@ import { RedisStoreRateLimiter } from './redis-rate-limiter.js';
 import { defineScripts, type ScriptArgument, type ScriptCommand, type ScriptName } from './redis-scripts.js';
 
 import type {
+  Admission,
+  AdmissionResult,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
   ClaimedEvent,
+  CreditOutcome,
   CustomerProfile,
   DeadLetter,
   OutboxBatch,
@@ -189,6 +192,67 @@ export class RedisStore implements BillingStore {
       now + retentionMs,
       gcTtl(retentionMs),
     ]);
+  }
+
+  // ── Admission ─────────────────────────────────────────────────────────────────────────────
+
+  async admit(admission: Admission): Promise<AdmissionResult> {
+    const keys = this.keys.customer(admission.customerId);
+    const now = this.now();
+    const { credits, plans } = admission;
+    const expiresAt = now + admission.ttlMs;
+    const args: ScriptArgument[] = [
+      keys.balance,
+      keys.reservationExpiries,
+      keys.reservationAmounts,
+      keys.capHolds,
+      keys.appliedIds,
+      keys.spend,
+      keys.subscriptions,
+      now,
+      admission.requestId,
+      admission.replace ? '1' : '0',
+      admission.readProfile ? '1' : '0',
+      keys.usagePrefix,
+      expiresAt,
+      gcTtl(admission.ttlMs),
+      credits ? '1' : '0',
+      (credits?.min ?? 0n).toString(),
+      (credits?.max ?? 0n).toString(),
+      (credits?.overdraft ?? 0n).toString(),
+      (plans?.estimate.tokens ?? 0n).toString(),
+      (plans?.estimate.cost ?? 0n).toString(),
+      plans?.activeStatuses.length ?? 0,
+      ...(plans?.activeStatuses ?? []),
+      plans?.byProduct.size ?? 0,
+    ];
+    for (const [productId, plan] of plans?.byProduct ?? []) {
+      args.push(
+        productId,
+        plan.chargeCredits ? '1' : '0',
+        plan.hardCap?.unit ?? '',
+        (plan.hardCap?.amount ?? 0n).toString(),
+        plan.hardCap?.perSeat ? '1' : '0',
+      );
+    }
+    // Abandoned at its deadline, the admission would still hold credits (and a cap share) under
+    // the request id when a stalled Redis resumes, and refuse the client's retry as in flight:
+    // its undo, queued behind it, releases the hold that very call made (same expiry).
+    const undo = () =>
+      this.scripts.releaseAbandoned(...customerArgs(keys), this.now(), admission.requestId, expiresAt, '');
+    const [duplicate, profile, coveringRecord, capped, creditReply] = (await this.run('admit', (attempt) =>
+      attempt.write(() => this.scripts.admit(...args), { send: undo, kind: 'idempotent', until: expiresAt }),
+    )) as [string, ProfileReply | [], string, [string, string, string] | [], string[]];
+    if (duplicate !== '') return { duplicate: duplicate as 'in_flight' | 'settled', credits: undefined };
+    const result: AdmissionResult = { credits: toCreditOutcome(creditReply) };
+    const parsed = profile.length > 0 ? this.toProfile(profile as ProfileReply) : undefined;
+    if (parsed) result.profile = parsed;
+    if (coveringRecord !== '') result.subscription = toSubscriptions([coveringRecord])[0]!;
+    if (capped.length > 0) {
+      const [unit, used, limit] = capped as [string, string, string];
+      result.capped = { unit: unit as 'tokens' | 'cost', used: BigInt(used), limit: BigInt(limit) };
+    }
+    return result;
   }
 
   // ── Reservations ──────────────────────────────────────────────────────────────────────────
@@ -648,11 +712,15 @@ export class RedisStore implements BillingStore {
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
     const keys = this.keys.customer(customerId);
-    const [spend, firstPaymentAt, subscriptionReplies] = (await this.call(
-      'getCustomerProfile',
-      'customerProfile',
-      [keys.spend, keys.subscriptions, keys.usagePrefix],
-    )) as [string, string, [string, string, string[]][]];
+    const reply = (await this.call('getCustomerProfile', 'customerProfile', [
+      keys.spend,
+      keys.subscriptions,
+      keys.usagePrefix,
+    ])) as ProfileReply;
+    return this.toProfile(reply);
+  }
+
+  private toProfile([spend, firstPaymentAt, subscriptionReplies]: ProfileReply): CustomerProfile {
     const subscriptions = toSubscriptions(subscriptionReplies.map(([record]) => record));
     const periodUsage = new Map<string, Record<string, bigint>>();
     for (const [, subscriptionId, fields] of subscriptionReplies) {
@@ -682,6 +750,20 @@ export class RedisStore implements BillingStore {
   async close(): Promise<void> {
     this.calls.close();
   }
+}
+
+/** The profile reply of `customer-profile.lua` and `admit.lua`. */
+type ProfileReply = [string, string, [string, string, string[]][]];
+
+/** `admit.lua`'s credit reply; an empty reply when no credits were held or asked. */
+function toCreditOutcome(reply: string[]): CreditOutcome | undefined {
+  const [outcome, first, second, third] = reply;
+  if (outcome === undefined) return undefined;
+  if (outcome === 'no_balance') return { ok: false, reason: 'no_balance' };
+  if (outcome === 'insufficient') {
+    return { ok: false, reason: 'insufficient', available: BigInt(first!), syncedAt: Number(second) };
+  }
+  return { ok: true, reserved: BigInt(first!), available: BigInt(second!), syncedAt: Number(third) };
 }
 
 /** Script arguments of a usage increment: expiresAt, GC TTL, then name/amount pairs. */

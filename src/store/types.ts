@@ -57,6 +57,19 @@ export interface BillingStore {
    */
   confirmDeducted(customerId: string, deductionId: string, amount: Money, retentionMs: number): Promise<void>;
 
+  // ── Admission ───────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Everything a request's admission must decide atomically, in one call (one round trip):
+   * refuses a request id that is in flight or already settled; reads the customer's profile
+   * (tiers, soft caps) when asked; picks the subscription that covers the request, and holds
+   * its estimate against the plan's hard cap; holds credits — as much of `credits.max` as the
+   * balance allows, at least `credits.min` — unless a subscription covers the request. All or
+   * nothing: when anything is refused, nothing is held. What is held lives under the request
+   * id until `settle` or `release` drops it, or its TTL expires.
+   */
+  admit(admission: Admission): Promise<AdmissionResult>;
+
   // ── Reservations ────────────────────────────────────────────────────────────────────────────
 
   /**
@@ -68,11 +81,15 @@ export interface BillingStore {
    */
   reserve(customerId: string, reservationId: string, amount: Money, ttlMs: number): Promise<ReserveResult>;
 
-  /** Releases a reservation; `true` when it was live (so a double release changes nothing). */
+  /**
+   * Releases a reservation and every hold of the request (`admit`'s cap hold); `true` when
+   * they were live (so a double release changes nothing).
+   */
   release(customerId: string, reservationId: string): Promise<boolean>;
 
   /**
-   * One atomic operation at the end of a request: releases the reservation, deducts `cost`
+   * One atomic operation at the end of a request: releases the reservation (and every hold of
+   * the request under the same id), deducts `cost`
    * from the balance view (adding it to `pending`), appends `events` to the outbox and adds
    * `usage` to the customer's counters for `usage.period`. Exactly once per `settlementId`
    * (kept `retentionMs`): a repeated call returns `{ applied: false }` and changes nothing.
@@ -200,6 +217,65 @@ export interface BalanceSyncResult {
   applied: boolean;
   view: BalanceView;
 }
+
+/** A request's admission, as `BillingStore.admit` takes it. */
+export interface Admission {
+  customerId: string;
+  /** The request's id: its holds live under it; an id in flight or settled is a duplicate. */
+  requestId: string;
+  /** Replace what this request id already holds instead of refusing it (a re-admission). */
+  replace?: boolean;
+  /** Read the customer's profile (spend, subscriptions, period usage) in the same call. */
+  readProfile: boolean;
+  /** Credits to hold, unless a subscription covers the request. */
+  credits?: CreditHold;
+  /** Subscription plans: a subscription to one of them covers the request, and may cap it. */
+  plans?: AdmissionPlans;
+  /** How long the holds live if nobody settles or releases them (ms). */
+  ttlMs: number;
+}
+
+export interface CreditHold {
+  /** Hold `max` when the balance covers it, else as much as it covers, refusing below `min`. */
+  min: Money;
+  max: Money;
+  /** How far below zero the available balance may go for this hold. */
+  overdraft: Money;
+}
+
+export interface AdmissionPlans {
+  /** Subscription statuses that count as subscribed. */
+  activeStatuses: readonly string[];
+  /** Plans by Dodo product id. */
+  byProduct: ReadonlyMap<string, AdmissionPlan>;
+  /** What the request may use at most, held against a hard cap in the cap's unit. */
+  estimate: { tokens: bigint; cost: Money };
+}
+
+export interface AdmissionPlan {
+  /** A covered request still holds (and spends) credits. */
+  chargeCredits: boolean;
+  /** Refuse once the period's usage plus what is held would pass this. */
+  hardCap?: { unit: 'tokens' | 'cost'; amount: bigint; perSeat: boolean };
+}
+
+export interface AdmissionResult {
+  /** The request id is already in flight or was settled: nothing was held. */
+  duplicate?: 'in_flight' | 'settled';
+  /** When `readProfile` was asked. */
+  profile?: CustomerProfile;
+  /** The subscription that covers the request: the newest active one to a plan of `plans`. */
+  subscription?: SubscriptionState;
+  /** The hard cap refused the request: nothing was held. */
+  capped?: { unit: 'tokens' | 'cost'; used: bigint; limit: bigint };
+  /** The credit hold; `undefined` when none was asked, or a subscription covers the request. */
+  credits: CreditOutcome | undefined;
+}
+
+export type CreditOutcome =
+  | { ok: true; reserved: Money; available: Money; syncedAt: number }
+  | { ok: false; reason: 'insufficient'; available: Money; syncedAt: number }
+  | { ok: false; reason: 'no_balance' };
 
 export type ReserveResult =
   | { ok: true; available: Money; syncedAt: number }

@@ -1,5 +1,4 @@
-import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
-import type { BillingStore } from '../store/types.js';
+import { type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible';
 import type { ResolvedTier } from './tiers.js';
 
 /** One rate window, shared by every tier: what it counts and how the 429 message names it. */
@@ -34,11 +33,10 @@ export interface TierWindows {
  * The limits of every tier. Each window (RPM, RPD, TPM) is one limiter shared by all tiers,
  * and each tier's limit is checked against its count here, so a customer moving to another
  * tier keeps the current window's count on every store (memory limiters do not share counts
- * between instances), and a request can be counted before its tier is known. Each window has
- * an in-process insurance limiter that takes over while the store is failing.
+ * between instances), and a request can be counted before its tier is known.
  */
 export function buildTierWindows(
-  store: BillingStore,
+  createLimiter: (options: { keyPrefix: string; points: number; duration: number }) => RateLimiterAbstract,
   tiers: readonly ResolvedTier[],
   keyPrefix: string,
 ): TierWindows {
@@ -53,20 +51,7 @@ export function buildTierWindows(
     if (defined.length === 0) return undefined;
     // The limiter itself never decides: the tier's limit is compared with its count.
     const points = Math.max(...defined);
-    return {
-      kind,
-      label,
-      limiter: store.createRateLimiter({
-        keyPrefix: `${keyPrefix}:${name}`,
-        points,
-        duration,
-        insuranceLimiter: new RateLimiterMemory({
-          keyPrefix: `${keyPrefix}:${name}:insurance`,
-          points,
-          duration,
-        }),
-      }),
-    };
+    return { kind, label, limiter: createLimiter({ keyPrefix: `${keyPrefix}:${name}`, points, duration }) };
   };
   const rpm = window(
     'rpm',

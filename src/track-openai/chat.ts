@@ -1,8 +1,8 @@
 import { normalizeUsage } from '../meter-usage/usage.js';
 import { type Endpoint, isRecord, lengthOf } from './endpoint.js';
 
-/** Characters of text a Chat Completions message or delta carries (content, refusal, reasoning, tool arguments). */
-function generatedChars(message: unknown): number {
+/** UTF-8 bytes of text a Chat Completions message or delta carries (content, refusal, reasoning, tool arguments). */
+function generatedBytesOf(message: unknown): number {
   if (!isRecord(message)) return 0;
   let chars = lengthOf(message.content) + lengthOf(message.refusal) + lengthOf(message.reasoning_content);
   if (Array.isArray(message.tool_calls)) {
@@ -30,6 +30,7 @@ function isUsageChunk(chunk: unknown): boolean {
  * reads `chunk.choices[0]` of every chunk sees exactly the chunks it asked for.
  */
 export const chatCompletions: Endpoint = {
+  limitField: 'max_completion_tokens',
   prepareStream(body) {
     const streamOptions = isRecord(body.stream_options) ? body.stream_options : {};
     if (streamOptions.include_usage !== undefined) return { body: { ...body }, hides: () => false };
@@ -41,13 +42,13 @@ export const chatCompletions: Endpoint = {
   readResult(result) {
     let chars = 0;
     for (const choice of choicesOf(result))
-      chars += generatedChars(isRecord(choice) ? choice.message : undefined);
-    return { usage: normalizeUsage(isRecord(result) ? result.usage : undefined), generatedChars: chars };
+      chars += generatedBytesOf(isRecord(choice) ? choice.message : undefined);
+    return { usage: normalizeUsage(isRecord(result) ? result.usage : undefined), generatedBytes: chars };
   },
   readEvent(chunk) {
     let chars = 0;
     for (const choice of choicesOf(chunk))
-      chars += generatedChars(isRecord(choice) ? choice.delta : undefined);
-    return { usage: normalizeUsage(isRecord(chunk) ? chunk.usage : undefined), generatedChars: chars };
+      chars += generatedBytesOf(isRecord(choice) ? choice.delta : undefined);
+    return { usage: normalizeUsage(isRecord(chunk) ? chunk.usage : undefined), generatedBytes: chars };
   },
 };

@@ -1,5 +1,6 @@
 import { currentBilling, enableRequestBillingContext, type RequestBilling } from '../billing-context.js';
 import { ConfigError } from '../errors.js';
+import { readOutputLimit } from '../estimate/index.js';
 import { chatCompletions } from './chat.js';
 import { type Endpoint, isRecord } from './endpoint.js';
 import {
@@ -9,7 +10,7 @@ import {
 } from './options.js';
 import { responses } from './responses.js';
 import { isStream, tapStream } from './stream-tap.js';
-import { ownerOfNewCall, TrackedCall } from './tracked-call.js';
+import { type Owner, ownerOfNewCall, TrackedCall } from './tracked-call.js';
 
 export type { TrackOpenAIOptions } from './options.js';
 export { usageRecordOf } from './usage-record.js';
@@ -143,14 +144,16 @@ interface PreparedCall {
 function prepareCall(
   endpoint: Endpoint,
   config: ResolvedTrackOpenAIOptions,
-  body: unknown,
+  requested: unknown,
   options: unknown,
 ): PreparedCall | undefined {
-  if (!isRecord(body) || typeof body.model !== 'string' || body.model === '') return undefined;
-  const owner = ownerOfNewCall(config, body.model);
+  if (!isRecord(requested) || typeof requested.model !== 'string' || requested.model === '') return undefined;
+  const model = requested.model;
+  const owner = ownerOfNewCall(config, model);
   if (!owner) return undefined;
+  const body = limitedToRequest(owner, requested, endpoint);
   if (body.stream !== true) {
-    const tracked = new TrackedCall(owner, body.model, body, config, undefined);
+    const tracked = new TrackedCall(owner, model, body, config, undefined);
     return { body, options, tracked, streaming: false, hides: () => false };
   }
   // Our own controller, combined with the caller's signal, aborts the upstream at any stage —
@@ -160,7 +163,7 @@ function prepareCall(
   const signal =
     callerSignal instanceof AbortSignal ? either(callerSignal, controller.signal) : controller.signal;
   const prepared = endpoint.prepareStream(body);
-  const tracked = new TrackedCall(owner, body.model, body, config, () => controller.abort());
+  const tracked = new TrackedCall(owner, model, body, config, () => controller.abort());
   return {
     body: prepared.body,
     options: { ...(isRecord(options) ? options : {}), signal },
@@ -168,6 +171,20 @@ function prepareCall(
     streaming: true,
     hides: prepared.hides,
   };
+}
+
+/**
+ * A call made for a request whose output the package bounded (it held credits for at most that
+ * many tokens per choice) gets the same limit when it sets none, so the upstream cannot bill more.
+ */
+function limitedToRequest(
+  owner: Owner,
+  body: Record<string, unknown>,
+  endpoint: Endpoint,
+): Record<string, unknown> {
+  const perChoice = owner.kind === 'request' ? owner.billing.outputPerChoice : undefined;
+  if (perChoice === undefined || readOutputLimit(body) !== undefined) return body;
+  return { ...body, [endpoint.limitField]: perChoice };
 }
 
 /** A signal aborted when either is (`AbortSignal.any` from Node 20.3, a listener before). */

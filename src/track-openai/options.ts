@@ -3,6 +3,7 @@ import type { Logger } from '../logger.js';
 import type { ResolvedMetering } from '../metering.js';
 import type { PriceInput, PricingInput } from '../money.js';
 import {
+  positiveInteger,
   type ResolvedPricing,
   resolveLogger,
   resolveMeters,
@@ -43,6 +44,13 @@ export interface TrackOpenAIOptions {
   creditsPerDollar?: SharedOptions['creditsPerDollar'];
   /** Where tracking failures and unbilled late calls are reported. @default console */
   logger?: Logger;
+  /**
+   * How long a stream the caller stopped reading (or whose request ended first) is read on in
+   * the background to its usage — what the upstream bills — before it is aborted and billed an
+   * estimate. Needs `store` and `pricing` (the call is then billed on its own).
+   * @default 60_000
+   */
+  abandonedStreamTimeoutMs?: number;
 }
 
 /** What settling outside a request's own settlement needs. */
@@ -57,6 +65,7 @@ export interface ResolvedTrackOpenAIOptions {
   customerId: string | undefined;
   settlement: OutsideSettlementConfig | undefined;
   logger: Logger;
+  abandonedStreamTimeoutMs: number;
 }
 
 const NAME = 'trackOpenAI';
@@ -73,14 +82,21 @@ export function resolveTrackOpenAIOptions(options: Readonly<TrackOpenAIOptions>)
     );
   }
   const logger = resolveLogger(options.logger);
+  const abandonedStreamTimeoutMs = positiveInteger(
+    options.abandonedStreamTimeoutMs,
+    'abandonedStreamTimeoutMs',
+    NAME,
+    60_000,
+  );
   const wantsSettlement =
     customerId !== undefined || options.store !== undefined || options.pricing !== undefined;
-  if (!wantsSettlement) return { customerId, settlement: undefined, logger };
+  if (!wantsSettlement) return { customerId, settlement: undefined, logger, abandonedStreamTimeoutMs };
   const store = resolveStore(options, NAME);
   const pricing = resolveModelPricing(options.pricing, options.defaultPrice, NAME);
   return {
     customerId,
     settlement: { store, pricing, meters: resolveMeters(options, pricing, NAME), logger },
     logger,
+    abandonedStreamTimeoutMs,
   };
 }

@@ -33,19 +33,20 @@ function outputChars(response: Record<string, unknown>): number {
 
 /** `client.responses.create`: usage is in the response, or in a stream's final event. */
 export const responses: Endpoint = {
+  limitField: 'max_output_tokens',
   prepareStream(body) {
     return { body: { ...body }, hides: () => false };
   },
   readResult(result) {
-    if (!isRecord(result)) return { usage: undefined, generatedChars: 0 };
-    return { usage: normalizeUsage(result.usage), generatedChars: outputChars(result) };
+    if (!isRecord(result)) return { usage: undefined, generatedBytes: 0 };
+    return { usage: normalizeUsage(result.usage), generatedBytes: outputChars(result) };
   },
   readEvent(event) {
-    if (!isRecord(event) || typeof event.type !== 'string') return { usage: undefined, generatedChars: 0 };
-    if (TEXT_DELTAS.has(event.type)) return { usage: undefined, generatedChars: lengthOf(event.delta) };
+    if (!isRecord(event) || typeof event.type !== 'string') return { usage: undefined, generatedBytes: 0 };
+    if (TEXT_DELTAS.has(event.type)) return { usage: undefined, generatedBytes: lengthOf(event.delta) };
     if (FINAL_EVENTS.has(event.type) && isRecord(event.response)) {
-      return { usage: normalizeUsage(event.response.usage), generatedChars: 0 };
+      return { usage: normalizeUsage(event.response.usage), generatedBytes: 0 };
     }
-    return { usage: undefined, generatedChars: 0 };
+    return { usage: undefined, generatedBytes: 0 };
   },
 };

@@ -25,8 +25,8 @@ export function isStream(value: unknown): value is SdkStream {
  * `.toReadableStream()` keep working) whose events go to the caller as they arrive — nothing
  * buffered, nothing rewritten — while the call reads its usage and counts what was generated.
  * Events `hides` matches (the usage chunk tracking asked for) are read, not passed on. When the
- * caller stops early (`break`, `return`, a throw), the upstream request is aborted and what was
- * generated is billed as an estimate.
+ * caller stops early (`break`, `return`, a throw), the rest of the stream is read in the
+ * background to the usage the upstream bills (see `TrackedCall.abandoned`).
  */
 export function tapStream<S extends SdkStream>(
   stream: S,
@@ -36,16 +36,28 @@ export function tapStream<S extends SdkStream>(
   client: unknown,
 ): S {
   async function* tapped(): AsyncGenerator<unknown> {
+    // The stream's own iterator, held by hand: leaving a `for await` would abort the upstream.
+    const events = stream[Symbol.asyncIterator]();
     let readToEnd = false;
+    let failed = false;
     try {
-      for await (const event of stream) {
-        call.saw(endpoint.readEvent(event));
-        if (hides(event)) continue;
-        yield event;
+      for (;;) {
+        let next: IteratorResult<unknown>;
+        try {
+          next = await events.next();
+        } catch (error) {
+          failed = true;
+          throw error;
+        }
+        if (next.done) break;
+        call.saw(endpoint.readEvent(next.value));
+        if (hides(next.value)) continue;
+        yield next.value;
       }
       readToEnd = true;
     } finally {
-      call.streamEnded(readToEnd);
+      if (readToEnd || failed) call.streamEnded(readToEnd);
+      else call.abandoned(events, (event) => endpoint.readEvent(event));
     }
   }
   const SameStream = stream.constructor as StreamConstructor;

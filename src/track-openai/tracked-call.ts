@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { currentBilling, type RequestBilling, type UsageRecord } from '../billing-context.js';
+import { RequestEstimate, readOutputLimit } from '../estimate/index.js';
 import type { ReportedUsage } from '../meter-usage/usage.js';
-import { charactersOverFour, promptText, tokensInCharacters } from '../require-credits/estimate.js';
+import { isReasoningModelName } from '../money.js';
 import type { ResolvedTrackOpenAIOptions } from './options.js';
 import { settleOutside } from './outside-settlement.js';
 
@@ -18,7 +19,7 @@ interface RequestCalls {
 }
 
 /** Whom a call bills: the request it runs in (by index), or the customer given for calls outside any. */
-type Owner =
+export type Owner =
   | { kind: 'request'; billing: RequestBilling; calls: RequestCalls; index: number }
   | { kind: 'customer'; customerId: string; callId: string };
 
@@ -64,14 +65,12 @@ export function ownerOfNewCall(config: ResolvedTrackOpenAIOptions, model: string
   return undefined;
 }
 
-/** Four characters a token: the rule `meterUsage` estimates a cut stream with. */
-
 /**
  * One tracked LLM call: what it generated so far, its usage once reported, and where its
  * usage goes — exactly once, however the call ends.
  */
 export class TrackedCall {
-  private generatedChars = 0;
+  private generatedBytes = 0;
   private usage: ReportedUsage | undefined;
   private settled = false;
 
@@ -87,15 +86,15 @@ export class TrackedCall {
   }
 
   /** A JSON result arrived: its usage, else an estimate of it. */
-  completed(result: { usage: ReportedUsage | undefined; generatedChars: number }): void {
-    this.generatedChars = result.generatedChars;
+  completed(result: { usage: ReportedUsage | undefined; generatedBytes: number }): void {
+    this.generatedBytes = result.generatedBytes;
     this.usage = result.usage;
     this.settle();
   }
 
   /** A stream event went by. Usage is recorded as soon as it is seen. */
-  saw(event: { usage: ReportedUsage | undefined; generatedChars: number }): void {
-    this.generatedChars += event.generatedChars;
+  saw(event: { usage: ReportedUsage | undefined; generatedBytes: number }): void {
+    this.generatedBytes += event.generatedBytes;
     if (event.usage) {
       this.usage = event.usage;
       this.settle();
@@ -108,6 +107,39 @@ export class TrackedCall {
     this.settle();
   }
 
+  /**
+   * The caller stopped reading a stream before its end: when the call can be billed on its own
+   * (`store` and `pricing` given), the rest of the stream is read in the background to its
+   * usage, which is what the upstream bills — within `abandonedStreamTimeoutMs`, after which the
+   * upstream is aborted and billed an estimate. Without them, it is aborted now.
+   */
+  abandoned(
+    rest: AsyncIterator<unknown>,
+    readEvent: (event: unknown) => { usage: ReportedUsage | undefined; generatedBytes: number },
+  ): void {
+    if (this.settled) return;
+    if (!this.config.settlement) {
+      this.streamEnded(false);
+      return;
+    }
+    const timer = setTimeout(() => this.streamEnded(false), this.config.abandonedStreamTimeoutMs);
+    timer.unref();
+    (async () => {
+      for (;;) {
+        const next = await rest.next();
+        if (next.done || this.settled) break;
+        this.saw(readEvent(next.value));
+      }
+    })()
+      .catch(() => {
+        // The upstream broke off: what it generated is estimated below.
+      })
+      .finally(() => {
+        clearTimeout(timer);
+        this.streamEnded(false);
+      });
+  }
+
   /** The call failed before any result: nothing was generated to bill. */
   failed(): void {
     this.settled = true;
@@ -115,13 +147,19 @@ export class TrackedCall {
   }
 
   /**
-   * The request's response closed while this call was running. A stream is aborted and billed
-   * what it generated; a JSON call is billed on its own when its result arrives.
+   * The request's billing ended while this call was running. A call is then billed on its own
+   * when its usage arrives (the handler may still be reading a stream); a stream nobody reads
+   * to its usage within `abandonedStreamTimeoutMs` — or any, when the call cannot be billed on
+   * its own — is aborted and billed what it generated.
    */
   responseClosed(): void {
     if (!this.abortUpstream) return;
-    this.abortUpstream();
-    this.settle();
+    if (!this.config.settlement) {
+      this.abortUpstream();
+      this.settle();
+      return;
+    }
+    setTimeout(() => this.streamEnded(false), this.config.abandonedStreamTimeoutMs).unref();
   }
 
   private forget(): void {
@@ -132,14 +170,7 @@ export class TrackedCall {
     if (this.settled) return;
     this.settled = true;
     this.forget();
-    const record: UsageRecord = this.usage
-      ? { model: this.model, ...this.usage }
-      : {
-          model: this.model,
-          inputTokens: charactersOverFour(promptText(this.body)),
-          outputTokens: tokensInCharacters(this.generatedChars),
-          estimated: true,
-        };
+    const record: UsageRecord = this.usage ? { model: this.model, ...this.usage } : this.estimated();
     try {
       this.deliver(record);
     } catch (error) {
@@ -148,6 +179,31 @@ export class TrackedCall {
         error,
       });
     }
+  }
+
+  /**
+   * What a call whose usage never arrived is billed: its input bounded from its whole body, and
+   * its generated text's bytes — at most the call's output limit, and all of it for a model that
+   * reasons, whose reasoning never shows in the text. Cutting a call short cannot make it cheap.
+   */
+  private estimated(): UsageRecord {
+    const settings = this.owner.kind === 'request' ? this.owner.billing.settings : undefined;
+    let input: number | undefined;
+    try {
+      input = settings && new RequestEstimate(this.model, this.body, settings).inputTokens;
+    } catch {
+      // A body the estimate cannot walk: its serialized size bounds it.
+    }
+    const limit = readOutputLimit(this.body);
+    const reasons = isReasoningModelName(this.model);
+    const outputTokens =
+      limit === undefined ? this.generatedBytes : reasons ? limit : Math.min(limit, this.generatedBytes);
+    return {
+      model: this.model,
+      inputTokens: input ?? Buffer.byteLength(JSON.stringify(this.body), 'utf8'),
+      outputTokens,
+      estimated: true,
+    };
   }
 
   private deliver(record: UsageRecord): void {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { utf8ByteTokens } from '../../src/estimate/index.js';
 import { SseUsageParser } from '../../src/meter-usage/sse-usage-parser.js';
 import { normalizeUsage } from '../../src/meter-usage/usage.js';
 
@@ -89,24 +90,24 @@ describe('SseUsageParser', () => {
   it('finds the usage chunk after the finish chunk, whatever the chunk boundaries', () => {
     const bytes = Buffer.from(chat, 'utf8');
     for (const size of [1, 2, 3, 7, 64, bytes.length]) {
-      const parser = new SseUsageParser();
+      const parser = new SseUsageParser(utf8ByteTokens);
       for (let offset = 0; offset < bytes.length; offset += size)
         parser.push(bytes.subarray(offset, offset + size));
       expect(parser.usage).toEqual({ inputTokens: 9, outputTokens: 3 });
       expect(parser.model).toBe('gpt-4o');
-      expect(parser.generatedChars).toBe('Hello wörld'.length);
+      expect(parser.generatedTokens).toBe(Buffer.byteLength('Hello wörld'));
     }
   });
 
   it('counts generated text of a stream cut before its usage', () => {
-    const parser = new SseUsageParser();
+    const parser = new SseUsageParser(utf8ByteTokens);
     parser.push(chat.slice(0, chat.indexOf('"finish_reason"')));
     expect(parser.usage).toBeUndefined();
-    expect(parser.generatedChars).toBe('Hello wörld'.length);
+    expect(parser.generatedTokens).toBe(Buffer.byteLength('Hello wörld'));
   });
 
   it("reads the Responses API's response.completed", () => {
-    const parser = new SseUsageParser();
+    const parser = new SseUsageParser(utf8ByteTokens);
     parser.push(
       sse([
         { type: 'response.output_text.delta', delta: 'abcd' },
@@ -118,11 +119,11 @@ describe('SseUsageParser', () => {
     );
     expect(parser.usage).toEqual({ inputTokens: 4, outputTokens: 1 });
     expect(parser.model).toBe('o1');
-    expect(parser.generatedChars).toBe(4);
+    expect(parser.generatedTokens).toBe(4);
   });
 
   it("combines Anthropic's message_start input with message_delta output", () => {
-    const parser = new SseUsageParser();
+    const parser = new SseUsageParser(utf8ByteTokens);
     parser.push(
       'event: message_start\n' +
         `data: ${JSON.stringify({ type: 'message_start', message: { model: 'claude', usage: { input_tokens: 20, output_tokens: 1, cache_read_input_tokens: 5 } } })}\r\n\r\n` +
@@ -130,11 +131,11 @@ describe('SseUsageParser', () => {
         `data: ${JSON.stringify({ type: 'message_delta', usage: { output_tokens: 42 } })}\n\n`,
     );
     expect(parser.usage).toEqual({ inputTokens: 25, outputTokens: 42, cachedInputTokens: 5 });
-    expect(parser.generatedChars).toBe(2);
+    expect(parser.generatedTokens).toBe(2);
   });
 
   it('ignores comments, other fields and malformed data', () => {
-    const parser = new SseUsageParser();
+    const parser = new SseUsageParser(utf8ByteTokens);
     parser.push(
       ': keep-alive\n\nevent: x\nid: 1\ndata: {not json\n\ndata:{"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n',
     );

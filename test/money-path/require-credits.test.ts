@@ -8,8 +8,12 @@ import { type BillingApp, chat, PRICING, startBillingApp, startDodo } from '../s
 type ErrorBody = { error: { message: string; type: string; code: string | null; param: string | null } };
 
 const GPT4O = { model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(400) }], max_tokens: 50 };
-/** 100 input tokens at $2.50/1M + 50 output at $10/1M. */
-const GPT4O_ESTIMATE = parseUsd('0.00075', 'test');
+/**
+ * The input bound: one token per byte of the body's strings (413, a separator each included),
+ * keys (34) and scalars (2), plus one per object or array (3) = 452 tokens at $2.50/1M; and the
+ * request's own 50 output tokens at $10/1M.
+ */
+const GPT4O_ESTIMATE = parseUsd('0.00163', 'test');
 
 describe('requireCredits', () => {
   let dodo: Awaited<ReturnType<typeof startDodo>>;
@@ -99,10 +103,10 @@ describe('requireCredits', () => {
   });
 
   it('refuses what the available balance cannot cover, and says how much is available', async () => {
-    await start({}, '0.07'); // 0.07 cents < 0.075 cents estimated
+    await start({}, '0.15'); // 0.15 cents < 0.163 cents estimated
     const response = await chat(app, customer, GPT4O);
     expect(response.status).toBe(402);
-    expect(((await response.json()) as ErrorBody).error.message).toContain('$0.0007');
+    expect(((await response.json()) as ErrorBody).error.message).toContain('$0.0015');
     const smaller = await chat(app, customer, { ...GPT4O, max_tokens: 10 }, [100, 10]);
     expect(smaller.status).toBe(200);
   });

@@ -9,9 +9,14 @@ import { type BillingApp, chat, startBillingApp, startDodo } from '../support/bi
 import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
 
 const CENTS = unitsPerCredit(100);
-/** 100 input tokens (400 characters) and at most 50 output: estimated $0.00075 = 0.075 credits. */
+/**
+ * At most 452 input tokens (the bound of its 400 characters, keys and structure) and 50 output:
+ * $0.00163 = 0.163 credits held. The tests below bill it at that bound (`USAGE`), so that what
+ * the balance covers and what is billed are the same amounts.
+ */
 const REQUEST = { model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(400) }], max_tokens: 50 };
-const COST = parseUsd('0.00075', 'test');
+const COST = parseUsd('0.00163', 'test');
+const USAGE: [number, number] = [452, 50];
 
 describe('meterUsage settles what requireCredits admitted', () => {
   let dodo: Awaited<ReturnType<typeof startDodo>>;
@@ -134,7 +139,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const customer = await customerWith(formatCredits(10n * COST, CENTS)); // worth 10 requests
     const statuses = await Promise.all(
       Array.from({ length: 100 }, () =>
-        chat(app, customer, REQUEST, [100, 50]).then((response) => response.status),
+        chat(app, customer, REQUEST, USAGE).then((response) => response.status),
       ),
     );
     const admitted = statuses.filter((status) => status === 200).length;
@@ -180,7 +185,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const latencies: number[] = [];
     for (let i = 0; i < 20; i++) {
       const started = performance.now();
-      expect((await chat(app, customer, REQUEST, [100, 50])).status).toBe(200);
+      expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);
       latencies.push(performance.now() - started);
     }
     await new Promise((resolve) => setTimeout(resolve, 300)); // several failed flushes
@@ -213,7 +218,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
       const customer = late.emulator.createCustomer({ email: 'late@example.com' }).customer_id;
       late.emulator.setBalance(customer, late.entitlementId, '100');
       late.emulator.fault('POST /events/ingest', { status: 503 });
-      expect((await chat(app, customer, REQUEST, [100, 50])).status).toBe(200);
+      expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);
       await expect(app.billing.flush(100)).rejects.toThrow(/not delivered/);
       const settledAt = new Date(now).toISOString();
 
@@ -222,7 +227,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
       await app.billing.flush(5000);
       const events = late.emulator.ingestedEvents({ customerId: customer });
       expect(events.map((event) => [event.metadata?.tokens, event.metadata?.original_timestamp])).toEqual([
-        [100, expect.any(String)],
+        [USAGE[0], expect.any(String)],
         [50, expect.any(String)],
       ]);
       const original = Date.parse(String(events[0]!.metadata?.original_timestamp));
@@ -233,31 +238,27 @@ describe('meterUsage settles what requireCredits admitted', () => {
     }
   });
 
-  it('dead-letters an event Dodo refuses, with the reason, and delivers the rest of its batch', async () => {
+  it('refuses, at the source, a model name Dodo could not take in event metadata: nothing is billed under it', async () => {
     const store = new MemoryStore();
-    const deadLetters: unknown[] = [];
     const app = await appOn(store, {
-      meterUsage: { onDeadLetter: (deadLetter) => deadLetters.push(deadLetter) },
       handler: (req, res) => {
-        // A model name longer than Dodo accepts in metadata (500 characters).
+        // A model name longer than Dodo accepts in metadata (500 characters) never reaches the outbox.
         res.locals.billing.record({ model: req.get('x-model') ?? 'gpt-4o', inputTokens: 5, outputTokens: 5 });
         res.send('ok');
       },
     });
     const customer = await customerWith('100');
-    await chat(app, customer, REQUEST);
-    await fetch(`${app.url}/v1/chat/completions`, {
+    expect((await chat(app, customer, REQUEST)).status).toBe(200);
+    const refused = await fetch(`${app.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-customer': customer, 'x-model': 'm'.repeat(600) },
       body: JSON.stringify(REQUEST),
     });
+    expect(refused.status).toBe(500);
     await app.billing.flush();
     expect(dodo.emulator.ingestedEvents({ customerId: customer })).toHaveLength(2);
-    expect(deadLetters).toHaveLength(2);
-    expect((await store.listDeadLetters()).map((dead) => dead.reason)).toEqual([
-      expect.stringContaining('longer than 500'),
-      expect.stringContaining('longer than 500'),
-    ]);
+    expect(await store.listDeadLetters()).toEqual([]);
+    await expect.poll(async () => (await store.getBalance(customer))?.reserved).toBe(0n);
   });
 
   describe('on Redis, across two app instances', async () => {
@@ -282,7 +283,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
         const customer = await customerWith(formatCredits(10n * COST, CENTS));
         const statuses = await Promise.all(
           Array.from({ length: 100 }, (_, i) =>
-            chat(i % 2 ? first! : second!, customer, REQUEST, [100, 50]).then((response) => response.status),
+            chat(i % 2 ? first! : second!, customer, REQUEST, USAGE).then((response) => response.status),
           ),
         );
         expect(statuses.filter((status) => status === 200)).toHaveLength(10);
@@ -302,7 +303,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
         const crashed = await appOn(deadStore, { requireCredits: { reservationTtlMs: 60_000 } });
         const customer = await customerWith(formatCredits(2n * COST, CENTS));
         dodo.emulator.fault('POST /events/ingest', { status: 503 }); // nothing leaves before the crash
-        expect((await chat(crashed, customer, REQUEST, [100, 50])).status).toBe(200);
+        expect((await chat(crashed, customer, REQUEST, USAGE)).status).toBe(200);
         await expect
           .poll(async () => (await deadStore.outboxStats()).waiting + (await deadStore.outboxStats()).leased)
           .toBe(2);
@@ -315,12 +316,12 @@ describe('meterUsage settles what requireCredits admitted', () => {
         dodo.emulator.clearFaults();
 
         const restarted = await appOn(await storeOnRedis(() => now));
-        expect((await chat(restarted, customer, REQUEST, [100, 50])).status).toBe(402);
+        expect((await chat(restarted, customer, REQUEST, USAGE)).status).toBe(402);
         now += 61_000; // past the dead worker's lease, its backoff and the reservation's TTL
         await restarted.billing.flush(10_000);
         const events = dodo.emulator.ingestedEvents({ customerId: customer });
         expect(events).toHaveLength(2);
-        expect((await chat(restarted, customer, REQUEST, [100, 50])).status).toBe(200);
+        expect((await chat(restarted, customer, REQUEST, USAGE)).status).toBe(200);
       },
     );
   });

@@ -3,6 +3,7 @@ import type { RequestHandler } from 'express';
 import OpenAI from 'openai';
 import type { ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { estimateInputTokens, utf8ByteTokens } from '../../src/estimate/input.js';
 import { costOfTokens, parseUsd, resolvePricing } from '../../src/money.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { createMockLLM, type MockLLM, mockCompletion } from '../../src/testing/index.js';
@@ -11,6 +12,8 @@ import { type BillingApp, PRICING, startBillingApp, startDodo } from '../support
 const GPT4O = resolvePricing(PRICING).get('gpt-4o')!;
 const PROMPT = 'alpha beta gamma delta epsilon zeta eta theta iota kappa';
 const REQUEST = { model: 'gpt-4o', messages: [{ role: 'user' as const, content: PROMPT }], max_tokens: 40 };
+/** The default estimator: the input bound the admission reserves. */
+const BOUND = { estimateTokens: utf8ByteTokens, imageTokens: 1445 };
 
 /** A proxy handler, as an app writes it: the `openai` SDK upstream, SSE passed through as it comes. */
 function proxyTo(upstream: OpenAI): RequestHandler {
@@ -126,8 +129,9 @@ describe('meterUsage on streams', () => {
     expect(events).toHaveLength(2);
     expect(events.every((event) => event.metadata?.estimated === true)).toBe(true);
     const [input, output] = events.map((event) => Number(event.metadata?.tokens));
-    expect(input).toBe(Math.ceil(PROMPT.length / 4)); // requireCredits' estimate of the prompt
-    expect(output).toBe(Math.ceil(text.length / 4));
+    // The admission's bound of the input, and one token per byte of the text generated.
+    expect(input).toBe(estimateInputTokens({ ...REQUEST, stream: true }, BOUND));
+    expect(output).toBe(Buffer.byteLength(text));
     expect(await spent()).toBe(costOfTokens(GPT4O, input!, output!).total);
   });
 
@@ -139,8 +143,9 @@ describe('meterUsage on streams', () => {
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
     const events = await eventsOf();
     expect(events.map((event) => [event.metadata?.tokens, event.metadata?.estimated])).toEqual([
-      [Math.ceil(PROMPT.length / 4), true],
-      [Math.ceil(text.length / 4), true],
+      [estimateInputTokens({ ...REQUEST, stream: true }, BOUND), true],
+      // One token per byte of the text, at most the request's 40-token limit.
+      [Math.min(Buffer.byteLength(text), REQUEST.max_tokens), true],
     ]);
   });
 
@@ -156,11 +161,11 @@ describe('meterUsage on streams', () => {
       },
       { signal: slow.signal },
     );
-    let received = 0;
+    let received = '';
     try {
       for await (const chunk of stream) {
-        received += (chunk.choices[0]?.delta.content ?? '').length;
-        if (received > 40) slow.abort();
+        received += chunk.choices[0]?.delta.content ?? '';
+        if (received.length > 40) slow.abort();
       }
     } catch {
       // aborted by us
@@ -168,8 +173,11 @@ describe('meterUsage on streams', () => {
     await expect.poll(async () => (await store.getBalance(customer))?.reserved).toBe(0n);
     const events = await eventsOf();
     expect(events.map((event) => event.metadata?.estimated)).toEqual([true, true]);
-    expect(Number(events[1]!.metadata?.tokens)).toBeGreaterThan(0);
-    expect(Number(events[1]!.metadata?.tokens)).toBeLessThan(400);
+    // Never less than what reached the client (one token per byte bounds it), never more than
+    // the request's limit (the upstream cannot pass it either).
+    const billed = Number(events[1]!.metadata?.tokens);
+    expect(billed).toBeGreaterThanOrEqual(Buffer.byteLength(received));
+    expect(billed).toBeLessThanOrEqual(400);
     await expect.poll(() => llm.requests().at(-1)?.aborted).toBe(true);
   });
 });

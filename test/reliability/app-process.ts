@@ -6,7 +6,7 @@ import { createBilling } from '../../src/create-billing.js';
 import { RedisStore } from '../../src/store/redis.js';
 
 /**
- * A billing app in its own process (`tierRateLimit` + `requireCredits` + `meterUsage` on a RedisStore, and a
+ * A billing app in its own process (`billing.chain()`: tiers, credits, metering, on a RedisStore, and a
  * handler answering OpenAI-shaped JSON), forked by the reliability tests so that two instances
  * really race on one Redis and one can really be SIGKILLed. Its port goes to the parent over IPC.
  */
@@ -65,17 +65,18 @@ const app = express();
 app.use(express.json());
 app.post(
   '/v1/chat/completions',
-  // Generous limits: here for the admission path (requireCredits' reservation sent ahead with
-  // the tier's reads), never the reason for a refusal.
-  billing.tierRateLimit({ tiers: [{ name: 'all', minSpend: '0', rpm: 1_000_000, tpm: 1_000_000_000 }] }),
-  billing.requireCredits({
-    dodoTimeoutMs: 5_000,
-    ...(config.reservationTtlMs ? { reservationTtlMs: config.reservationTtlMs } : {}),
-  }),
-  billing.meterUsage({
-    flushIntervalMs: config.flushIntervalMs ?? 50,
-    maxBackoffMs: config.maxBackoffMs ?? 200,
-    ...(config.leaseMs ? { leaseMs: config.leaseMs } : {}),
+  billing.chain({
+    // Generous limits: here for the whole admission path, never the reason for a refusal.
+    tierRateLimit: { tiers: [{ name: 'all', minSpend: '0', rpm: 1_000_000, tpm: 1_000_000_000 }] },
+    requireCredits: {
+      dodoTimeoutMs: 5_000,
+      ...(config.reservationTtlMs ? { reservationTtlMs: config.reservationTtlMs } : {}),
+    },
+    meterUsage: {
+      flushIntervalMs: config.flushIntervalMs ?? 50,
+      maxBackoffMs: config.maxBackoffMs ?? 200,
+      ...(config.leaseMs ? { leaseMs: config.leaseMs } : {}),
+    },
   }),
   completion,
 );

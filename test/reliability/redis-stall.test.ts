@@ -137,6 +137,31 @@ describe.runIf(canRun)('RedisStore: a call abandoned at its deadline cannot take
     expect(Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1])).toBeGreaterThanOrEqual(1 + 9 + 9 + 1);
   });
 
+  it('admissions made while Redis is stalled are released when it resumes: the retry is admitted, not refused as in flight', async () => {
+    const { server, store } = await stallable();
+    await store.syncBalance('cus_1', 10n * COST, Date.now());
+    const admission = (requestId: string) => ({
+      customerId: 'cus_1',
+      requestId,
+      readProfile: true,
+      credits: { min: COST, max: 3n * COST, overdraft: 0n },
+      ttlMs: 10 * MINUTE,
+    });
+    expect(await store.admit(admission('warm-up'))).toMatchObject({ credits: { ok: true } });
+    await store.release('cus_1', 'warm-up');
+
+    server.pause();
+    await Promise.all([1, 2, 3].map((i) => failsAtDeadline(() => store.admit(admission(`req_${i}`)))));
+    server.resume();
+
+    await expect.poll(async () => (await store.getBalance('cus_1'))?.reserved, { timeout: 2_000 }).toBe(0n);
+    // The client retries its request under the same id: admitted, holding the full maximum.
+    expect(await store.admit(admission('req_1'))).toMatchObject({
+      credits: { ok: true, reserved: 3n * COST },
+    });
+    expect(await store.getBalance('cus_1')).toMatchObject({ reserved: 3n * COST, available: 7n * COST });
+  });
+
   it('an undo never releases a later reservation made under the same id', async () => {
     const { server, store } = await stallable();
     await store.syncBalance('cus_1', 10n * COST, Date.now());

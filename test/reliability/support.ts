@@ -7,16 +7,17 @@ import type { AppProcessConfig, AppProcessMessage } from './app-process.js';
 
 export const CENTS = unitsPerCredit(100);
 /**
- * 100 input tokens (400 characters) and `max_tokens` 50, answered with usage [100, 50]: the
- * reservation equals the settled cost, $0.00075, so a balance of N × COST admits exactly N.
+ * At most 452 input tokens (the bound of 400 characters, keys and structure) and `max_tokens`
+ * 50, answered with usage [452, 50]: the reservation equals the settled cost, $0.00163, so a
+ * balance of N × COST admits exactly N.
  */
 export const REQUEST = {
   model: 'gpt-4o',
   messages: [{ role: 'user', content: 'x'.repeat(400) }],
   max_tokens: 50,
 };
-export const USAGE: [number, number] = [100, 50];
-export const COST = parseUsd('0.00075', 'test');
+export const USAGE: [number, number] = [452, 50];
+export const COST = parseUsd('0.00163', 'test');
 
 /** A customer in the emulator holding exactly `requests` × COST. */
 export function customerWorth(emulator: DodoEmulator, entitlementId: string, requests: number): string {

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import OpenAI, { RateLimitError } from 'openai';
+import OpenAI, { InternalServerError, RateLimitError } from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RedisStore } from '../../src/store/redis.js';
 import { SEED_TIERS, tierRateLimit } from '../../src/tier-rate-limit/index.js';
@@ -18,7 +18,7 @@ describe.runIf(requireRedisBinaries('tierRateLimit with its Redis down'))(
       await server?.stop();
     });
 
-    it('limits with the in-process insurance limiter, logs it, and never answers a 429 for the error', async () => {
+    async function startDown(whenStoreDown?: 'fail-closed' | { instances: number }) {
       server = await startRedisServer();
       client = new Redis(server.url, { maxRetriesPerRequest: 1, retryStrategy: () => 100 });
       client.on('error', () => {});
@@ -27,7 +27,15 @@ describe.runIf(requireRedisBinaries('tierRateLimit with its Redis down'))(
       const logger = recordingLogger();
       app = await startApp({
         store,
-        chain: [tierRateLimit({ store, customerId: customerFromApiKey, tiers: SEED_TIERS, logger })],
+        chain: [
+          tierRateLimit({
+            store,
+            customerId: customerFromApiKey,
+            tiers: SEED_TIERS,
+            logger,
+            ...(whenStoreDown ? { whenStoreDown } : {}),
+          }),
+        ],
         handler: (req, res) => {
           res.json({ id: 'x', object: 'chat.completion', model: req.body.model, choices: [], usage: null });
         },
@@ -37,30 +45,43 @@ describe.runIf(requireRedisBinaries('tierRateLimit with its Redis down'))(
         openai.chat.completions
           .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'Hi' }] })
           .withResponse();
-
       expect((await ask()).response.headers.get('x-ratelimit-remaining-requests')).toBe('2');
       expect(logger.lines).toEqual([]);
       await server.kill();
       await new Promise((resolve) => setTimeout(resolve, 50));
+      return { ask, logger };
+    }
 
-      // The insurance limiter starts its own count of tier 1's 3 requests a minute.
+    it('fails closed by default: 503 billing_unavailable within the deadline, logged, never a 429', async () => {
+      const { ask, logger } = await startDown();
       const started = performance.now();
-      for (const remaining of ['2', '1', '0']) {
+      const error = await ask().catch((caught: unknown) => caught);
+      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(error).toBeInstanceOf(InternalServerError);
+      expect((error as InternalServerError).status).toBe(503);
+      expect((error as InternalServerError).code).toBe('billing_unavailable');
+      expect(logger.lines.some((line) => line.message.includes('fail-closed'))).toBe(true);
+    });
+
+    it('with whenStoreDown { instances }, limits each process to its share of the tier, and logs it', async () => {
+      const { ask, logger } = await startDown({ instances: 2 });
+      // Tier 1's 3 requests a minute, shared by 2 processes: 2 for this one.
+      const started = performance.now();
+      for (const remaining of ['1', '0']) {
         const { response } = await ask();
         expect(response.status).toBe(200);
-        expect(response.headers.get('x-ratelimit-limit-requests')).toBe('3');
+        expect(response.headers.get('x-ratelimit-limit-requests')).toBe('2');
         expect(response.headers.get('x-ratelimit-remaining-requests')).toBe(remaining);
       }
       const error = await ask().catch((caught: unknown) => caught);
       expect(error).toBeInstanceOf(RateLimitError);
       expect((error as RateLimitError).message).toContain(
-        'on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in ',
+        'on requests per min (RPM): Limit 2, Used 2, Requested 1. Please try again in ',
       );
-      expect(performance.now() - started).toBeLessThan(1_000);
-      expect(logger.lines.length).toBeGreaterThanOrEqual(4);
+      expect(performance.now() - started).toBeLessThan(1_500);
       expect(logger.lines[0]).toEqual({
         level: 'warn',
-        message: 'store unavailable: limiting on the last known tier with the in-process insurance limiter',
+        message: 'store unavailable: limiting on the last known tier',
       });
     });
   },

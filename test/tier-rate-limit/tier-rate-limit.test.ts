@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import type OpenAI from 'openai';
 import { RateLimitError } from 'openai';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { estimateInputTokens, utf8ByteTokens } from '../../src/estimate/input.js';
 import { meterUsage } from '../../src/meter-usage/index.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { RedisStore } from '../../src/store/redis.js';
@@ -59,6 +60,15 @@ const ask = (content = 'Hello there', extra: Record<string, unknown> = {}) => ({
   messages: [{ role: 'user' as const, content }],
   ...extra,
 });
+
+/**
+ * What TPM counts at admission: the bound of the input (the same estimate `requireCredits`
+ * holds credits for) and the output the request may generate: its `max_tokens`, else the
+ * default ceiling of 4,096 tokens.
+ */
+const admissionTokens = (body: Record<string, unknown>) =>
+  estimateInputTokens(body, { estimateTokens: utf8ByteTokens, imageTokens: 1445 }) +
+  ((body.max_tokens as number | undefined) ?? 4096);
 
 /** The 429's body and headers, as the `openai` client saw them. */
 async function refusal(client: OpenAI, body = ask()): Promise<RateLimitError> {
@@ -192,7 +202,7 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
     const client = app.client(customerId);
     const free = await client.chat.completions.create(ask()).withResponse();
     expectWindowHeaders(free.response.headers, 'requests', 3, 2);
-    expectWindowHeaders(free.response.headers, 'tokens', 40_000, 40_000 - 3 - 0);
+    expectWindowHeaders(free.response.headers, 'tokens', 40_000, 40_000 - admissionTokens(ask()));
 
     await pay(dodo, customerId, sixtyDollars);
     const tier1 = await client.chat.completions.create(ask()).withResponse();
@@ -214,11 +224,12 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
     async (chain) => {
       await start([{ name: 'only', minSpend: '0', rpm: 100, tpm: 1_000 }], chain);
       const client = app.client(customerId);
-      // 44 characters → 11 estimated prompt tokens, plus max_tokens 200: 211 estimated.
+      // 44 characters, keys and structure → at most 97 prompt tokens, plus max_tokens 200: 297.
       const body = ask('one two three four five six seven eight nine', { max_tokens: 200 });
-      const estimate = Math.ceil('one two three four five six seven eight nine'.length / 4) + 200;
+      const estimate = admissionTokens(body);
       const actual = mockCompletion('chat', body).totalTokens;
-      expect([estimate, actual]).toEqual([211, 20]);
+      expect([estimate, actual]).toEqual([297, 20]);
+      const input = estimate - 200;
 
       const first = await client.chat.completions.create(body).withResponse();
       expectWindowHeaders(first.response.headers, 'tokens', 1_000, 1_000 - estimate);
@@ -230,7 +241,7 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
       // 40 tokens used: a request estimated at 961 does not fit, one at 960 does.
       const big = (maxTokens: number) =>
         ask('one two three four five six seven eight nine', { max_tokens: maxTokens });
-      const error = await refusal(client, big(1_000 - 2 * actual - 11 + 1));
+      const error = await refusal(client, big(1_000 - 2 * actual - input + 1));
       expect(error.type).toBe('tokens');
       expect(error.code).toBe('rate_limit_exceeded');
       expect(error.message).toContain(
@@ -238,7 +249,7 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
       );
       expectWindowHeaders(error.headers as Headers, 'tokens', 1_000, 1_000 - 2 * actual);
       // The refused tokens were not kept: a request that fits exactly is admitted.
-      const fits = await client.chat.completions.create(big(1_000 - 2 * actual - 11)).withResponse();
+      const fits = await client.chat.completions.create(big(1_000 - 2 * actual - input)).withResponse();
       expectWindowHeaders(fits.response.headers, 'tokens', 1_000, 0);
     },
   );
@@ -262,7 +273,7 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
     // Back on the metered tier within the minute: what the unmetered request used is counted.
     await refund(dodo, paymentId);
     const metered = await client.chat.completions.create(body).withResponse();
-    expectWindowHeaders(metered.response.headers, 'tokens', 1_000, 1_000 - actual - 211);
+    expectWindowHeaders(metered.response.headers, 'tokens', 1_000, 1_000 - actual - admissionTokens(body));
   });
 
   it('requests per day: the 429 names RPD, and the refused request is not counted in RPM either', async () => {
@@ -283,7 +294,7 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
     const error = await refusal(app.client(customerId, 2), ask('Hello there', { max_tokens: 500 }));
     expect(error.error).toMatchObject({ code: 'rate_limit_exceeded', param: null });
     expect((error.error as { message: string }).message).toBe(
-      `Request too large for gpt-4o in organization ${customerId} on tokens per min (TPM): Limit 100, Requested 503. The input or output tokens must be reduced in order to run successfully.`,
+      `Request too large for gpt-4o in organization ${customerId} on tokens per min (TPM): Limit 100, Requested ${admissionTokens(ask('Hello there', { max_tokens: 500 }))}. The input or output tokens must be reduced in order to run successfully.`,
     );
     expect(error.type).toBe('tokens');
     expect(error.headers?.get('x-should-retry')).toBe('false');

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { estimateInputTokens, utf8ByteTokens } from '../../src/estimate/input.js';
 import { mockCompletion } from '../../src/testing/index.js';
 import { costOf, startTrackedApp, type TrackedApp } from './support.js';
 
@@ -77,7 +78,7 @@ describe('trackOpenAI: a handler that calls OpenAI and answers its own JSON', ()
     ]);
   });
 
-  it('bills a stream the handler abandons from an estimate, flagged, and aborts the upstream', async () => {
+  it('reads a stream the handler abandons on to its usage, and bills that exactly, on its own', async () => {
     let seen = '';
     t.setHandler(async (_req, res) => {
       const stream = await t.openai.chat.completions.create({ ...LONG, stream: true });
@@ -94,21 +95,25 @@ describe('trackOpenAI: a handler that calls OpenAI and answers its own JSON', ()
     expect(response.status).toBe(200);
     expect(seen.split(' ')).toHaveLength(3);
 
-    await expect.poll(() => t.llm.requests().at(-1)?.aborted).toBe(true);
-    const input = Math.ceil(LONG.messages[0]!.content.length / 4);
-    const output = Math.ceil(seen.length / 4);
-    await expect.poll(() => t.spent(customer)).toBe(costOf('gpt-4o', input, output));
+    // The upstream is not cut: what it bills is the whole completion, and that is what is billed.
+    await expect.poll(() => t.llm.requests().at(-1)?.completed).toBe(true);
+    expect(t.llm.requests().at(-1)?.aborted).toBe(false);
+    const whole = mockCompletion('chat', LONG);
+    await expect
+      .poll(() => t.spent(customer))
+      .toBe(costOf('gpt-4o', whole.promptTokens, whole.completionTokens));
     const events = await t.eventsOf(customer);
     expect(
       events.map((event) => [event.event_id, event.metadata?.tokens, event.metadata?.estimated]),
     ).toEqual([
-      [`${requestId}:input`, input, true],
-      [`${requestId}:output`, output, true],
+      [`${requestId}:call:0:input`, whole.promptTokens, undefined],
+      [`${requestId}:call:0:output`, whole.completionTokens, undefined],
     ]);
   });
 
-  it('aborts the upstream stream and bills what it generated when the client leaves mid-answer', async () => {
+  it('bills the upstream’s own usage when the client leaves mid-answer and the handler reads on', async () => {
     let relayed = '';
+    let handlerDone = false;
     t.setHandler(async (_req, res) => {
       const stream = await t.openai.chat.completions.create({ ...LONG, stream: true });
       res.setHeader('content-type', 'text/event-stream');
@@ -118,6 +123,7 @@ describe('trackOpenAI: a handler that calls OpenAI and answers its own JSON', ()
         res.write(`data: ${JSON.stringify({ text })}\n\n`);
       }
       res.end();
+      handlerDone = true;
     });
     const customer = t.customerWithOneDollar();
     const requestId = randomUUID();
@@ -129,20 +135,18 @@ describe('trackOpenAI: a handler that calls OpenAI and answers its own JSON', ()
       received += new TextDecoder().decode((await reader.read()).value);
     leave.abort();
 
-    await expect.poll(() => t.llm.requests().at(-1)?.aborted).toBe(true);
-    const upstream = t.llm.requests().at(-1)!;
-    expect(upstream.sentTokens).toBeLessThan(mockCompletion('chat', LONG).tokens.length);
+    await expect.poll(() => handlerDone).toBe(true);
+    expect(t.llm.requests().at(-1)?.aborted).toBe(false);
+    const whole = mockCompletion('chat', LONG);
+    expect(relayed).toBe(whole.text);
     await expect.poll(async () => (await t.eventsOf(customer)).length).toBe(2);
     const events = await t.eventsOf(customer);
-    const input = Math.ceil(LONG.messages[0]!.content.length / 4);
-    expect(events.map((event) => [event.event_id, event.metadata?.estimated])).toEqual([
-      [`${requestId}:input`, true],
-      [`${requestId}:output`, true],
+    expect(
+      events.map((event) => [event.event_id, event.metadata?.tokens, event.metadata?.estimated]),
+    ).toEqual([
+      [`${requestId}:input`, whole.promptTokens, undefined],
+      [`${requestId}:output`, whole.completionTokens, undefined],
     ]);
-    expect(events[0]!.metadata?.tokens).toBe(input);
-    // Billed what the handler had received from the upstream when it was stopped.
-    expect(events[1]!.metadata?.tokens).toBe(Math.ceil(relayed.length / 4));
-    expect(relayed.length).toBeGreaterThan(0);
   });
 
   it("aborts the upstream when the caller's own signal aborts a stream, and bills an estimate", async () => {
@@ -165,10 +169,14 @@ describe('trackOpenAI: a handler that calls OpenAI and answers its own JSON', ()
     await expect.poll(() => t.llm.requests()[0]?.aborted).toBe(true);
     expect(seen.length).toBeGreaterThan(0);
     const events = await t.eventsOf(customer);
-    expect(events.map((event) => [event.metadata?.tokens, event.metadata?.estimated])).toEqual([
-      [Math.ceil(LONG.messages[0]!.content.length / 4), true],
-      [Math.ceil(seen.length / 4), true],
-    ]);
+    // The input's bound, and one token per byte of what the upstream had sent when it was cut.
+    const [input, output] = events.map((event) => Number(event.metadata?.tokens));
+    expect(events.every((event) => event.metadata?.estimated === true)).toBe(true);
+    expect(input).toBe(
+      estimateInputTokens({ ...LONG, stream: true }, { estimateTokens: utf8ByteTokens, imageTokens: 1445 }),
+    );
+    expect(output).toBeGreaterThanOrEqual(Buffer.byteLength(seen));
+    expect(output).toBeLessThanOrEqual(LONG.max_tokens);
   });
 
   it('answers while Dodo is down, and delivers the usage once Dodo is back', async () => {

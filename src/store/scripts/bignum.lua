@@ -137,3 +137,23 @@ end
 local function bignum_add_strings(left, right)
   return bignum_tostring(bignum_add(bignum_or_zero(left), bignum_or_zero(right)))
 end
+
+-- value × factor, for a whole factor below 10^8 (a seat count): each limb times the factor plus
+-- the carry stays below 2^53.
+local function bignum_mul_small(value, factor)
+  if value.sign == 0 or factor == 0 then
+    return { sign = 0, limbs = {} }
+  end
+  local limbs = {}
+  local carry = 0
+  for index = 1, #value.limbs do
+    local product = value.limbs[index] * factor + carry
+    limbs[index] = product % BIGNUM_BASE
+    carry = math.floor(product / BIGNUM_BASE)
+  end
+  while carry > 0 do
+    limbs[#limbs + 1] = carry % BIGNUM_BASE
+    carry = math.floor(carry / BIGNUM_BASE)
+  end
+  return { sign = value.sign, limbs = limbs }
+end

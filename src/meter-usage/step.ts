@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import type { Response } from 'express';
+import type { RequestBilling } from '../billing-context.js';
+import { formatUsd } from '../money.js';
+import type { Settlement } from '../store/types.js';
+import type { ResolvedMeterUsageOptions } from './options.js';
+import type { OutboxFlusher } from './outbox-flusher.js';
+import { captureResponse, type ResponseCapture } from './response-capture.js';
+import { buildSettlement } from './settlement.js';
+import { usageRecordsOf } from './usage-records.js';
+
+/**
+ * Metering as a step of the billing chain: it captures the response and settles the request's
+ * usage in its tail — before the response's last bytes leave, so a client that received a
+ * complete answer has been billed even if the process dies the next instant. The settlement is
+ * one atomic store write (holds released, cost deducted, events queued in the durable outbox);
+ * the outbox flusher delivers the events to Dodo in the background.
+ */
+export class MeterStep {
+  constructor(
+    readonly config: ResolvedMeterUsageOptions,
+    readonly flusher: OutboxFlusher,
+  ) {}
+
+  install(billing: RequestBilling, res: Response): void {
+    const capture = captureResponse(res, billing.settings.maxJsonBytes, billing.settings.estimateTokens);
+    billing.settler = {
+      settle: (ended, response) => this.settle(ended, capture, response),
+      abandonedResponseTimeoutMs: this.config.abandonedResponseTimeoutMs,
+    };
+    capture.tail = () => billing.end(res);
+  }
+
+  private async settle(billing: RequestBilling, capture: ResponseCapture, res: Response): Promise<void> {
+    const { store, logger } = this.config;
+    const { customerId, requestId } = billing;
+    const records = usageRecordsOf(billing, capture, res);
+    billing.settledUsage = records;
+    if (records.length === 0) {
+      // Nothing was generated: the request id stays free for a retry, and its holds go back.
+      if (billing.reservation) {
+        await store.release(customerId, billing.reservation.id).catch((error: unknown) =>
+          logger.warn('releasing a request that used nothing failed: its hold expires on its own', {
+            customerId,
+            requestId,
+            error,
+          }),
+        );
+      }
+      return;
+    }
+    const settlementOf = (settlementId: string) =>
+      buildSettlement(this.config, {
+        customerId,
+        settlementId,
+        reservationId: billing.reservation?.id,
+        records,
+        chargeCredits: billing.chargeCredits,
+        usagePeriod: billing.usagePeriod,
+        now: store.now(),
+      });
+    let settlement = settlementOf(requestId);
+    try {
+      let result = await store.settle(settlement);
+      if (!result.applied) {
+        // Another request already settled under this id (no admission refused it: credits
+        // are not mounted): this one is billed under an id of its own, never for free.
+        logger.warn('a request id was already settled: billing this request under an id of its own', {
+          customerId,
+          requestId,
+        });
+        settlement = settlementOf(`${requestId}:${randomUUID()}`);
+        result = await store.settle(settlement);
+      }
+      this.noteCost(billing, settlement, result.view?.balance, res);
+    } catch (error) {
+      logger.error('settling a request failed: it will be retried in the background', {
+        customerId,
+        requestId,
+        error,
+      });
+      this.flusher.retryLater(settlement);
+    }
+  }
+
+  /** Keeps what the request cost and, for a JSON answer whose headers are not sent, says it. */
+  private noteCost(
+    billing: RequestBilling,
+    settlement: Settlement,
+    balance: bigint | undefined,
+    res: Response,
+  ): void {
+    const estimated = billing.settledUsage?.some((usage) => usage.estimated === true) ?? false;
+    billing.settledCost = { cost: settlement.cost, balance, estimated };
+    if (!this.config.costHeaders || res.headersSent || !billing.chargeCredits) return;
+    res.setHeader('x-billing-cost', formatUsd(settlement.cost));
+    if (balance !== undefined) res.setHeader('x-billing-balance', formatUsd(balance));
+    if (estimated) res.setHeader('x-billing-estimated', 'true');
+  }
+}
