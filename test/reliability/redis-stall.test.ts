@@ -200,7 +200,7 @@ describe.runIf(canRun)('RedisStore: a call abandoned at its deadline cannot take
       // The stalled server dies with the commands in its socket: they never ran there.
       await server.kill();
       await Promise.all(reserves);
-      expect(client.status).not.toBe('ready');
+      await expect.poll(() => client.status).not.toBe('ready');
 
       server = await startRedisServer({ port: server.port, appendOnlyDir: directory });
       await whenReady(client);
