@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin } from 'vitest/config';
 
@@ -11,6 +13,17 @@ function luaAsText(): Plugin {
       return `export default ${JSON.stringify(readFileSync(id, 'utf8'))};`;
     },
   };
+}
+
+/**
+ * `ELB_IOREDIS=<folder>` runs the tests on the `ioredis` installed in `<folder>/node_modules`
+ * instead of the repo's own: CI proves the older supported major with it (see .ci/run).
+ */
+function ioredisOverride() {
+  const folder = process.env.ELB_IOREDIS;
+  if (!folder) return [];
+  const entry = createRequire(join(folder, 'package.json')).resolve('ioredis');
+  return [{ find: /^ioredis$/, replacement: entry }];
 }
 
 export default defineConfig({
@@ -26,6 +39,7 @@ export default defineConfig({
         find: /^express-llm-billing$/,
         replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)),
       },
+      ...ioredisOverride(),
     ],
   },
   test: {

@@ -9,7 +9,7 @@ import { startDodo } from '../test/support/billing-app.js';
  */
 const customers = Number(process.argv[2] ?? 100);
 const { emulator, entitlementId } = await startDodo({ meterDelayMs: 1000 });
-// The upstream of the `*-upstream` variants: an OpenAI-compatible server, answering at once.
+// The upstream of the `*-proxy` variants: an OpenAI-compatible server, answering at once.
 const upstream = await createMockLLM();
 const customerIds = Array.from({ length: customers }, (_, i) => {
   const id = emulator.createCustomer({ email: `bench-${i}@example.com` }).customer_id;
@@ -24,6 +24,7 @@ process.on('message', (message: { type: string }) => {
       type: 'calls',
       balance: requests.filter((request) => request.path.includes('/balances/')).length,
       ingest: requests.filter((request) => request.path === '/events/ingest').length,
+      events: emulator.ingestedEvents().length,
     });
   }
   if (message.type === 'close')

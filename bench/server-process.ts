@@ -16,7 +16,10 @@ const [variant = 'bare', baseURL = '', apiKey = '', entitlementId = '', upstream
   process.argv.slice(2);
 const dodo = new DodoPayments({ bearerToken: apiKey, baseURL, maxRetries: 0 });
 
-const PRICING = { 'gpt-4o': { input: '2.50', output: '10.00' } };
+const PRICING = {
+  'gpt-4o': { input: '2.50', output: '10.00', maxOutputTokens: 16_384 },
+  'gpt-4o-mini': { input: '0.15', output: '0.60', maxOutputTokens: 16_384 },
+};
 
 /** The upstream LLM's answer, as every variant returns it: OpenAI-shaped, with usage. */
 const cannedCompletion: RequestHandler = (req: Request, res: Response) => {
@@ -38,14 +41,17 @@ const proxiedCompletion: RequestHandler = async (req, res) => {
   res.json(await upstream.chat.completions.create(req.body));
 };
 
-/** `<variant>-upstream` proxies to the mock LLM instead of answering a canned completion. */
-const completion = variant.endsWith('-upstream') ? proxiedCompletion : cannedCompletion;
-const stack = variant.replace(/-upstream$/, '');
+/** `<variant>-proxy` proxies to the mock LLM instead of answering a canned completion. */
+const completion = variant.endsWith('-proxy') ? proxiedCompletion : cannedCompletion;
+const stack = variant.replace(/-proxy$/, '');
 
 const customerOf = (req: Request) => req.get('x-customer') || undefined;
 
-function billingStack(store: BillingStore): RequestHandler[] {
-  const billing = createBilling({
+const tiers = [{ name: 'bench', minSpend: '0', rpm: 1_000_000_000, tpm: 1_000_000_000 }];
+const plans = { prod_plus: { softCap: { tokens: 1_000_000 }, downgrade: { 'gpt-4o': 'gpt-4o-mini' } } };
+
+function billingOn(store: BillingStore) {
+  return createBilling({
     store,
     dodo,
     creditEntitlementId: entitlementId,
@@ -53,16 +59,25 @@ function billingStack(store: BillingStore): RequestHandler[] {
     pricing: PRICING,
     creditsPerDollar: 100,
   });
-  return [
-    billing.tierRateLimit({
-      tiers: [{ name: 'bench', minSpend: '0', rpm: 1_000_000_000, tpm: 1_000_000_000 }],
-    }),
-    billing.softCapRouter({
-      plans: { prod_plus: { softCap: { tokens: 1_000_000 }, downgrade: { 'gpt-4o': 'gpt-4o-mini' } } },
-    }),
-    billing.requireCredits(),
-    billing.meterUsage(),
-  ];
+}
+
+/** The whole stack as users mount it: one `billing.chain()` (tiers, soft caps, credits, metering). */
+function billingChain(store: BillingStore): RequestHandler[] {
+  return [billingOn(store).chain({ tierRateLimit: { tiers }, softCapRouter: { plans } })];
+}
+
+/** One middleware on its own (`only-<name>`), to see what each costs. */
+function single(name: string): RequestHandler[] {
+  const billing = billingOn(new MemoryStore());
+  const chain = {
+    tier: () => billing.tierRateLimit({ tiers }),
+    softcap: () => billing.softCapRouter({ plans }),
+    credits: () => billing.requireCredits(),
+    meter: () => billing.meterUsage(),
+    money: () => billing.chain(),
+  }[name];
+  if (!chain) throw new Error(`unknown middleware ${name}`);
+  return [chain()];
 }
 
 /** The seed's proxy: an awaited balance read before and an awaited ingest after every request. */
@@ -101,15 +116,11 @@ const naive: RequestHandler = async (req, res) => {
 async function middlewares(): Promise<RequestHandler[]> {
   if (stack === 'bare') return [completion];
   if (stack === 'naive') return [naive];
-  if (stack === 'memory') return [...billingStack(new MemoryStore()), completion];
-  if (stack.startsWith('only-')) {
-    const handlers = billingStack(new MemoryStore());
-    const pick = { tier: [0], softcap: [1], credits: [2], meter: [3], money: [2, 3] }[stack.slice(5)] ?? [];
-    return [...pick.map((index) => handlers[index]!), completion];
-  }
+  if (stack === 'memory') return [...billingChain(new MemoryStore()), completion];
+  if (stack.startsWith('only-')) return [...single(stack.slice(5)), completion];
   if (stack === 'redis') {
     const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-    return [...billingStack(new RedisStore({ client, prefix: `elb-bench:${randomUUID()}:` })), completion];
+    return [...billingChain(new RedisStore({ client, prefix: `elb-bench:${randomUUID()}:` })), completion];
   }
   throw new Error(`unknown variant ${variant}`);
 }

@@ -76,14 +76,46 @@ export class RequestBilling {
   private readonly endingListeners: ((billing: RequestBilling) => void)[] = [];
   private readonly settlingListeners: ((billing: RequestBilling) => void)[] = [];
 
+  /** The request's id: the app's (`requestId(req)`), else a random UUID until a middleware that has one runs. */
+  get requestId(): string {
+    return this.id;
+  }
+  private id: string;
+  /** The id came from the app's `requestId`. */
+  private idFromApp: boolean;
+  /** Something was held or settled under the id: it cannot change any more. */
+  private idUsed = false;
+
   constructor(
     readonly customerId: string,
-    readonly requestId: string,
+    requestId: { id: string; fromApp: boolean },
     /** The per-request settings of the middleware that opened the billing. */
     readonly settings: RequestSettings,
     /** What ends a request that no `meterUsage` settles: its holds are released. */
     private readonly onUnsettled: (billing: RequestBilling) => Promise<void>,
-  ) {}
+  ) {
+    this.id = requestId.id;
+    this.idFromApp = requestId.fromApp;
+  }
+
+  /** The id as the store will see it from now on (an admission holds under it, a settlement bills under it). */
+  useRequestId(): string {
+    this.idUsed = true;
+    return this.id;
+  }
+
+  /**
+   * The app's request id, read by a middleware that runs after one that had none: it replaces
+   * the provisional random id while nothing used it. Returns false when it cannot (another app
+   * id, or the random one already holds or billed something).
+   */
+  adoptRequestId(id: string): boolean {
+    if (id === this.id) return true;
+    if (this.idFromApp || this.idUsed) return false;
+    this.id = id;
+    this.idFromApp = true;
+    return true;
+  }
 
   /**
    * Reports usage explicitly, for responses that are not OpenAI-shaped. Several calls add up;

@@ -9,6 +9,7 @@ export {
 } from './dodo-webhooks/index.js';
 export { BillingError, ConfigError, StoreError } from './errors.js';
 export type { OutputLimitField } from './estimate/index.js';
+export type { RequestBillingLocal } from './express-locals.js';
 export type { Logger } from './logger.js';
 export { type MeterUsageMiddleware, type MeterUsageOptions, meterUsage } from './meter-usage/index.js';
 export {
@@ -21,6 +22,7 @@ export {
 } from './metering.js';
 export {
   costOfTokens,
+  type DisplayUsdOptions,
   displayUsd,
   formatCredits,
   formatUsd,
@@ -59,6 +61,7 @@ export { RedisStore, type RedisStoreOptions } from './store/redis.js';
 export { subscriptionPeriod } from './store/subscription-period.js';
 export type * from './store/types.js';
 export {
+  GUIDE_TIERS,
   OPENAI_TIERS,
   openAIDuration,
   SEED_TIERS,

@@ -298,14 +298,38 @@ export function formatUsd(amount: Money): string {
   return formatScaled(amount, UNITS_PER_DOLLAR, MONEY_SCALE);
 }
 
+/** Options of {@link displayUsd}. */
+export interface DisplayUsdOptions {
+  /**
+   * Round to this many decimals (0 to 12), half away from zero, and show exactly that many:
+   * `2` shows cents, as people read money (`"$4.95"` for $4.9507147, `"-$0.05"` for
+   * -$0.0492853). An amount that rounds to zero shows without a sign (`"$0.00"`).
+   * @default undefined (exact: at least two decimals and as many more as needed)
+   */
+  decimals?: number;
+}
+
 /**
  * Formats money for people: dollars with at least two decimals and as many more as needed to
- * stay exact, e.g. `"$4.50"`, `"$0.0000025"`, `"-$1.00"`.
+ * stay exact, e.g. `"$4.50"`, `"$0.0000025"`, `"-$1.00"`; or rounded to `options.decimals`
+ * (`displayUsd(amount, { decimals: 2 })` → `"$4.95"`). Exact integer arithmetic, never a float.
  */
-export function displayUsd(amount: Money): string {
-  const exact = formatUsd(amount < 0n ? -amount : amount);
-  const [whole, fraction = ''] = exact.split('.');
-  return `${amount < 0n ? '-' : ''}$${whole}.${fraction.padEnd(2, '0')}`;
+export function displayUsd(amount: Money, options: Readonly<DisplayUsdOptions> = {}): string {
+  const { decimals } = options;
+  let magnitude = amount < 0n ? -amount : amount;
+  if (decimals !== undefined) {
+    if (!Number.isSafeInteger(decimals) || decimals < 0 || decimals > MONEY_SCALE) {
+      throw new RangeError(
+        `displayUsd: \`decimals\` must be an integer from 0 to ${MONEY_SCALE} (got ${decimals}).`,
+      );
+    }
+    const step = 10n ** BigInt(MONEY_SCALE - decimals);
+    magnitude = ((magnitude + step / 2n) / step) * step;
+  }
+  const [whole, fraction = ''] = formatUsd(magnitude).split('.');
+  const digits = decimals ?? Math.max(2, fraction.length);
+  const sign = amount < 0n && magnitude !== 0n ? '-' : '';
+  return `${sign}$${whole}${digits > 0 ? `.${fraction.padEnd(digits, '0')}` : ''}`;
 }
 
 /**

@@ -93,6 +93,8 @@ export interface RequestSettings {
   maxJsonBytes: number;
   /** `undefined` when no pricing was given (a rate limit alone needs none). */
   pricing: ResolvedPricing | undefined;
+  /** The settings the options gave; the others are defaults, which never contradict a given one. */
+  explicit: ReadonlySet<(typeof REQUEST_SETTING_KEYS)[number]>;
 }
 
 /** The options that are per-request settings: one value per request, whoever reads it. */
@@ -160,6 +162,7 @@ export function resolveRequestSettings(options: RequestSettingsOptions, middlewa
       options.pricing === undefined && options.defaultPrice === undefined
         ? undefined
         : resolveModelPricing(options.pricing, options.defaultPrice, middleware),
+    explicit: new Set(REQUEST_SETTING_KEYS.filter((key) => options[key] !== undefined)),
   };
 }
 

@@ -98,6 +98,38 @@ describe('money', () => {
     expect(displayUsd(parseUsd('-0.0000025', 'x'))).toBe('-$0.0000025');
   });
 
+  it('shows money to the cent for people, rounded half away from zero, never through a float', () => {
+    const cents = (text: string) => displayUsd(parseUsd(text, 'x'), { decimals: 2 });
+    expect(cents('4.9507147')).toBe('$4.95');
+    expect(cents('-0.0492853')).toBe('-$0.05');
+    expect(cents('4.999955')).toBe('$5.00');
+    expect(cents('0.005')).toBe('$0.01');
+    expect(cents('0.004999999999')).toBe('$0.00');
+    expect(cents('-0.005')).toBe('-$0.01');
+    // A float would print 1.005 as 1.00 (1.00499999…); the money is exact.
+    expect(cents('1.005')).toBe('$1.01');
+    expect(cents('-0.000045')).toBe('$0.00');
+    expect(cents('123456789012.345')).toBe('$123456789012.35');
+    expect(displayUsd(parseUsd('2.5', 'x'), { decimals: 0 })).toBe('$3');
+    expect(displayUsd(parseUsd('0.0000025', 'x'), { decimals: 12 })).toBe('$0.000002500000');
+    expect(() => displayUsd(1n, { decimals: 13 })).toThrow(RangeError);
+    expect(() => displayUsd(1n, { decimals: 1.5 })).toThrow(/`decimals`/);
+    fc.assert(
+      fc.property(fc.bigInt({ min: -(10n ** 20n), max: 10n ** 20n }), (units) => {
+        const shown = cents(formatUsd(units));
+        expect(shown).toMatch(/^-?\$\d+\.\d\d$/);
+        // What is shown is the nearest cent: never more than half a cent away.
+        const back = parseUsd(shown.replace('$', ''), 'x');
+        const error = back - units;
+        expect(error <= UNITS_PER_DOLLAR / 200n && error >= -UNITS_PER_DOLLAR / 200n).toBe(true);
+        // And half a cent exactly rounds away from zero.
+        if ((units < 0n ? -units : units) % (UNITS_PER_DOLLAR / 100n) === UNITS_PER_DOLLAR / 200n) {
+          expect(back > 0n ? back > units : back < units).toBe(true);
+        }
+      }),
+    );
+  });
+
   it("parses and formats Dodo's decimal credit strings exactly", () => {
     const cents = unitsPerCredit(100);
     expect(cents).toBe(10_000_000_000n);

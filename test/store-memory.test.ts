@@ -1,10 +1,11 @@
+import * as vitest from 'vitest';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, StoreError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
 import type { BillingStore, OutboxEvent } from '../src/store/types.js';
-import { describeStoreConformance } from './store-conformance.js';
+import { describeStoreConformance } from '../src/testing/index.js';
 
-describeStoreConformance('memory', { createStore: (now) => new MemoryStore({ now }) });
+describeStoreConformance('memory', { createStore: (now) => new MemoryStore({ now }) }, vitest);
 
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Cluster } from 'ioredis';
+import * as vitest from 'vitest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStore } from '../src/store/redis.js';
 import { RedisKeyspace } from '../src/store/redis-keys.js';
-import { describeStoreConformance } from './store-conformance.js';
+import { describeStoreConformance } from '../src/testing/index.js';
 import {
   type RedisClusterForTests,
   requireRedisBinaries,
@@ -34,9 +35,13 @@ if (!requireRedisBinaries('RedisStore on Redis Cluster')) {
     await cluster?.stop();
   });
 
-  describeStoreConformance('redis-cluster', {
-    createStore: (now) => new RedisStore({ client, prefix: `elb-test:${randomUUID()}:`, now }),
-  });
+  describeStoreConformance(
+    'redis-cluster',
+    {
+      createStore: (now) => new RedisStore({ client, prefix: `elb-test:${randomUUID()}:`, now }),
+    },
+    vitest,
+  );
 
   describe('RedisStore key layout on Redis Cluster', () => {
     it('spreads the outbox shards over every master', async () => {

@@ -2,12 +2,13 @@ import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
+import * as vitest from 'vitest';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, StoreError } from '../src/errors.js';
 import { RedisStore, type RedisStoreOptions } from '../src/store/redis.js';
 import { fnv1a32, RedisKeyspace } from '../src/store/redis-keys.js';
 import bignum from '../src/store/scripts/bignum.lua';
-import { describeStoreConformance } from './store-conformance.js';
+import { describeStoreConformance } from '../src/testing/index.js';
 import {
   deleteKeysWithPrefix,
   requireRedis,
@@ -49,11 +50,15 @@ if (!redisUrl) {
     await client.quit();
   });
 
-  describeStoreConformance('redis', {
-    createStore: (now) => storeOn({ now }),
-    createUnreachableStore: () =>
-      new RedisStore({ client: unreachableClient(), prefix: `elb-test:${randomUUID()}:` }),
-  });
+  describeStoreConformance(
+    'redis',
+    {
+      createStore: (now) => storeOn({ now }),
+      createUnreachableStore: () =>
+        new RedisStore({ client: unreachableClient(), prefix: `elb-test:${randomUUID()}:` }),
+    },
+    vitest,
+  );
 
   describe('RedisStore options', () => {
     it('names the option that is wrong', () => {

@@ -3,15 +3,16 @@ import express, { type ErrorRequestHandler, type Express } from 'express';
 import {
   type Billing,
   createBilling,
-  SEED_TIERS,
+  GUIDE_TIERS,
   type Tier,
   trackOpenAI,
   unitsPerCredit,
 } from '../../src/index.js';
+import { ActivityLog, activityRoute } from './activity.js';
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
+import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
-import { CREDITS_PER_DOLLAR, METERS, PRICING } from './seed.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 
@@ -44,8 +45,8 @@ const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
 export function buildApp(
   wiring: Wiring,
   options: { tiers?: readonly Tier[] } = {},
-): { app: Express; billing: Billing } {
-  const tiers = options.tiers ?? SEED_TIERS;
+): { app: Express; billing: Billing; activity: ActivityLog } {
+  const tiers = options.tiers ?? GUIDE_TIERS;
   const billing = createBilling({
     store: wiring.store,
     dodo: wiring.dodo,
@@ -57,6 +58,8 @@ export function buildApp(
     webhookKey: wiring.webhookKey,
   });
   const auth = apiKeyAuth(wiring.apiKeys);
+  // Each customer's recent requests and daily spend, for the status page.
+  const activity = new ActivityLog({ pricing: PRICING });
   const json = express.json({ limit: '4mb' });
   const app = express();
   app.disable('x-powered-by');
@@ -74,6 +77,7 @@ export function buildApp(
       tierRateLimit: { tiers },
       softCapRouter: Object.keys(wiring.plans).length > 0 && { plans: wiring.plans },
     }),
+    activity.track(),
     chatCompletions(wiring.openai),
   );
   // An endpoint of the app's own shape: a tracked client (a copy, so the proxy's calls stay
@@ -89,6 +93,7 @@ export function buildApp(
     json,
     auth,
     billing.chain({ tierRateLimit: { tiers }, requireCredits: { model: () => SUMMARY_MODEL } }),
+    activity.track(),
     summarizeRoute(tracked),
   );
   app.get('/v1/models', auth, listModels(wiring.openai, new Set(Object.keys(PRICING))));
@@ -112,16 +117,19 @@ export function buildApp(
     plans: wiring.plans,
   };
   app.get('/billing/balance', auth, balanceRoute(sources));
+  app.get('/billing/activity', auth, activityRoute(activity));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
 
+  // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.
+  const parts = Object.fromEntries(Object.entries(wiring.parts).map(([name, part]) => [name, part.kind]));
   app.get('/healthz', async (_req, res) => {
     try {
-      res.json({ status: 'ok', mode: wiring.mode, outbox: await wiring.store.outboxStats() });
+      res.json({ status: 'ok', parts, outbox: await wiring.store.outboxStats() });
     } catch {
-      res.status(503).json({ status: 'unavailable', mode: wiring.mode });
+      res.status(503).json({ status: 'unavailable', parts });
     }
   });
   app.use(express.static(PUBLIC_DIR, { index: 'index.html' }));
   app.use(jsonErrors);
-  return { app, billing };
+  return { app, billing, activity };
 }

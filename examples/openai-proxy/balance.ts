@@ -15,6 +15,17 @@ export function usd(amount: Money): string {
   return displayUsd(amount).replace('$', '');
 }
 
+/** Money for people, to the cent (`"$4.95"`, `"-$0.05"`), rounded exactly from the bigint. */
+export function cents(amount: Money): string {
+  return displayUsd(amount, { decimals: 2 });
+}
+
+/** A cost for people: to the cent, and `"<$0.01"` for one too small to show as a cent (never `"$0.00"`). */
+export function costCents(amount: Money): string {
+  const shown = cents(amount);
+  return amount > 0n && shown === '$0.00' ? '<$0.01' : shown;
+}
+
 export interface BalanceSources {
   store: BillingStore;
   dodo: DodoPayments;
@@ -53,7 +64,16 @@ export interface BalanceReport {
     input_tokens: number;
     output_tokens: number;
     cost: string;
-    by_model: { model: string; tokens: number; cost: string }[];
+    by_model: { model: string; tokens: number; cost: string; cost_display: string }[];
+  };
+  /** The amounts above as people read them, to the cent (`"$4.95"`, `"<$0.01"`): what the status page shows. */
+  display: {
+    balance: string;
+    available: string;
+    reserved: string;
+    lifetime_spend: string;
+    next_tier_min_spend: string | null;
+    period_cost: string;
   };
 }
 
@@ -156,7 +176,16 @@ export async function balanceReport(sources: BalanceSources, customerId: string)
         model,
         tokens: Number(counters[`tokens:${model}`] ?? 0n),
         cost: usd(counters[`cost:${model}`] ?? 0n),
+        cost_display: costCents(counters[`cost:${model}`] ?? 0n),
       })),
+    },
+    display: {
+      balance: cents(view.balance),
+      available: cents(view.available),
+      reserved: cents(view.reserved),
+      lifetime_spend: cents(spend.spend),
+      next_tier_min_spend: next ? cents(parseUsd(next.minSpend, 'minSpend')) : null,
+      period_cost: costCents(counters.cost ?? 0n),
     },
   };
 }

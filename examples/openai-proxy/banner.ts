@@ -1,11 +1,27 @@
 import type { RunningExample } from './start.js';
 
-/** What `npm start` prints: where it listens, the demo key, and snippets that work as printed. */
+const LABELS = { dodo: 'Dodo Payments', upstream: 'Upstream LLM', store: 'Store' } as const;
+/** Real services in capitals: they move real money or cost real tokens. */
+const KINDS: Record<string, string> = { real: 'REAL', redis: 'Redis' };
+
+/** One line per part: real or standing in, what it is, and which variables chose it. */
+export function partLines(example: Pick<RunningExample, 'wiring' | 'config'>): string[] {
+  const lines = Object.entries(example.wiring.parts).map(([name, part]) => {
+    const label = LABELS[name as keyof typeof LABELS].padEnd(15);
+    return `  ${label}${(KINDS[part.kind] ?? part.kind).padEnd(10)}${part.description}`;
+  });
+  for (const variable of example.config.ignored) lines.push(`  ${'Ignored'.padEnd(15)}${variable}`);
+  return lines;
+}
+
+/** What `npm start` prints: where it listens, which parts are real, the demo key, and snippets that work as printed. */
 export function banner(example: RunningExample): string {
-  const { url, embedded, config } = example;
+  const { url, embedded } = example;
   const lines = [
     '',
-    `express-llm-billing example proxy — ${config.mode === 'embedded' ? 'embedded mode: Dodo emulator, mock LLM, memory store' : 'real mode: Dodo Payments, OpenAI, Redis'}`,
+    'express-llm-billing example proxy',
+    '',
+    ...partLines(example),
     '',
     `  Listening on   ${url}`,
   ];

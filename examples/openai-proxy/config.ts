@@ -12,56 +12,60 @@ export class ExampleConfigError extends Error {
   }
 }
 
-/** Settings common to both modes. */
-interface CommonConfig {
+/** Real Dodo Payments, from Dodo's own variables. */
+export interface RealDodoConfig {
+  apiKey: string;
+  environment: 'test_mode' | 'live_mode';
+  creditEntitlementId: string;
+  webhookKey: string;
+  /** Pack price in dollars (`"5"`) → the Dodo product that sells it. */
+  packs: Record<string, string>;
+  /** Subscription product ids of the plans with soft caps, when sold. */
+  plusProductId: string | undefined;
+  teamProductId: string | undefined;
+  /** API key → Dodo customer id (`API_KEYS` or `API_KEYS_FILE`). */
+  apiKeys: Record<string, string>;
+}
+
+/** A real OpenAI-compatible upstream. */
+export interface UpstreamConfig {
+  apiKey: string;
+  /** `OPENAI_BASE_URL`; default the `openai` client's own (api.openai.com). */
+  baseURL: string | undefined;
+}
+
+/**
+ * What the proxy runs on. Each part is real when its variables are set and stands in otherwise,
+ * so `npm start` runs with no keys at all and uses what the environment already has.
+ */
+export interface ExampleConfig {
   /** `PORT`, default 3000 (0: any free port). */
   port: number;
   /** `HOST`, default: every interface. */
   host: string | undefined;
   /** `PUBLIC_URL`: where Dodo's checkout sends the customer back; default the request's origin. */
   publicUrl: string | undefined;
+  /** Real Dodo (`DODO_PAYMENTS_API_KEY`, …); `undefined`: the in-process Dodo emulator, with a demo customer. */
+  dodo: RealDodoConfig | undefined;
+  /** A real upstream (`OPENAI_API_KEY`, `OPENAI_BASE_URL`); `undefined`: the mock LLM. */
+  upstream: UpstreamConfig | undefined;
+  /** `REDIS_URL`; `undefined`: a memory store. */
+  redisUrl: string | undefined;
+  /** Variables that are set but not used, each with why: printed at startup. */
+  ignored: string[];
 }
 
-/** No service keys at all: the Dodo emulator, the mock LLM and a memory store, in-process. */
-export interface EmbeddedConfig extends CommonConfig {
-  mode: 'embedded';
-}
-
-/** Real Dodo Payments, a real OpenAI-compatible upstream and Redis. */
-export interface RealConfig extends CommonConfig {
-  mode: 'real';
-  dodo: {
-    apiKey: string;
-    environment: 'test_mode' | 'live_mode';
-    creditEntitlementId: string;
-    webhookKey: string;
-    /** Pack price in dollars (`"5"`) → the Dodo product that sells it. */
-    packs: Record<string, string>;
-    /** Subscription product ids of the plans with soft caps, when sold. */
-    plusProductId: string | undefined;
-    teamProductId: string | undefined;
-  };
-  openai: { apiKey: string; baseURL: string | undefined };
-  redisUrl: string;
-  /** API key → Dodo customer id. */
-  apiKeys: Record<string, string>;
-}
-
-export type ExampleConfig = EmbeddedConfig | RealConfig;
-
-/** What real mode needs, every one of them (plus `API_KEYS` or `API_KEYS_FILE`). */
-const REQUIRED_REAL_VARIABLES = [
+/** What real Dodo needs, every one of them (plus `API_KEYS` or `API_KEYS_FILE`). */
+const REQUIRED_DODO_VARIABLES = [
   'DODO_PAYMENTS_API_KEY',
   'DODO_PAYMENTS_ENVIRONMENT',
   'DODO_CREDIT_ENTITLEMENT_ID',
   'DODO_PAYMENTS_WEBHOOK_KEY',
   'DODO_CREDIT_PACKS',
-  'OPENAI_API_KEY',
-  'REDIS_URL',
 ] as const;
 
-/** Variables that ask for real mode: setting any of them requires all the required ones. */
-const REAL_MODE_VARIABLES = [...REQUIRED_REAL_VARIABLES, 'API_KEYS', 'API_KEYS_FILE'] as const;
+/** Dodo's own variables: setting any of them switches to real Dodo, which needs all the required ones. */
+const DODO_VARIABLES = [...REQUIRED_DODO_VARIABLES, 'DODO_PLUS_PRODUCT_ID', 'DODO_TEAM_PRODUCT_ID'] as const;
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -149,23 +153,50 @@ function packs(text: string): Record<string, string> {
   return parsed;
 }
 
-/**
- * Reads the environment. No service variable at all: embedded mode. Any of them: real mode,
- * which needs every required one — a missing or inconsistent one throws naming it.
- */
-export function loadConfig(env: Env = process.env): ExampleConfig {
-  const common: CommonConfig = { port: port(env), host: value(env, 'HOST'), publicUrl: publicUrl(env) };
-  const present = REAL_MODE_VARIABLES.filter((name) => value(env, name) !== undefined);
-  if (present.length === 0) return { mode: 'embedded', ...common };
+function redisUrl(env: Env): string | undefined {
+  const url = value(env, 'REDIS_URL');
+  if (url !== undefined && (!URL.canParse(url) || !/^rediss?:$/.test(new URL(url).protocol))) {
+    throw new ExampleConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL.');
+  }
+  return url;
+}
 
-  const missing: string[] = REQUIRED_REAL_VARIABLES.filter((name) => value(env, name) === undefined);
+function upstream(env: Env, ignored: string[]): UpstreamConfig | undefined {
+  const apiKey = value(env, 'OPENAI_API_KEY');
+  const baseURL = value(env, 'OPENAI_BASE_URL');
+  if (apiKey === undefined) {
+    if (baseURL !== undefined) {
+      ignored.push('OPENAI_BASE_URL (the mock LLM answers: set OPENAI_API_KEY too to forward to it)');
+    }
+    return undefined;
+  }
+  if (baseURL !== undefined && !URL.canParse(baseURL)) {
+    throw new ExampleConfigError(
+      'OPENAI_BASE_URL',
+      'must be an absolute URL such as https://api.openai.com/v1.',
+    );
+  }
+  return { apiKey, baseURL };
+}
+
+function realDodo(env: Env, ignored: string[]): RealDodoConfig | undefined {
+  const present = DODO_VARIABLES.filter((name) => value(env, name) !== undefined);
+  if (present.length === 0) {
+    for (const name of ['API_KEYS', 'API_KEYS_FILE']) {
+      if (value(env, name) !== undefined) {
+        ignored.push(`${name} (it names customers of real Dodo: set DODO_PAYMENTS_API_KEY, … to use it)`);
+      }
+    }
+    return undefined;
+  }
+  const missing: string[] = REQUIRED_DODO_VARIABLES.filter((name) => value(env, name) === undefined);
   if (value(env, 'API_KEYS') === undefined && value(env, 'API_KEYS_FILE') === undefined) {
     missing.push('API_KEYS');
   }
   if (missing.length > 0) {
     throw new ExampleConfigError(
       missing[0]!,
-      `is missing. ${present.join(', ')} ${present.length === 1 ? 'is' : 'are'} set, so the proxy runs against the real services and needs ${missing.join(', ')} too (API_KEYS may be given as API_KEYS_FILE). Unset them all to run on the embedded emulator.`,
+      `is missing. ${present.join(', ')} ${present.length === 1 ? 'is' : 'are'} set, so the proxy runs against real Dodo Payments and needs ${missing.join(', ')} too (API_KEYS may be given as API_KEYS_FILE). Unset every DODO_ variable to run on the Dodo emulator.`,
     );
   }
   const environment = value(env, 'DODO_PAYMENTS_ENVIRONMENT')!;
@@ -182,31 +213,49 @@ export function loadConfig(env: Env = process.env): ExampleConfig {
       "must be the webhook secret from Dodo's dashboard (whsec_ followed by base64).",
     );
   }
-  const redisUrl = value(env, 'REDIS_URL')!;
-  if (!URL.canParse(redisUrl) || !/^rediss?:$/.test(new URL(redisUrl).protocol)) {
-    throw new ExampleConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL.');
-  }
-  const openaiBaseURL = value(env, 'OPENAI_BASE_URL');
-  if (openaiBaseURL !== undefined && !URL.canParse(openaiBaseURL)) {
-    throw new ExampleConfigError(
-      'OPENAI_BASE_URL',
-      'must be an absolute URL such as https://api.openai.com/v1.',
-    );
-  }
   return {
-    mode: 'real',
-    ...common,
-    dodo: {
-      apiKey: value(env, 'DODO_PAYMENTS_API_KEY')!,
-      environment,
-      creditEntitlementId: value(env, 'DODO_CREDIT_ENTITLEMENT_ID')!,
-      webhookKey,
-      packs: packs(value(env, 'DODO_CREDIT_PACKS')!),
-      plusProductId: value(env, 'DODO_PLUS_PRODUCT_ID'),
-      teamProductId: value(env, 'DODO_TEAM_PRODUCT_ID'),
-    },
-    openai: { apiKey: value(env, 'OPENAI_API_KEY')!, baseURL: openaiBaseURL },
-    redisUrl,
+    apiKey: value(env, 'DODO_PAYMENTS_API_KEY')!,
+    environment,
+    creditEntitlementId: value(env, 'DODO_CREDIT_ENTITLEMENT_ID')!,
+    webhookKey,
+    packs: packs(value(env, 'DODO_CREDIT_PACKS')!),
+    plusProductId: value(env, 'DODO_PLUS_PRODUCT_ID'),
+    teamProductId: value(env, 'DODO_TEAM_PRODUCT_ID'),
     apiKeys: apiKeys(env),
   };
+}
+
+/**
+ * Reads the environment. Each part is chosen on its own: real Dodo only with Dodo's own
+ * variables (`DODO_PAYMENTS_API_KEY`, …, all of them then), else the emulator and a demo
+ * customer; a real upstream with `OPENAI_API_KEY`, else the mock LLM; Redis with `REDIS_URL`,
+ * else a memory store. Live Dodo needs a real upstream and Redis (real money: no mock answers, no
+ * usage lost with the process). A missing or inconsistent variable throws naming it.
+ */
+export function loadConfig(env: Env = process.env): ExampleConfig {
+  const ignored: string[] = [];
+  const config: ExampleConfig = {
+    port: port(env),
+    host: value(env, 'HOST'),
+    publicUrl: publicUrl(env),
+    redisUrl: redisUrl(env),
+    upstream: upstream(env, ignored),
+    dodo: realDodo(env, ignored),
+    ignored,
+  };
+  if (config.dodo?.environment === 'live_mode') {
+    if (!config.upstream) {
+      throw new ExampleConfigError(
+        'OPENAI_API_KEY',
+        'is missing. DODO_PAYMENTS_ENVIRONMENT is live_mode, where customers pay real money: set OPENAI_API_KEY so they get real answers, not the mock LLM.',
+      );
+    }
+    if (!config.redisUrl) {
+      throw new ExampleConfigError(
+        'REDIS_URL',
+        'is missing. DODO_PAYMENTS_ENVIRONMENT is live_mode: set REDIS_URL so that usage not yet sent to Dodo survives a restart.',
+      );
+    }
+  }
+  return config;
 }

@@ -1,18 +1,10 @@
-import OpenAI from 'openai';
-import { MemoryStore, parseUsd } from '../../src/index.js';
+import { parseUsd } from '../../src/index.js';
 import { applySetup } from '../../src/setup/apply.js';
 import { planSetup } from '../../src/setup/plan.js';
-import {
-  createDodoEmulator,
-  createMockLLM,
-  type DodoEmulator,
-  type MockLLM,
-  type MockLLMOptions,
-} from '../../src/testing/index.js';
+import { createDodoEmulator, type DodoEmulator } from '../../src/testing/index.js';
 import { ApiKeys } from './api-keys.js';
-import type { EmbeddedConfig } from './config.js';
-import { BILLING_CONFIG, CREDITS_PER_DOLLAR, PACK_DOLLARS, PLAN_CAPS } from './seed.js';
-import type { Wiring } from './wiring.js';
+import { BILLING_CONFIG, CREDITS_PER_DOLLAR, PACK_DOLLARS, PLAN_CAPS } from './billing-config.js';
+import type { DodoPart } from './wiring.js';
 
 /** A customer of the embedded Dodo emulator and the API key that names it. */
 export interface EmbeddedCustomer {
@@ -20,10 +12,9 @@ export interface EmbeddedCustomer {
   customerId: string;
 }
 
-/** The in-process stand-ins for Dodo and OpenAI, and the demo customer. */
+/** The in-process Dodo emulator and the demo customer. */
 export interface EmbeddedServices {
   emulator: DodoEmulator;
-  mockLLM: MockLLM;
   creditEntitlementId: string;
   demo: EmbeddedCustomer;
   /** Creates another customer holding `dollars` of credits (default none), with its own key. */
@@ -37,17 +28,12 @@ function creditsFor(dollars: string): string {
 }
 
 /**
- * Sets the seed up on the Dodo emulator with `express-llm-billing setup`'s own code — a fiat
- * credit entitlement, weighted input and output meters priced from the table, the
- * $5/$10/$50/$100 packs, Plus and Team — starts
- * the mock LLM as upstream, and creates a demo customer holding $5.00 of credits.
+ * Sets the guide's billing up on the Dodo emulator with `express-llm-billing setup`'s own code —
+ * a fiat credit entitlement, weighted input and output meters priced from the table, the
+ * $5/$10/$50/$100 packs, Plus and Team — and creates a demo customer holding $5.00 of credits.
  */
-export async function bootEmbedded(
-  config: EmbeddedConfig,
-  options: { mockLLM?: MockLLMOptions } = {},
-): Promise<{ wiring: Wiring; services: EmbeddedServices }> {
+export async function bootEmbedded(): Promise<{ part: DodoPart; services: EmbeddedServices }> {
   const emulator = await createDodoEmulator();
-  const mockLLM = await createMockLLM(options.mockLLM);
   try {
     // The same setup the CLI runs against real Dodo: entitlement, meters, packs, plans.
     const { ids } = await applySetup(planSetup(BILLING_CONFIG), emulator.client());
@@ -76,31 +62,24 @@ export async function bootEmbedded(
     };
     const demo = addCustomer({ dollars: '5.00', email: 'demo@example.com' });
 
-    const wiring: Wiring = {
-      mode: 'embedded',
-      store: new MemoryStore(),
+    const part: DodoPart = {
+      kind: 'emulated',
+      description: `the Dodo Payments emulator in this process, ${emulator.baseURL} (set DODO_PAYMENTS_API_KEY, … for real Dodo)`,
       dodo: emulator.client(),
       creditEntitlementId: credits.id,
       webhookKey: emulator.webhookKey,
-      openai: new OpenAI({ apiKey: 'sk-mock-llm', baseURL: mockLLM.baseURL }),
       apiKeys,
       packs,
       plans: {
         [plus.product_id]: { name: 'plus', ...PLAN_CAPS.plus },
         [team.product_id]: { name: 'team', ...PLAN_CAPS.team },
       },
-      publicUrl: config.publicUrl,
       listening: (appUrl) => emulator.setWebhookUrl(`${appUrl}/webhooks/dodo`),
-      close: async () => {
-        await Promise.allSettled([emulator.close(), mockLLM.close()]);
-      },
+      close: () => emulator.close(),
     };
-    return {
-      wiring,
-      services: { emulator, mockLLM, creditEntitlementId: credits.id, demo, addCustomer },
-    };
+    return { part, services: { emulator, creditEntitlementId: credits.id, demo, addCustomer } };
   } catch (error) {
-    await Promise.allSettled([emulator.close(), mockLLM.close()]);
+    await emulator.close();
     throw error;
   }
 }

@@ -77,7 +77,9 @@ describe('openai client → example proxy', () => {
     const after = await balance(buyer.apiKey);
     expect(after.balance).toBe('4.999955');
     expect(after.reserved).toBe('0.00');
-    expect(after.period.by_model).toEqual([{ model: 'gpt-4o', tokens: 6, cost: '0.000045' }]);
+    expect(after.period.by_model).toEqual([
+      { model: 'gpt-4o', tokens: 6, cost: '0.000045', cost_display: '<$0.01' },
+    ]);
 
     await example.billing.flush();
     const events = services().emulator.ingestedEvents({ customerId: buyer.customerId });
@@ -146,14 +148,14 @@ describe('openai client → example proxy', () => {
   it('refuses a customer without credits with 402 insufficient_quota, which the SDK does not retry', async () => {
     const broke = customer('0');
     const { openai, statuses } = client(broke.apiKey);
-    const upstreamBefore = services().mockLLM.requests().length;
+    const upstreamBefore = example.mockLLM!.requests().length;
     const error = await openai.chat.completions.create({ model: 'gpt-4o', messages: hello }).catch((e) => e);
     expect(error).toBeInstanceOf(OpenAI.APIError);
     expect(error.status).toBe(402);
     expect(error.code).toBe('insufficient_quota');
     expect(error.type).toBe('insufficient_quota');
     expect(statuses).toEqual([402]);
-    expect(services().mockLLM.requests().length).toBe(upstreamBefore);
+    expect(example.mockLLM!.requests().length).toBe(upstreamBefore);
   });
 
   it('top-up through the emulator checkout and webhooks unblocks a refused customer', async () => {
@@ -237,7 +239,10 @@ describe('openai client → example proxy', () => {
 
   it('answers /healthz', async () => {
     const response = await fetch(`${example.url}/healthz`);
-    expect(await response.json()).toMatchObject({ status: 'ok', mode: 'embedded' });
+    expect(await response.json()).toMatchObject({
+      status: 'ok',
+      parts: { dodo: 'emulated', upstream: 'mock', store: 'memory' },
+    });
   });
 });
 
@@ -265,7 +270,7 @@ describe('client disconnect', () => {
     }
     abort.abort();
     const upstream = await eventually(
-      async () => slow.embedded!.mockLLM.requests().at(-1)!,
+      async () => slow.mockLLM!.requests().at(-1)!,
       (request) => request.aborted,
     );
     expect(upstream.aborted).toBe(true);

@@ -1,49 +1,32 @@
 import DodoPayments from 'dodopayments';
-import { Redis } from 'ioredis';
-import OpenAI from 'openai';
-import { RedisStore, type SoftCapPlan } from '../../src/index.js';
+import type { SoftCapPlan } from '../../src/index.js';
 import { ApiKeys } from './api-keys.js';
-import { ExampleConfigError, type RealConfig } from './config.js';
-import { PLAN_CAPS, type PlanName } from './seed.js';
-import type { Wiring } from './wiring.js';
+import { PLAN_CAPS, type PlanName } from './billing-config.js';
+import type { RealDodoConfig } from './config.js';
+import type { DodoPart } from './wiring.js';
 
 /**
- * Real Dodo Payments (products, meters and the webhook endpoint are set up in its dashboard),
- * a real OpenAI-compatible upstream and Redis, from the validated environment.
+ * Real Dodo Payments (products, meters and the webhook endpoint are set up in its dashboard or
+ * with `npx express-llm-billing setup`), from the validated environment.
  */
-export async function wireReal(config: RealConfig): Promise<Wiring> {
-  const redis = new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  const quiet = () => {}; // the failed connect() below reports the startup error itself
-  redis.on('error', quiet);
-  try {
-    await redis.connect();
-    redis.off('error', quiet);
-    redis.on('error', (error: Error) => console.error(`Redis: ${error.message}`));
-  } catch (error) {
-    redis.disconnect();
-    throw new ExampleConfigError('REDIS_URL', `Redis does not answer: ${(error as Error).message}`);
-  }
+export function wireRealDodo(config: RealDodoConfig): DodoPart {
   const plans: Record<string, SoftCapPlan & { name: PlanName }> = {};
-  if (config.dodo.plusProductId) plans[config.dodo.plusProductId] = { name: 'plus', ...PLAN_CAPS.plus };
-  if (config.dodo.teamProductId) plans[config.dodo.teamProductId] = { name: 'team', ...PLAN_CAPS.team };
+  if (config.plusProductId) plans[config.plusProductId] = { name: 'plus', ...PLAN_CAPS.plus };
+  if (config.teamProductId) plans[config.teamProductId] = { name: 'team', ...PLAN_CAPS.team };
   return {
-    mode: 'real',
-    store: new RedisStore({ client: redis }),
+    kind: 'real',
+    description: `Dodo Payments, ${config.environment} (DODO_PAYMENTS_API_KEY, …)`,
     dodo: new DodoPayments({
-      bearerToken: config.dodo.apiKey,
-      environment: config.dodo.environment,
-      webhookKey: config.dodo.webhookKey,
+      bearerToken: config.apiKey,
+      environment: config.environment,
+      webhookKey: config.webhookKey,
     }),
-    creditEntitlementId: config.dodo.creditEntitlementId,
-    webhookKey: config.dodo.webhookKey,
-    openai: new OpenAI({ apiKey: config.openai.apiKey, baseURL: config.openai.baseURL }),
+    creditEntitlementId: config.creditEntitlementId,
+    webhookKey: config.webhookKey,
     apiKeys: new ApiKeys(config.apiKeys),
-    packs: new Map(Object.entries(config.dodo.packs)),
+    packs: new Map(Object.entries(config.packs)),
     plans,
-    publicUrl: config.publicUrl,
     listening: () => {},
-    close: async () => {
-      redis.disconnect();
-    },
+    close: async () => {},
   };
 }

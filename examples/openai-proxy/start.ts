@@ -1,12 +1,15 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Billing, Tier } from '../../src/index.js';
-import type { MockLLMOptions } from '../../src/testing/index.js';
+import type { MockLLM, MockLLMOptions } from '../../src/testing/index.js';
+import type { ActivityLog } from './activity.js';
 import { buildApp } from './app.js';
-import { type ExampleConfig, loadConfig } from './config.js';
+import { type ExampleConfig, ExampleConfigError, loadConfig } from './config.js';
 import { bootEmbedded, type EmbeddedServices } from './embedded.js';
-import { wireReal } from './real.js';
-import type { Wiring } from './wiring.js';
+import { wireRealDodo } from './real.js';
+import { openStore } from './store.js';
+import { openUpstream } from './upstream.js';
+import type { DodoPart, Wiring } from './wiring.js';
 
 export interface StartExampleOptions {
   /** Overrides `PORT` (0: any free port). */
@@ -15,7 +18,7 @@ export interface StartExampleOptions {
   host?: string;
   /** The environment to read. @default process.env */
   env?: Readonly<Record<string, string | undefined>>;
-  /** Rate tiers. @default SEED_TIERS */
+  /** Rate tiers. @default GUIDE_TIERS */
   tiers?: readonly Tier[];
   /** Options of the embedded mock LLM (latency, speed, faults). */
   mockLLM?: MockLLMOptions;
@@ -28,23 +31,60 @@ export interface RunningExample {
   config: ExampleConfig;
   wiring: Wiring;
   billing: Billing;
-  /** The emulator, the mock LLM and the demo customer; only in embedded mode. */
+  /** The Dodo emulator and the demo customer; only when Dodo is emulated. */
   embedded: EmbeddedServices | undefined;
+  /** The mock LLM; only when it is the upstream. */
+  mockLLM: MockLLM | undefined;
+  /** The customers' recent requests and daily spend, as the status page shows them. */
+  activity: ActivityLog;
   /** Stops listening, flushes usage to Dodo, and stops the services it started. */
   close(): Promise<void>;
 }
 
+/** Listens, or names what is wrong with PORT or HOST and how to fix it. */
 function listen(server: Server, port: number, host: string | undefined): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) => reject(listenError(error, port, host)));
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.removeAllListeners('error');
       resolve((server.address() as AddressInfo).port);
     });
   });
 }
 
-/** Boots the proxy from the environment: embedded (no keys) or against the real services. */
+function listenError(error: NodeJS.ErrnoException, port: number, host: string | undefined): Error {
+  const where = host ? `${host}:${port}` : String(port);
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return new ExampleConfigError(
+        'PORT',
+        `${where} is already in use by another program. Stop it, or start on another port: PORT=${port === 65_535 ? 3001 : port + 1} npm start`,
+      );
+    case 'EACCES':
+      return new ExampleConfigError(
+        'PORT',
+        `${where} needs privileges this process does not have. Use a port above 1023: PORT=3000 npm start`,
+      );
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+      return new ExampleConfigError(
+        'HOST',
+        `${JSON.stringify(host)} is not an address of this machine. Unset HOST to listen on every interface, or use HOST=127.0.0.1`,
+      );
+    default:
+      return error;
+  }
+}
+
+/** Closes what was opened, the last first, whatever fails. */
+async function closeAll(parts: readonly { close(): Promise<void> }[]): Promise<void> {
+  await Promise.allSettled([...parts].reverse().map((part) => part.close()));
+}
+
+/**
+ * Boots the proxy from the environment. Each part is real when its variables are set and stands
+ * in otherwise (see `loadConfig`): no keys at all runs everything in this process.
+ */
 export async function startExample(options: StartExampleOptions = {}): Promise<RunningExample> {
   const loaded = loadConfig(options.env ?? process.env);
   const config: ExampleConfig = {
@@ -52,14 +92,38 @@ export async function startExample(options: StartExampleOptions = {}): Promise<R
     port: options.port ?? loaded.port,
     host: options.host ?? loaded.host,
   };
+  const opened: { close(): Promise<void> }[] = [];
   let embedded: EmbeddedServices | undefined;
   let wiring: Wiring;
-  if (config.mode === 'embedded') {
-    ({ wiring, services: embedded } = await bootEmbedded(config, { mockLLM: options.mockLLM }));
-  } else {
-    wiring = await wireReal(config);
+  let mockLLM: MockLLM | undefined;
+  try {
+    const store = await openStore(config.redisUrl, { forThisRunOnly: config.dodo === undefined });
+    opened.push(store);
+    const upstream = await openUpstream(config.upstream, options.mockLLM);
+    opened.push(upstream);
+    mockLLM = upstream.mockLLM;
+    let dodo: DodoPart;
+    if (config.dodo) dodo = wireRealDodo(config.dodo);
+    else ({ part: dodo, services: embedded } = await bootEmbedded());
+    opened.push(dodo);
+    const { kind: _kind, description: _description, close: _close, ...dodoWiring } = dodo;
+    wiring = {
+      ...dodoWiring,
+      parts: {
+        dodo: { kind: dodo.kind, description: dodo.description },
+        upstream: { kind: upstream.kind, description: upstream.description },
+        store: { kind: store.kind, description: store.description },
+      },
+      store: store.store,
+      openai: upstream.openai,
+      publicUrl: config.publicUrl,
+      close: () => closeAll(opened),
+    };
+  } catch (error) {
+    await closeAll(opened);
+    throw error;
   }
-  const { app, billing } = buildApp(wiring, { tiers: options.tiers });
+  const { app, billing, activity } = buildApp(wiring, { tiers: options.tiers });
   const server = createServer(app);
   let port: number;
   try {
@@ -80,6 +144,8 @@ export async function startExample(options: StartExampleOptions = {}): Promise<R
     wiring,
     billing,
     embedded,
+    mockLLM,
+    activity,
     close: () => {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {

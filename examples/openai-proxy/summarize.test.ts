@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { costOfTokens, parseUsd, resolvePricing } from '../../src/index.js';
 import { mockCompletion } from '../../src/testing/index.js';
-import { PRICING } from './seed.js';
+import { PRICING } from './billing-config.js';
 import { type RunningExample, startExample } from './start.js';
 import { SUMMARY_INSTRUCTIONS, SUMMARY_MODEL } from './summarize.js';
 

@@ -9,7 +9,7 @@ import type { CreditStep } from '../require-credits/step.js';
 import type { SoftCapStep } from '../soft-cap-router/step.js';
 import type { Admission, AdmissionResult, BillingStore, CreditOutcome } from '../store/types.js';
 import type { TierCounts, TierStep } from '../tier-rate-limit/step.js';
-import { checkSameSettings, openBilling } from './open.js';
+import { answeredBadRequest, checkSameSettings, openBilling } from './open.js';
 
 /** The steps one chain runs for a request, in this order: tier, soft cap, credits, metering. */
 export interface ChainSteps {
@@ -28,6 +28,13 @@ export interface ChainContext {
   settings(): RequestSettings;
   store: BillingStore;
   logger: Logger;
+}
+
+/** A re-admission found the request id taken by another request meanwhile. */
+class DuplicateRequest extends Error {
+  constructor(readonly duplicate: 'in_flight' | 'settled') {
+    super(`request id ${duplicate}`);
+  }
 }
 
 /** How long an admission's holds live without a settlement, when `requireCredits` says nothing. */
@@ -60,6 +67,7 @@ export function createChain(context: ChainContext, steps: ChainSteps, name: stri
       try {
         await checkSameSettings(billing, settings, req);
       } catch (error) {
+        if (answeredBadRequest(error, res)) return;
         if (!warnedConflict.done) {
           warnedConflict.done = true;
           context.logger.error((error as Error).message, { middleware: name });
@@ -81,7 +89,7 @@ export function createChain(context: ChainContext, steps: ChainSteps, name: stri
         context.store.release(billing.customerId, billing.reservation.id).catch(() => {});
       return;
     }
-    todo.meterUsage?.install(billing, res);
+    todo.meterUsage?.install(billing, req, res);
     writeOutputLimit(billing, req);
     continueWithin(billing, next);
   };
@@ -160,12 +168,20 @@ async function admit(
   try {
     if (storeError !== undefined) throw storeError;
     outcome = await credits.resolve(billing, result?.credits, async () => {
-      const again = await store.admit({ ...admission!, replace: true, readProfile: false });
+      // Again, replacing what this request holds — and, when it holds nothing yet, still
+      // refusing an id another request took meanwhile.
+      const replace = billing.reservation !== undefined;
+      const again = await store.admit({ ...admission!, replace, readProfile: false });
+      if (again.duplicate) throw new DuplicateRequest(again.duplicate);
       if (again.capped) return { ok: false, reason: 'insufficient', available: 0n, syncedAt: store.now() };
       noteHolds(billing, admission!, again);
       return again.credits;
     });
   } catch (error) {
+    if (error instanceof DuplicateRequest) {
+      if (tier && counts) tier.giveBack(billing, counts);
+      return refuseDuplicate(res, error.duplicate);
+    }
     if (credits.unavailable(billing, res, error)) return true;
     release(context, billing);
     return false;
@@ -220,7 +236,7 @@ function noteHolds(billing: RequestBilling, admission: Admission, result: Admiss
     subscription !== undefined &&
     !result.capped &&
     admission.plans?.byProduct.get(subscription.productId)?.hardCap !== undefined;
-  if (result.credits?.ok || capHeld) billing.reservation = { id: billing.requestId, amount: credits };
+  if (result.credits?.ok || capHeld) billing.reservation = { id: billing.useRequestId(), amount: credits };
   else if (admission.replace) billing.reservation = undefined;
   // The cap holds the request's largest output: a written limit keeps it to that.
   if (capHeld && billing.estimate?.writesLimit) limitOutput(billing, billing.estimate.maxOutputPerChoice);

@@ -40,6 +40,7 @@ export async function openBilling(
   requireCustomer: boolean,
 ): Promise<RequestBilling | undefined | 'pass'> {
   const { settings, store, logger } = context;
+  if (req.body === undefined && req.is('json')) warnBodyNotParsed(logger);
   const customerId = await settings.customerId(req);
   if (typeof customerId !== 'string' || customerId === '') {
     if (!requireCustomer) return 'pass';
@@ -48,35 +49,66 @@ export async function openBilling(
   }
   let billing: RequestBilling;
   try {
-    const requestId = settings.requestId ? settings.requestId(req) : randomUUID();
-    const idProblem = requestIdProblem(requestId);
-    if (idProblem) throw new BadRequest(idProblem, null, 'invalid_request_id');
+    const requestId = settings.requestId ? readRequestId(settings.requestId, req) : randomUUID();
     const model = settings.model(req);
     if (model !== undefined) {
       const modelProblem =
         typeof model === 'string' ? modelNameProblem(model) : 'The model must be a string.';
       if (modelProblem) throw new BadRequest(modelProblem, 'model', 'invalid_model');
     }
-    billing = new RequestBilling(customerId, requestId, settings, async (unsettled) => {
-      if (!unsettled.reservation) return;
-      await store.release(unsettled.customerId, unsettled.reservation.id).catch((error: unknown) =>
-        logger.warn('releasing a request’s hold failed: it expires on its own', {
-          customerId,
-          requestId,
-          error,
-        }),
-      );
-    });
+    billing = new RequestBilling(
+      customerId,
+      { id: requestId, fromApp: settings.requestId !== undefined },
+      settings,
+      async (unsettled) => {
+        if (!unsettled.reservation) return;
+        await store.release(unsettled.customerId, unsettled.reservation.id).catch((error: unknown) =>
+          logger.warn('releasing a request’s hold failed: it expires on its own', {
+            customerId,
+            requestId,
+            error,
+          }),
+        );
+      },
+    );
     billing.model = model;
     billing.estimate = new RequestEstimate(model, req.body, settings);
   } catch (error) {
-    const bad = asBadRequest(error);
-    if (!bad) throw error;
-    sendOpenAIError(res, 400, openAIError(bad.message, 'invalid_request_error', bad.code, bad.param));
+    if (!answeredBadRequest(error, res)) throw error;
     return undefined;
   }
   attach(billing, res, logger);
   return billing;
+}
+
+const warnedBodyNotParsed = new WeakSet<Logger>();
+
+/**
+ * A JSON request whose body nobody parsed: the model and the estimate cannot be read, so every
+ * request would be refused as naming no model. Said once per logger, with the fix.
+ */
+function warnBodyNotParsed(logger: Logger): void {
+  if (warnedBodyNotParsed.has(logger)) return;
+  warnedBodyNotParsed.add(logger);
+  logger.warn(
+    'a JSON request reached the billing middlewares with no parsed body: mount express.json() before them (app.use(express.json()), or on the route before billing.chain())',
+  );
+}
+
+/** The app's id for the request, checked: it becomes part of event ids and metadata. */
+function readRequestId(reader: (req: Request) => string, req: Request): string {
+  const id = reader(req);
+  const problem = requestIdProblem(id);
+  if (problem) throw new BadRequest(problem, null, 'invalid_request_id');
+  return id;
+}
+
+/** Answers 400 for a request the package cannot bill as sent; false for any other error. */
+export function answeredBadRequest(error: unknown, res: Response): boolean {
+  const bad = asBadRequest(error);
+  if (!bad) return false;
+  sendOpenAIError(res, 400, openAIError(bad.message, 'invalid_request_error', bad.code, bad.param));
+  return true;
 }
 
 function asBadRequest(error: unknown): BadRequest | undefined {
@@ -115,9 +147,11 @@ function attach(billing: RequestBilling, res: Response, logger: Logger): void {
 }
 
 /**
- * Checks that middlewares created apart (not by one `createBilling`) bill this request the
- * same way: the same customer, request id, model, estimate and price. A difference is a
- * misconfiguration, never a silent winner: a `ConfigError` naming the setting.
+ * Checks that middlewares created apart (or given their own per-request options) bill this
+ * request the same way. A setting the later middleware was not given is its default and defers
+ * to the request's; one it was given must agree with the request's — or, for the request id and
+ * the model, replace a default the request was opened with while nothing is held under it. A
+ * difference is a misconfiguration, never a silent winner: a `ConfigError` naming the setting.
  */
 export async function checkSameSettings(
   billing: RequestBilling,
@@ -125,24 +159,51 @@ export async function checkSameSettings(
   req: Request,
 ): Promise<void> {
   const first = billing.settings;
+  const given = settings.explicit;
   const differs = (name: string) =>
     new ConfigError(
       'ERR_ELB_CONFLICTING_SETTINGS',
-      `Two billing middlewares created apart read this request differently (\`${name}\`). Per-request settings must be the same for every middleware: create them with one createBilling(shared), or pass the same \`${name}\` to each.`,
+      `Two billing middlewares read this request differently (\`${name}\`). Per-request settings must be the same for every middleware of a request: pass them once to createBilling(shared), or the same \`${name}\` to each.`,
     );
-  if ((await settings.customerId(req)) !== billing.customerId) throw differs('customerId');
-  if (settings.requestId && settings.requestId(req) !== billing.requestId) throw differs('requestId');
-  if (settings.model !== first.model && settings.model(req) !== billing.estimate?.model)
-    throw differs('model');
-  if (settings.maxJsonBytes !== first.maxJsonBytes) throw differs('maxJsonBytes');
-  const model = billing.estimate?.model;
-  const ours = priceOfModel(settings.pricing, model);
-  const theirs = priceOfModel(first.pricing, model);
-  if (ours && theirs && JSON.stringify(priceKey(ours)) !== JSON.stringify(priceKey(theirs)))
-    throw differs('pricing');
-  for (const name of ESTIMATE_SETTINGS) {
-    if (settings[name] !== first[name]) throw differs(name);
+  if (given.has('customerId') && (await settings.customerId(req)) !== billing.customerId)
+    throw differs('customerId');
+  // A middleware with the app's request id after one without: the id is the app's, unless the
+  // random one already held or billed something.
+  if (
+    settings.requestId &&
+    given.has('requestId') &&
+    !billing.adoptRequestId(readRequestId(settings.requestId, req))
+  )
+    throw differs('requestId');
+  if (given.has('model')) {
+    const model = settings.model(req);
+    if (model !== billing.model && !adoptModel(billing, model, req)) throw differs('model');
   }
+  if (given.has('maxJsonBytes') && settings.maxJsonBytes !== first.maxJsonBytes)
+    throw differs('maxJsonBytes');
+  if (given.has('pricing') || given.has('defaultPrice')) {
+    const ours = priceOfModel(settings.pricing, billing.model);
+    const theirs = priceOfModel(first.pricing, billing.model);
+    if (ours && theirs && priceKey(ours).join() !== priceKey(theirs).join()) throw differs('pricing');
+  }
+  for (const name of ESTIMATE_SETTINGS) {
+    if (given.has(name) && settings[name] !== first[name]) throw differs(name);
+  }
+}
+
+/**
+ * The model a middleware given its own `model` reads, replacing the one the request was opened
+ * with when that one was a default (the body's) and nothing is held yet: the estimate is made
+ * again for it. False when it cannot.
+ */
+function adoptModel(billing: RequestBilling, model: string | undefined, req: Request): boolean {
+  if (billing.settings.explicit.has('model') || billing.reservation !== undefined || model === undefined)
+    return false;
+  const problem = modelNameProblem(model);
+  if (problem) throw new BadRequest(problem, 'model', 'invalid_model');
+  billing.model = model;
+  billing.estimate = new RequestEstimate(model, req.body, billing.settings);
+  return true;
 }
 
 /** Settings that shape the estimate: compared by value (functions by identity). */

@@ -5,7 +5,7 @@ import { estimateInputTokens } from './input.js';
 import { type OutputRequest, readOutputRequest } from './output.js';
 
 export { BodyShapeError } from './body-walk.js';
-export { charactersOverFour, type TokenEstimator, tokensInCharacters, utf8ByteTokens } from './input.js';
+export { charactersOverFour, type TokenEstimator, utf8ByteTokens } from './input.js';
 export { type OutputLimitField, RequestFieldError } from './output.js';
 
 /** The price of `model`: its `pricing` entry, else `defaultPrice`, else `undefined`. */

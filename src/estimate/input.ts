@@ -12,14 +12,11 @@ export type TokenEstimator = (text: string) => number;
  */
 export const utf8ByteTokens: TokenEstimator = (text) => Buffer.byteLength(text, 'utf8');
 
-/** Tokens in `chars` characters of text, by OpenAI's rule of thumb of four characters a token. */
-export const tokensInCharacters = (chars: number): number => Math.ceil(chars / 4);
-
 /**
  * OpenAI's rule of thumb, four characters a token. Not a bound: code, digits and non-Latin
  * scripts take more tokens than this says, so a reservation made with it can be exceeded.
  */
-export const charactersOverFour: TokenEstimator = (text) => tokensInCharacters(text.length);
+export const charactersOverFour: TokenEstimator = (text) => Math.ceil(text.length / 4);
 
 /** How a request's input is estimated. */
 export interface InputEstimateSettings {

@@ -22,6 +22,11 @@ export class ResponseCapture {
   tail: (() => Promise<void>) | undefined;
   /** Whether the handler has ended the response (its `end` was called), whatever the socket did. */
   handlerEnded = false;
+  /**
+   * Rewrites the stream's usage event as it leaves, once the tail has run: `undefined` drops it
+   * (a usage chunk the client did not ask for), an object replaces it (the usage with its cost).
+   */
+  rewriteUsageEvent: ((event: Record<string, unknown>) => Record<string, unknown> | undefined) | undefined;
   private kind: BodyKind | undefined;
   /** The JSON body's chunks as written (strings are kept as they are: no copy). */
   private jsonParts: (string | Uint8Array)[] | undefined = [];
@@ -111,6 +116,38 @@ export class ResponseCapture {
     return 'other';
   }
 
+  /**
+   * The chunk that completed a stream's usage, with its usage event rewritten by
+   * `rewriteUsageEvent`. Only whole events in the chunk are read; a chunk whose usage event is
+   * split across writes passes as it is.
+   */
+  rewrite(chunk: unknown): unknown {
+    const rewrite = this.rewriteUsageEvent;
+    if (!rewrite || chunk === undefined || chunk === null || typeof chunk === 'function') return chunk;
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString('utf8');
+    let changed = false;
+    const events = text.split('\n\n').flatMap((event) => {
+      const match = /^data: ?(\{.*\})$/s.exec(event);
+      if (!match) return [event];
+      let payload: Record<string, unknown>;
+      try {
+        payload = JSON.parse(match[1]!) as Record<string, unknown>;
+      } catch {
+        return [event];
+      }
+      const isUsageChunk =
+        Array.isArray(payload.choices) &&
+        payload.choices.length === 0 &&
+        typeof payload.usage === 'object' &&
+        payload.usage !== null;
+      if (!isUsageChunk) return [event];
+      changed = true;
+      const replaced = rewrite(payload);
+      return replaced ? [`data: ${JSON.stringify(replaced)}`] : [];
+    });
+    return changed ? events.join('\n\n') : chunk;
+  }
+
   /** Marks the handler's end, once. */
   handlerEnd(): void {
     if (this.handlerEnded) return;
@@ -144,7 +181,7 @@ export function captureResponse(
   maxJsonBytes: number,
   countGenerated: (text: string) => number = (text) => Buffer.byteLength(text, 'utf8'),
 ): ResponseCapture {
-  const locals = res.locals as Record<symbol, ResponseCapture | undefined>;
+  const locals = res.locals as unknown as Record<symbol, ResponseCapture | undefined>;
   const existing = locals[CAPTURE];
   if (existing) return existing;
   const capture = new ResponseCapture(res, maxJsonBytes, countGenerated);
@@ -170,7 +207,7 @@ export function captureResponse(
       return true;
     }
     if (capture.observe(chunk) && capture.tail) {
-      holdUntilTail(() => write.call(this, chunk, encoding, callback));
+      holdUntilTail(() => write.call(this, capture.rewrite(chunk), encoding, callback));
       return true;
     }
     return write.call(this, chunk, encoding, callback);

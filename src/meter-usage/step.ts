@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
 import type { RequestBilling } from '../billing-context.js';
 import { formatUsd } from '../money.js';
 import type { Settlement } from '../store/types.js';
@@ -8,6 +8,29 @@ import type { OutboxFlusher } from './outbox-flusher.js';
 import { captureResponse, type ResponseCapture } from './response-capture.js';
 import { buildSettlement } from './settlement.js';
 import { usageRecordsOf } from './usage-records.js';
+
+/**
+ * For a Chat Completions stream, makes sure the upstream sends its usage chunk — what it bills
+ * — by asking for it in the request the handler forwards (`stream_options.include_usage`).
+ * Returns whether the client itself asked for it, or `undefined` for a request that is not a
+ * Chat Completions stream.
+ */
+function askUsageOfStream(req: Request): boolean | undefined {
+  const body = req.body as Record<string, unknown> | undefined;
+  if (!body || typeof body !== 'object' || body.stream !== true || !Array.isArray(body.messages))
+    return undefined;
+  const options = body.stream_options;
+  const asked =
+    typeof options === 'object' &&
+    options !== null &&
+    (options as { include_usage?: unknown }).include_usage === true;
+  if (!asked)
+    body.stream_options = {
+      ...(typeof options === 'object' && options !== null ? options : {}),
+      include_usage: true,
+    };
+  return asked;
+}
 
 /**
  * Metering as a step of the billing chain: it captures the response and settles the request's
@@ -22,18 +45,30 @@ export class MeterStep {
     readonly flusher: OutboxFlusher,
   ) {}
 
-  install(billing: RequestBilling, res: Response): void {
+  install(billing: RequestBilling, req: Request, res: Response): void {
     const capture = captureResponse(res, billing.settings.maxJsonBytes, billing.settings.estimateTokens);
     billing.settler = {
       settle: (ended, response) => this.settle(ended, capture, response),
       abandonedResponseTimeoutMs: this.config.abandonedResponseTimeoutMs,
     };
     capture.tail = () => billing.end(res);
+    const clientAskedUsage = askUsageOfStream(req);
+    if (clientAskedUsage === undefined) return;
+    capture.rewriteUsageEvent = (event) => {
+      // The upstream's usage chunk was asked for billing only: the client never sees it.
+      if (!clientAskedUsage) return undefined;
+      const cost = billing.settledCost;
+      if (!this.config.costHeaders || !cost || !billing.chargeCredits) return event;
+      const usage = { ...(event.usage as Record<string, unknown>), cost: formatUsd(cost.cost) };
+      if (cost.estimated) Object.assign(usage, { cost_estimated: true });
+      return { ...event, usage };
+    };
   }
 
   private async settle(billing: RequestBilling, capture: ResponseCapture, res: Response): Promise<void> {
     const { store, logger } = this.config;
-    const { customerId, requestId } = billing;
+    const { customerId } = billing;
+    const requestId = billing.useRequestId();
     const records = usageRecordsOf(billing, capture, res);
     billing.settledUsage = records;
     if (records.length === 0) {

@@ -6,7 +6,7 @@ import { TierStep } from './step.js';
 
 export { openAIDuration } from './headers.js';
 export type { TierRateLimitOptions } from './options.js';
-export { OPENAI_TIERS, SEED_TIERS, type Tier } from './tiers.js';
+export { GUIDE_TIERS, OPENAI_TIERS, SEED_TIERS, type Tier } from './tiers.js';
 
 /**
  * OpenAI's spend-based usage tiers: the customer's lifetime spend and days since first payment

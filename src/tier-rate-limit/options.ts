@@ -6,7 +6,7 @@ import type { BillingStore } from '../store/types.js';
 import { type ResolvedTier, resolveTiers, type Tier } from './tiers.js';
 
 export interface TierRateLimitOptions extends SharedOptions {
-  /** The tiers, lowest first; presets: `SEED_TIERS`, `OPENAI_TIERS`. */
+  /** The tiers, lowest first; presets: `GUIDE_TIERS`, `OPENAI_TIERS`. */
   tiers: readonly Tier[];
   /** Namespace of the limiter keys in the store. @default 'tier' */
   keyPrefix?: string;

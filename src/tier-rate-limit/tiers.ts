@@ -26,12 +26,21 @@ export interface ResolvedTier {
   rpd: number | undefined;
 }
 
-/** The seed's three tiers: $0 → 3 RPM, $50 → 10 RPM, $250 → 50 RPM. */
-export const SEED_TIERS: readonly Tier[] = Object.freeze([
+/**
+ * The three tiers of Dodo's "OpenAI Billing Model" guide: $0 → 3 RPM, $50 → 10 RPM,
+ * $250 → 50 RPM.
+ */
+export const GUIDE_TIERS: readonly Tier[] = Object.freeze([
   { name: 'tier-1', minSpend: '0', rpm: 3 },
   { name: 'tier-2', minSpend: '50', rpm: 10 },
   { name: 'tier-3', minSpend: '250', rpm: 50 },
 ]);
+
+/**
+ * The former name of {@link GUIDE_TIERS}, the same array.
+ * @deprecated Use `GUIDE_TIERS`; `SEED_TIERS` is removed in the next minor release.
+ */
+export const SEED_TIERS: readonly Tier[] = GUIDE_TIERS;
 
 /**
  * OpenAI's published usage tiers (spend and days since first payment), with the GPT-4o limits
@@ -65,7 +74,7 @@ export function resolveTiers(tiers: unknown): ResolvedTier[] {
   if (!Array.isArray(tiers) || tiers.length === 0) {
     throw new ConfigError(
       'ERR_ELB_INVALID_TIER',
-      'tierRateLimit: `tiers` must be a non-empty array such as [{ name: "tier-1", minSpend: "0", rpm: 3 }, …] (or a preset: SEED_TIERS, OPENAI_TIERS).',
+      'tierRateLimit: `tiers` must be a non-empty array such as [{ name: "tier-1", minSpend: "0", rpm: 3 }, …] (or a preset: GUIDE_TIERS, OPENAI_TIERS).',
     );
   }
   const names = new Set<string>();

@@ -18,7 +18,7 @@ export { usageRecordOf } from './usage-record.js';
 // biome-ignore lint/suspicious/noExplicitAny: the SDK's overloaded `create` methods are only called through.
 type AnyCreate = (...args: any[]) => unknown;
 
-/** The part of an `openai` client (v5, v6) that `trackOpenAI` wraps. */
+/** The part of an `openai` client (v5, v6, v7) that `trackOpenAI` wraps. */
 export interface OpenAIClientLike {
   chat: { completions: { create: AnyCreate } };
   responses?: { create: AnyCreate };

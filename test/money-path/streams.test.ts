@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import type { ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { estimateInputTokens, utf8ByteTokens } from '../../src/estimate/input.js';
-import { costOfTokens, parseUsd, resolvePricing } from '../../src/money.js';
+import { costOfTokens, formatUsd, parseUsd, resolvePricing } from '../../src/money.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { createMockLLM, type MockLLM, mockCompletion } from '../../src/testing/index.js';
 import { type BillingApp, PRICING, startBillingApp, startDodo } from '../support/billing-app.js';
@@ -92,19 +92,40 @@ describe('meterUsage on streams', () => {
   it('bills a complete stream from its usage chunk, which arrives after the finish chunk', async () => {
     await freshCustomer();
     const expected = mockCompletion('chat', REQUEST);
-    const stream = await client.chat.completions.create({ ...REQUEST, stream: true });
+    const stream = await client.chat.completions.create({
+      ...REQUEST,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     const chunks = [];
     for await (const chunk of stream) chunks.push(chunk);
     const finishIndex = chunks.findIndex((chunk) => chunk.choices[0]?.finish_reason);
     expect(chunks.findIndex((chunk) => chunk.usage)).toBeGreaterThan(finishIndex);
-
+    // The client asked for usage: its chunk carries the cost, exact.
     const cost = costOfTokens(GPT4O, expected.promptTokens, expected.completionTokens).total;
+    expect((chunks.find((chunk) => chunk.usage)?.usage as { cost?: string }).cost).toBe(formatUsd(cost));
+
     await expect.poll(spent).toBe(cost);
     const events = await eventsOf();
     expect(events.map((event) => event.metadata?.tokens)).toEqual([
       expected.promptTokens,
       expected.completionTokens,
     ]);
+    expect(events.every((event) => event.metadata?.estimated === undefined)).toBe(true);
+  });
+
+  it('bills a stream whose client did not ask for usage from the usage chunk it asked the upstream for, and hides it', async () => {
+    await freshCustomer();
+    const expected = mockCompletion('chat', REQUEST);
+    const stream = await client.chat.completions.create({ ...REQUEST, stream: true });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    expect(chunks.some((chunk) => chunk.usage)).toBe(false);
+    expect(llm.requests().at(-1)?.body).toMatchObject({ stream_options: { include_usage: true } });
+    await expect
+      .poll(spent)
+      .toBe(costOfTokens(GPT4O, expected.promptTokens, expected.completionTokens).total);
+    const events = await eventsOf();
     expect(events.every((event) => event.metadata?.estimated === undefined)).toBe(true);
   });
 

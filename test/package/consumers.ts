@@ -73,13 +73,18 @@ ${report('resolveUrl')}
 `;
 
 /** Type-checked through the `import` conditions (`dist/*.d.ts`). */
-export const tsEsmConsumer = `import {
+export const tsEsmConsumer = `import type { Request, Response } from 'express';
+import { Redis } from 'ioredis';
+import {
   BillingError,
   type BillingStore,
+  GUIDE_TIERS,
   MONEY_SCALE,
   type Money,
   type PricingInput,
   parseUsd,
+  RedisStore,
+  type Tier,
 } from 'express-llm-billing';
 import {
   createMockLLM,
@@ -106,6 +111,49 @@ export function storeNow(store: BillingStore): number {
 // @ts-expect-error -- types are real (not \`any\`): a name the package does not export is an error.
 import { notAnExport } from 'express-llm-billing';
 export { scale, price, pricing, status, tokens };
+
+// res.locals.billing is typed through Express's Locals declaration merging: no cast.
+export function handler(_req: Request, res: Response): void {
+  res.locals.billing.record({ model: 'gpt-4o', inputTokens: 1200, outputTokens: 300 });
+  const customer: string = res.locals.billing.customerId;
+  // @ts-expect-error -- a usage record names its model and token counts.
+  res.locals.billing.record({ inputTokens: 1 });
+  res.json({ customer });
+}
+
+// With ioredis installed, its types are the real ones: a client that is not one is an error.
+export const store = new RedisStore({ client: new Redis({ lazyConnect: true }) });
+// @ts-expect-error -- not an ioredis client.
+export const wrong = new RedisStore({ client: { get: () => 'nope' } });
+export const tiers: readonly Tier[] = GUIDE_TIERS;
+`;
+
+/**
+ * Type-checked in a folder where ioredis is NOT installed (an app on MemoryStore): the
+ * package's declarations must not need ioredis's types.
+ */
+export const tsWithoutIoredisConsumer = `import express, { type Request, type Response } from 'express';
+import { createBilling, GUIDE_TIERS, MemoryStore, RedisStore, type RedisStoreOptions } from 'express-llm-billing';
+
+const billing = createBilling({
+  store: new MemoryStore(),
+  customerId: (req: Request) => req.get('x-customer-id'),
+  pricing: { 'gpt-4o': { input: '2.50', output: '10.00' } },
+});
+const app = express();
+app.post(
+  '/v1/summarize',
+  express.json(),
+  billing.tierRateLimit({ tiers: GUIDE_TIERS }),
+  billing.requireCredits({ model: () => 'gpt-4o' }),
+  billing.meterUsage(),
+  (_req: Request, res: Response) => {
+    res.locals.billing.record({ model: 'gpt-4o', inputTokens: 1200, outputTokens: 300 });
+    res.json({ ok: true });
+  },
+);
+export type Client = RedisStoreOptions['client'];
+export { app, RedisStore };
 `;
 
 /** Type-checked through the `require` conditions (`dist/*.d.cts`). */
@@ -121,7 +169,10 @@ const start: (options?: testing.MockLLMOptions) => Promise<testing.MockLLM> = te
 const count: number = testing.countTokens('one two');
 // @ts-expect-error -- types are real (not \`any\`): a name the package does not export is an error.
 billing.notAnExport;
-export = { scale, price, store, options, start, count };
+function handler(_req: unknown, res: import('express').Response): void {
+  res.locals.billing.record({ model: 'gpt-4o', inputTokens: 1, outputTokens: 1 });
+}
+export = { scale, price, store, options, start, count, handler };
 `;
 
 export const consumerTsconfig = {

@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join, sep } from 'node:path';
+import { join, posix, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import {
   esmConsumer,
   tsCjsConsumer,
   tsEsmConsumer,
+  tsWithoutIoredisConsumer,
 } from './consumers.js';
 
 const run = promisify(execFile);
@@ -30,10 +32,12 @@ const REQUIRED_TESTING = ['countTokens', 'createMockLLM', 'mockCompletion'];
 
 interface PackedFile {
   path: string;
+  size: number;
 }
 
 let scratch: string;
 let packedFiles: string[];
+let packedSizes: Map<string, number>;
 let packedManifest: { exports: unknown; files?: string[]; bin?: unknown };
 
 async function exec(command: string, args: string[], cwd = REPO) {
@@ -72,7 +76,13 @@ function exportTargets(exportsField: unknown): string[] {
 /** Reuses `dist/` only when it is newer than every input of the build; else `npm run build`. */
 async function ensureFreshBuild(): Promise<void> {
   const manifest = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8'));
-  const inputs = ['src', 'package.json', 'tsup.config.ts', 'tsconfig.json'].map((path) => join(REPO, path));
+  const inputs = [
+    'src',
+    'package.json',
+    'tsup.config.ts',
+    'tsconfig.json',
+    'tools/optional-peer-types.mjs',
+  ].map((path) => join(REPO, path));
   const newestInput = Math.max(...(await Promise.all(inputs.map(newestMtime))));
   const outputs = exportTargets(manifest.exports)
     .filter((target) => target.startsWith('./dist/'))
@@ -94,6 +104,30 @@ async function runConsumer(file: string): Promise<ConsumerReport> {
   return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as ConsumerReport;
 }
 
+/**
+ * A user's app folder outside the repo (so nothing resolves from the repo's node_modules): a copy
+ * of the extracted package, the consumer, and links to every installed package but ioredis.
+ */
+async function appWithoutIoredis(): Promise<string> {
+  const app = await mkdtemp(join(tmpdir(), 'elb-no-ioredis-'));
+  const modules = join(app, 'node_modules');
+  await mkdir(modules);
+  // A copy, not a link: TypeScript resolves a linked package's imports from its real path.
+  await cp(PACKAGE_DIR, join(modules, 'express-llm-billing'), { recursive: true });
+  const installed = await readdir(join(REPO, 'node_modules'));
+  for (const name of installed) {
+    if (name === 'ioredis' || name === '@ioredis' || name.startsWith('.')) continue;
+    await symlink(join(REPO, 'node_modules', name), join(modules, name));
+  }
+  await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'app-without-ioredis', private: true }));
+  await writeFile(join(app, 'app.mts'), tsWithoutIoredisConsumer);
+  await writeFile(
+    join(app, 'tsconfig.json'),
+    JSON.stringify({ ...consumerTsconfig, files: ['app.mts'] }, null, 2),
+  );
+  return app;
+}
+
 function namesOf(module: object): string[] {
   return Object.keys(module)
     .filter((name) => name !== 'default' && name !== '__esModule')
@@ -110,6 +144,7 @@ beforeAll(async () => {
     { filename: string; files: PackedFile[] },
   ];
   packedFiles = info.files.map((file) => file.path.split(sep).join('/')).sort();
+  packedSizes = new Map(info.files.map((file) => [file.path.split(sep).join('/'), file.size]));
 
   await rm(PACK_ROOT, { recursive: true, force: true });
   await mkdir(PACKAGE_DIR, { recursive: true });
@@ -149,6 +184,45 @@ describe('the published tarball', () => {
     expect(packedFiles.filter((path) => /\.(test|spec)\.|\.tsbuildinfo$/.test(path))).toEqual([]);
     // TypeScript sources never ship, only declarations.
     expect(packedFiles.filter((path) => /\.[cm]?ts$/.test(path) && !/\.d\.[cm]?ts$/.test(path))).toEqual([]);
+  });
+
+  it('ships code, types and docs a user needs: no source maps, no file nothing loads', async () => {
+    expect(packedFiles.filter((path) => path.endsWith('.map'))).toEqual([]);
+    // Every shipped module is an entry point (exports, bin) or a chunk one of them loads.
+    const entries = [
+      ...exportTargets(packedManifest.exports),
+      ...Object.values((packedManifest.bin ?? {}) as Record<string, string>),
+    ].map((target) => posix.normalize(target));
+    const reachable = new Set<string>();
+    const pending = [...entries];
+    while (pending.length > 0) {
+      const file = pending.pop()!;
+      if (reachable.has(file)) continue;
+      reachable.add(file);
+      const declarations = /\.d\.[cm]?ts$/.test(file);
+      if (!declarations && !/\.[cm]?js$/.test(file)) continue;
+      const code = await readFile(join(PACKAGE_DIR, file), 'utf8');
+      for (const [, specifier] of code.matchAll(
+        /(?:from\s*|require\(\s*|import\(\s*)["'](\.{1,2}\/[^"']+)["']/g,
+      )) {
+        const target = posix.join(posix.dirname(file), specifier!);
+        // A declaration file names the module its types describe: `./types-x.js` is `./types-x.d.ts`.
+        pending.push(declarations ? target.replace(/\.([cm]?)js$/, '.d.$1ts') : target);
+      }
+    }
+    const docs = (path: string) =>
+      path === 'package.json' || /^(README|CHANGELOG|LICEN[CS]E)(\.[a-z]+)?$/i.test(path);
+    expect(packedFiles.filter((path) => !docs(path) && !reachable.has(path))).toEqual([]);
+    // What the package weighs once installed (printed for the record; 0.94 MB on 2026-11-30, 2.3 MB with maps).
+    const unpacked = [...packedSizes.values()].reduce((sum, size) => sum + size, 0);
+    console.log(`packed package: ${packedFiles.length} files, ${(unpacked / 1e6).toFixed(2)} MB unpacked`);
+  });
+
+  it('marks SEED_TIERS deprecated in the declarations, pointing to GUIDE_TIERS', async () => {
+    for (const file of ['dist/index.d.ts', 'dist/index.d.cts']) {
+      const types = await readFile(join(PACKAGE_DIR, file), 'utf8');
+      expect(types).toMatch(/@deprecated Use `GUIDE_TIERS`[^*]*\*\/\s*declare const SEED_TIERS/);
+    }
   });
 
   it('contains every file its exports map points to', async () => {
@@ -216,7 +290,32 @@ describe('consumers of the extracted package', () => {
       (error: Error) => error.message,
     );
     expect(result).toBe('ok');
-  });
+  }, 120_000); // tsc over the declarations of express, dodopayments…: slow on a busy machine
+
+  it('type-checks in an app that does not install ioredis (MemoryStore only), declarations included', async () => {
+    const app = await appWithoutIoredis();
+    try {
+      // Nothing can resolve ioredis there: what would fail if the declarations needed it.
+      expect(() => createRequire(join(app, 'index.js')).resolve('ioredis')).toThrow(/Cannot find module/);
+      const tsc = join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
+      const check = () =>
+        exec(process.execPath, [tsc, '-p', join(app, 'tsconfig.json')], app).then(
+          () => 'ok',
+          (error: Error) => error.message,
+        );
+      expect(await check()).toBe('ok');
+
+      // The same app against declarations that import ioredis unguarded: the error users had.
+      const types = join(app, 'node_modules', 'express-llm-billing', 'dist', 'index.d.ts');
+      await writeFile(
+        types,
+        (await readFile(types, 'utf8')).replace(/^\s*\/\/ @ts-ignore -- an optional peer.*\n/gm, ''),
+      );
+      expect(await check()).toMatch(/Cannot find module 'ioredis'/);
+    } finally {
+      await rm(app, { recursive: true, force: true });
+    }
+  }, 120_000); // tsc over the declarations of express, dodopayments…: slow on a busy machine
 
   // Both entry points share one chunk of common code (tsup `splitting: true`), so an error thrown
   // by `/testing` is an instance of the classes the main entry exports, in ESM and in CJS.
@@ -241,4 +340,55 @@ describe('consumers of the extracted package', () => {
       expect(JSON.parse(stdout)).toEqual({ name: 'ConfigError', shared: true });
     }
   });
+});
+
+describe('the store conformance suite, from the packed /testing entry', () => {
+  it("runs in a user's vitest: MemoryStore passes, a store that hands one webhook id to two deliveries fails", async () => {
+    const test = `
+      import * as vitest from 'vitest';
+      import { MemoryStore } from 'express-llm-billing';
+      import { describeStoreConformance } from 'express-llm-billing/testing';
+
+      describeStoreConformance('packed memory', { createStore: (now) => new MemoryStore({ now }) }, vitest);
+
+      /** A custom store with a bug: every delivery of a webhook is told it may apply it. */
+      class ClaimsTwice extends MemoryStore {
+        async claimWebhook() {
+          return 'claimed';
+        }
+      }
+      describeStoreConformance('claims twice', { createStore: (now) => new ClaimsTwice({ now }) }, vitest);
+    `;
+    await writeFile(join(PACK_ROOT, 'custom-store.test.mjs'), test);
+    await writeFile(
+      join(PACK_ROOT, 'vitest.config.mjs'),
+      "export default { test: { include: ['custom-store.test.mjs'], testTimeout: 20000 } };",
+    );
+    const vitest = join(REPO, 'node_modules', 'vitest', 'vitest.mjs');
+    const report = join(PACK_ROOT, 'custom-store.json');
+    // Some cases fail on purpose: vitest exits non-zero, the JSON report says which.
+    await exec(
+      process.execPath,
+      [vitest, 'run', '--reporter=json', `--outputFile=${report}`],
+      PACK_ROOT,
+    ).catch(() => {});
+    const { testResults } = JSON.parse(await readFile(report, 'utf8')) as {
+      testResults: { assertionResults: { fullName: string; status: string }[] }[];
+    };
+    const results = testResults.flatMap((file) => file.assertionResults);
+    const of = (store: string) =>
+      results.filter((result) => result.fullName.includes(`conformance: ${store} `));
+    const honest = of('packed memory');
+    expect(honest.length).toBeGreaterThan(40);
+    expect(of('claims twice')).toHaveLength(honest.length);
+    expect(honest.filter((result) => result.status !== 'passed')).toEqual([]);
+    const failed = of('claims twice')
+      .filter((result) => result.status === 'failed')
+      .map((result) => result.fullName);
+    expect(failed).toContain(
+      'BillingStore conformance: claims twice webhook claims lets exactly one of 20 parallel deliveries claim an id',
+    );
+    // Nothing but the cases that claim webhooks fails: the suite points at the bug.
+    expect(failed.every((name) => / webhook claims | awkward ids /.test(name))).toBe(true);
+  }, 120_000);
 });

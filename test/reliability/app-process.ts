@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import DodoPayments from 'dodopayments';
 import express, { type Request, type Response } from 'express';
@@ -40,6 +41,7 @@ const billing = createBilling({
   dodo: new DodoPayments({ bearerToken: config.dodoApiKey, baseURL: config.dodoBaseURL, maxRetries: 0 }),
   creditEntitlementId: config.entitlementId,
   customerId: (req) => req.get('x-customer') || undefined,
+  requestId: (req) => req.get('x-test-request-id') ?? randomUUID(),
   pricing: { 'gpt-4o': { input: '2.50', output: '10.00' } },
   creditsPerDollar: 100,
   logger: { warn: () => {}, error: () => {} },

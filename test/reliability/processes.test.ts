@@ -78,9 +78,8 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
       app(prefix, { flushIntervalMs: 60_000 }),
     ]);
     const customer = customerWorth(dodo.emulator, dodo.entitlementId, 20);
-    // One request through each process first: both routes have then seen requireCredits and the
-    // customer's balance view exists, so in the race every reservation is the one sent ahead
-    // with the tier's reads — and still atomic across processes.
+    // One request through each process first: the customer's balance view exists, so in the
+    // race every admission is one script with the tier's counts — and atomic across processes.
     for (const process of [first!, second!]) expect((await chat(process.url, customer)).status).toBe(200);
 
     const statuses = await Promise.all(
@@ -153,5 +152,65 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
       pending: 15n * COST,
     });
     expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 0 });
+  });
+
+  it('SIGKILL right after each of 6 responses: every request the client received is billed, each once', {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = freshPrefix();
+    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 20);
+    // Nothing leaves for Dodo before a process dies: only what the store kept can be billed.
+    dodo.emulator.fault('POST /events/ingest', { status: 503 });
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const doomed = await app(prefix, { flushIntervalMs: 60_000 });
+      const requestId = `served-${i}-${randomUUID()}`;
+      const response = await chat(doomed.url, customer, { requestId });
+      expect(response.status).toBe(200);
+      expect(await response.json()).toMatchObject({ object: 'chat.completion' });
+      await doomed.kill(); // the instant the client has its whole answer
+      ids.push(requestId);
+    }
+    dodo.emulator.clearFaults();
+    const successor = await app(prefix);
+    await successor.flush();
+    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    expectEachOnce(events, 12);
+    expect(new Set(events.map((event) => event.metadata?.request_id))).toEqual(new Set(ids));
+  });
+
+  it('SIGKILL with 50 requests in flight: every response received complete is billed exactly once', {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = freshPrefix();
+    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 60);
+    const doomed = await app(prefix, { flushIntervalMs: 60_000 });
+    expect((await chat(doomed.url, customer)).status).toBe(200); // the balance view exists
+    dodo.emulator.fault('POST /events/ingest', { status: 503 });
+    const received = new Set<string>();
+    const inFlight = Array.from({ length: 50 }, async (_, i) => {
+      const requestId = `flight-${i}-${randomUUID()}`;
+      try {
+        const response = await chat(doomed.url, customer, { requestId, delayMs: 5 + i * 20 });
+        if (response.status === 200) {
+          await response.json();
+          received.add(requestId);
+        }
+      } catch {
+        // cut by the kill
+      }
+    });
+    // Killed once ten answers are in: the others are in flight, some mid-settlement.
+    await expect.poll(() => received.size, { timeout: 10_000, interval: 5 }).toBeGreaterThanOrEqual(10);
+    await doomed.kill();
+    await Promise.all(inFlight);
+    expect(received.size).toBeLessThan(50);
+    dodo.emulator.clearFaults();
+    const successor = await app(prefix);
+    await successor.flush();
+    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    const billed = new Set(events.map((event) => event.metadata?.request_id as string));
+    for (const id of received) expect(billed.has(id), id).toBe(true);
+    expectEachOnce(events, 2 * billed.size);
   });
 });

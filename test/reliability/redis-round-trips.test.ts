@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { RequestBilling } from '../../src/billing-context.js';
 import { createBilling } from '../../src/create-billing.js';
 import { parseUsd } from '../../src/money.js';
 import { RedisStore } from '../../src/store/redis.js';
@@ -85,7 +86,7 @@ function countingClient(url: string) {
         meterUsage: { flushIntervalMs: 1_000_000_000 },
       });
       const handler: express.RequestHandler = (_req, res) => {
-        res.locals.billing.onEnd(() => setTimeout(() => settled(), 50));
+        (res.locals.billing as RequestBilling).onEnd(() => setTimeout(() => settled(), 50));
         res.json({ choices: [], usage: { prompt_tokens: 10, completion_tokens: 5 } });
       };
       const app = express().use(express.json());

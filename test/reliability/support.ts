@@ -30,6 +30,8 @@ export interface ChatOptions {
   /** Keep the request in flight this long in the handler. */
   delayMs?: number;
   signal?: AbortSignal;
+  /** The request's id (the app reads it from `x-test-request-id`). */
+  requestId?: string;
 }
 
 /** POSTs REQUEST as `customer`, billed USAGE. */
@@ -40,6 +42,7 @@ export function chat(url: string, customer: string, options: ChatOptions = {}): 
     'x-test-usage': USAGE.join(','),
   };
   if (options.delayMs) headers['x-test-delay-ms'] = String(options.delayMs);
+  if (options.requestId) headers['x-test-request-id'] = options.requestId;
   return fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
     headers,

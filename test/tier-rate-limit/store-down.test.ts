@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import OpenAI, { InternalServerError, RateLimitError } from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RedisStore } from '../../src/store/redis.js';
-import { SEED_TIERS, tierRateLimit } from '../../src/tier-rate-limit/index.js';
+import { GUIDE_TIERS, tierRateLimit } from '../../src/tier-rate-limit/index.js';
 import { type RedisServer, requireRedisBinaries, startRedisServer, whenReady } from '../support/redis.js';
 import { customerFromApiKey, type RunningApp, recordingLogger, startApp } from './harness.js';
 
@@ -31,7 +31,7 @@ describe.runIf(requireRedisBinaries('tierRateLimit with its Redis down'))(
           tierRateLimit({
             store,
             customerId: customerFromApiKey,
-            tiers: SEED_TIERS,
+            tiers: GUIDE_TIERS,
             logger,
             ...(whenStoreDown ? { whenStoreDown } : {}),
           }),

@@ -16,7 +16,7 @@ import {
   mockCompletion,
 } from '../../src/testing/index.js';
 import { openAIDuration } from '../../src/tier-rate-limit/headers.js';
-import { OPENAI_TIERS, SEED_TIERS, type Tier, tierRateLimit } from '../../src/tier-rate-limit/index.js';
+import { GUIDE_TIERS, OPENAI_TIERS, type Tier, tierRateLimit } from '../../src/tier-rate-limit/index.js';
 import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
 import {
   customerFromApiKey,
@@ -144,7 +144,7 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
   });
 
   it('tier 1 allows 3 RPM with OpenAI’s headers, then answers the 4th with OpenAI’s 429', async () => {
-    await start(SEED_TIERS);
+    await start(GUIDE_TIERS);
     const client = app.client(customerId);
     for (const remaining of [2, 1, 0]) {
       const { data, response } = await client.chat.completions.create(ask()).withResponse();
@@ -175,7 +175,7 @@ describe.each(stores)('tierRateLimit through Dodo webhooks (%s)', (_name, create
   });
 
   it('a $60 payment moves the customer to tier 2 on the next request; a refund moves them back', async () => {
-    await start(SEED_TIERS);
+    await start(GUIDE_TIERS);
     const client = app.client(customerId);
     for (let index = 0; index < 3; index++) await client.chat.completions.create(ask());
     await refusal(client);
@@ -322,7 +322,7 @@ describe.runIf(redis)('the openai client against a 429 (RedisStore)', () => {
         tierRateLimit({
           store,
           customerId: customerFromApiKey,
-          tiers: SEED_TIERS,
+          tiers: GUIDE_TIERS,
           logger: recordingLogger(),
         }),
       ],

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import * as packageExports from '../../src/index.js';
 import { UNITS_PER_DOLLAR } from '../../src/money.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { openAIDuration } from '../../src/tier-rate-limit/headers.js';
-import { OPENAI_TIERS, SEED_TIERS, type Tier, tierRateLimit } from '../../src/tier-rate-limit/index.js';
+import { GUIDE_TIERS, OPENAI_TIERS, type Tier, tierRateLimit } from '../../src/tier-rate-limit/index.js';
 import { resolveTiers, tierFor } from '../../src/tier-rate-limit/tiers.js';
 
 const DAY = 24 * 60 * 60_000;
@@ -11,7 +12,7 @@ const build = (tiers: unknown) => () =>
 
 describe('tiers: data validated at startup', () => {
   it('accepts both presets, with OpenAI’s spend and days thresholds', () => {
-    expect(resolveTiers(SEED_TIERS).map((tier) => [tier.name, tier.minSpend, tier.rpm])).toEqual([
+    expect(resolveTiers(GUIDE_TIERS).map((tier) => [tier.name, tier.minSpend, tier.rpm])).toEqual([
       ['tier-1', 0n, 3],
       ['tier-2', 50n * UNITS_PER_DOLLAR, 10],
       ['tier-3', 250n * UNITS_PER_DOLLAR, 50],
@@ -27,6 +28,11 @@ describe('tiers: data validated at startup', () => {
       ['tier-5', '1000', 30],
     ]);
     expect(build(OPENAI_TIERS)).not.toThrow();
+  });
+
+  it('keeps SEED_TIERS, the former name of GUIDE_TIERS, as a deprecated alias of the same array', () => {
+    expect(packageExports.GUIDE_TIERS).toBe(GUIDE_TIERS);
+    expect(packageExports.SEED_TIERS).toBe(GUIDE_TIERS);
   });
 
   it.each([

@@ -1,5 +1,5 @@
-// The status page: reads GET /billing/balance with the customer's API key and runs a $5 top-up
-// through Dodo's checkout. The key comes from the URL fragment (#key=sk-…, never sent to the
+// The status page: reads GET /billing/balance and GET /billing/activity with the customer's API
+// key and runs a $5 top-up through Dodo's checkout. The key comes from the URL fragment (#key=sk-…, never sent to the
 // server) or the form, and is kept in sessionStorage for the trip through the checkout.
 const KEY = 'llm-billing-api-key';
 const BEFORE_TOP_UP = 'llm-billing-balance-before-top-up';
@@ -25,48 +25,99 @@ async function call(method, path, body) {
   return json;
 }
 
-const dollars = (amount) => `$${amount}`;
+// Money arrives twice: exact decimal strings (`available: "4.999955"`) and, for people, rounded
+// to the cent by the server's money module (`display.available: "$5.00"`). The page shows the
+// second and keeps the first in a tooltip: it never does arithmetic on money itself.
+const exact = (amount) => `$${amount}`;
 const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
 
-function drawChart(byModel) {
-  const svg = $('chart');
-  const rowHeight = 28;
-  const max = Math.max(1, ...byModel.map((row) => row.tokens));
-  svg.setAttribute('height', String(Math.max(1, byModel.length) * rowHeight + 8));
-  if (byModel.length === 0) {
-    svg.innerHTML = '<text x="0" y="20">No usage yet this period.</text>';
+function show(id, display, exactAmount) {
+  $(id).textContent = display;
+  $(id).title = exactAmount === undefined ? '' : `exactly ${exact(exactAmount)}`;
+}
+
+/** Spend per day: one bar per UTC day, heights in thousandths of the largest day (from the server). */
+function drawChart(activity) {
+  const days = activity.days;
+  const width = 640;
+  const top = 18;
+  const base = 140;
+  const slot = (width - 40) / Math.max(1, days.length);
+  const largest = days.find((day) => day.bar === 1000);
+  const bars = days.map((day, index) => {
+    const x = 40 + index * slot;
+    // A day with any spend shows at least a sliver, however small next to the largest.
+    const height = day.bar > 0 ? Math.max(2, Math.round(((base - top) * day.bar) / 1000)) : 0;
+    // Every other day is labelled, counting back from today (always labelled).
+    const label = (days.length - 1 - index) % 2 === 0 ? day.date.slice(5) : '';
+    const today = index === days.length - 1 ? ' today' : '';
+    return `<g><title>${escapeHtml(`${day.date}: ${day.spend_display} (exactly $${day.spend})`)}</title>
+<rect class="bar${today}" x="${x + 3}" y="${base - height}" width="${slot - 6}" height="${height}" rx="2"></rect>
+<text x="${x + slot / 2}" y="${base + 16}" text-anchor="middle">${escapeHtml(label)}</text></g>`;
+  });
+  const scale = largest
+    ? `<text x="0" y="${top + 4}">${escapeHtml(largest.spend_display)}</text><line class="axis" x1="36" x2="${width}" y1="${top}" y2="${top}" stroke-dasharray="3 3"></line>`
+    : `<text x="${width / 2}" y="${base / 2 + 10}" text-anchor="middle">No spend in these ${days.length} days.</text>`;
+  $('chart').innerHTML =
+    `${scale}<text x="0" y="${base + 4}">$0</text><line class="axis" x1="36" x2="${width}" y1="${base}" y2="${base}"></line>${bars.join('')}`;
+}
+
+function listRequests(activity) {
+  if (activity.recent.length === 0) {
+    $('requests').innerHTML = '<tr><td colspan="5" class="muted">No requests yet.</td></tr>';
     return;
   }
-  svg.innerHTML = byModel
-    .map((row, index) => {
-      const y = index * rowHeight + 4;
-      const width = Math.max(2, (row.tokens / max) * 40);
-      return `<text x="0" y="${y + 17}">${escapeHtml(row.model)}</text>
-<rect class="bar" x="25%" y="${y + 4}" width="${width}%" height="18" rx="3"></rect>
-<text x="${25 + width + 1}%" y="${y + 17}">${row.tokens} tokens · ${escapeHtml(dollars(row.cost))}</text>`;
+  $('requests').innerHTML = activity.recent
+    .map((request) => {
+      const at = new Date(request.at);
+      const today = at.toDateString() === new Date().toDateString();
+      const time = today
+        ? at.toLocaleTimeString()
+        : at.toLocaleString(undefined, {
+            month: 'short',
+            day: 'numeric',
+            hour: 'numeric',
+            minute: '2-digit',
+          });
+      const model = request.calls > 1 ? `${request.model} (${request.calls} calls)` : request.model;
+      const cost = request.estimated ? `${request.cost_display} (estimated)` : request.cost_display;
+      return `<tr><td>${escapeHtml(time)}</td><td>${escapeHtml(model)}</td>
+<td class="num">${request.input_tokens}</td><td class="num">${request.output_tokens}</td>
+<td class="num" title="exactly $${escapeHtml(request.cost)}">${escapeHtml(cost)}</td></tr>`;
     })
     .join('');
 }
 
 async function refresh() {
-  const status = await call('GET', '/billing/balance');
+  const [status, activity] = await Promise.all([
+    call('GET', '/billing/balance'),
+    call('GET', '/billing/activity?days=14'),
+  ]);
+  const display = status.display;
   $('who').textContent = `Customer ${status.customer_id}`;
-  $('balance').textContent = dollars(status.available);
-  $('reserved').textContent = dollars(status.reserved);
+  show('balance', display.available, status.available);
+  show('reserved', display.reserved, status.reserved);
   $('tier').textContent = status.tier.name;
   const limits = status.tier.limits;
   $('limits').textContent =
     `${limits.rpm} requests/min` +
     (limits.tpm ? ` · ${limits.tpm} tokens/min` : '') +
-    ` · lifetime spend ${dollars(status.tier.lifetime_spend)}` +
-    (status.tier.next ? ` (next: ${status.tier.next.name} at ${dollars(status.tier.next.min_spend)})` : '');
-  $('period-cost').textContent = dollars(status.period.cost);
+    ` · lifetime spend ${display.lifetime_spend}` +
+    (status.tier.next ? ` (next: ${status.tier.next.name} at ${display.next_tier_min_spend})` : '');
+  show('period-cost', display.period_cost, status.period.cost);
   $('period-tokens').textContent =
     `${status.period.input_tokens} input + ${status.period.output_tokens} output tokens (${status.period.key})`;
+  $('period-models').innerHTML = status.period.by_model
+    .map(
+      (row) => `<div>${escapeHtml(row.model)}: ${row.tokens} tokens, ${escapeHtml(row.cost_display)}</div>`,
+    )
+    .join('');
   $('subscription').textContent = status.subscription
     ? `Subscribed to ${status.subscription.plan} (${status.subscription.seats} seat(s)) until ${status.subscription.period_end.slice(0, 10)}.`
     : '';
-  drawChart(status.period.by_model);
+  drawChart(activity);
+  listRequests(activity);
+  $('coverage').textContent = `Spend per day and recent requests: ${activity.coverage}. Days are UTC.`;
   $('status').hidden = false;
   return status;
 }
@@ -94,7 +145,7 @@ async function awaitCredits() {
   for (let attempt = 0; attempt < 40; attempt++) {
     const status = await refresh();
     if (status.balance !== before) {
-      $('notice').textContent = `Credits added: balance ${dollars(status.available)}.`;
+      $('notice').textContent = `Credits added: balance ${status.display.available}.`;
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 250));

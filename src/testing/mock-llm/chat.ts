@@ -29,21 +29,19 @@ export function chatUsage(completion: MockCompletion) {
   };
 }
 
-/** A `chat.completion` object (always one choice: `n` is ignored). */
+/** A `chat.completion` object, with `n` choices (each the same completion). */
 export function chatCompletionBody({ id, created, model, completion, withUsage }: ChatAnswer) {
   return {
     id,
     object: 'chat.completion',
     created,
     model,
-    choices: [
-      {
-        index: 0,
-        message: { role: 'assistant', content: completion.text, refusal: null, annotations: [] },
-        logprobs: null,
-        finish_reason: completion.finishReason,
-      },
-    ],
+    choices: Array.from({ length: completion.choices }, (_, index) => ({
+      index,
+      message: { role: 'assistant', content: completion.text, refusal: null, annotations: [] },
+      logprobs: null,
+      finish_reason: completion.finishReason,
+    })),
     ...(withUsage ? { usage: chatUsage(completion) } : {}),
     service_tier: 'default',
     system_fingerprint: SYSTEM_FINGERPRINT,
@@ -69,8 +67,13 @@ export function* chatCompletionEvents(answer: ChatAnswer, includeUsage: boolean)
       ...usage,
     });
   const usageField = includeUsage ? { usage: null } : {};
+  const choices = Array.from({ length: completion.choices }, (_, index) => index);
+  // Every choice advances together, as OpenAI interleaves them: one chunk per choice per step.
   const chunk = (delta: object, finishReason: string | null) =>
-    chunkOf([{ index: 0, delta, logprobs: null, finish_reason: finishReason }], usageField);
+    chunkOf(
+      choices.map((index) => ({ index, delta, logprobs: null, finish_reason: finishReason })),
+      usageField,
+    );
 
   yield { data: chunk({ role: 'assistant', content: '', refusal: null }, null) };
   // Reasoning happens before the first visible token, so that token carries their time.
@@ -78,7 +81,7 @@ export function* chatCompletionEvents(answer: ChatAnswer, includeUsage: boolean)
   for (const [index, token] of completion.tokens.entries()) {
     yield {
       data: chunk({ content: index === 0 ? token : ` ${token}` }, null),
-      tokens: 1 + unpaced,
+      tokens: completion.choices + unpaced,
       visible: true,
     };
     unpaced = 0;

@@ -144,6 +144,9 @@ export function resolveMockLLMOptions(options: Readonly<MockLLMOptions>): Resolv
     cachedTokens,
     reasoningTokens,
     reply,
+    wholeRequestPrompt,
+    maxOutputTokens,
+    fillToCap,
   } = options;
   check(isCount(port) && port <= 65_535, 'port', 'an integer from 0 to 65535', port);
   check(
@@ -181,7 +184,15 @@ export function resolveMockLLMOptions(options: Readonly<MockLLMOptions>): Resolv
     latencyMs,
     tokensPerSecond,
     bodyLimitBytes,
-    completion: { defaultMaxTokens, cachedTokens, reasoningTokens, reply },
+    completion: {
+      defaultMaxTokens,
+      cachedTokens,
+      reasoningTokens,
+      reply,
+      wholeRequestPrompt,
+      maxOutputTokens,
+      fillToCap,
+    },
   };
 }
 

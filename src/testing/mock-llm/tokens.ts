@@ -59,6 +59,21 @@ export interface MockCompletionSettings {
    * @default `Mock reply: ${prompt}`
    */
   reply?: string | ((prompt: string) => string);
+  /**
+   * Count the prompt as OpenAI bills it: every text anywhere in the request — messages, tool
+   * definitions, earlier tool calls' arguments, `response_format` schemas — plus 3 tokens per
+   * message, instead of the message texts alone.
+   * @default false
+   */
+  wholeRequestPrompt?: boolean;
+  /**
+   * A model's output ceiling when a request sets no limit (OpenAI's default is the model's
+   * maximum: 16,384 for gpt-4o, 100,000 for o1), before `defaultMaxTokens`.
+   * @default {}
+   */
+  maxOutputTokens?: Readonly<Record<string, number>>;
+  /** Generate up to the cap: the reply repeats until it fills the output limit. @default false */
+  fillToCap?: boolean;
 }
 
 /** What the mock answers for one request: the text and the usage it reports. */
@@ -73,6 +88,8 @@ export interface MockCompletion {
   reasoningTokens: number;
   totalTokens: number;
   finishReason: 'stop' | 'length';
+  /** Completions generated (`n`); `completionTokens` counts all of them, each one `tokens`. */
+  choices: number;
 }
 
 /** Default completion cap when neither the request nor the options set one. */
@@ -132,6 +149,7 @@ export interface MockCompletionRequest {
   max_tokens?: unknown;
   max_completion_tokens?: unknown;
   max_output_tokens?: unknown;
+  n?: unknown;
 }
 
 function requestCap(endpoint: MockEndpoint, request: MockCompletionRequest): number | undefined {
@@ -165,7 +183,7 @@ export function mockCompletion(
   const promptWords = (
     endpoint === 'chat' ? chatPromptTexts(request.messages) : responsesPromptTexts(request)
   ).flatMap(tokensOf);
-  const promptTokens = promptWords.length;
+  const promptTokens = settings.wholeRequestPrompt ? wholeRequestTokens(request) : promptWords.length;
   const promptText = promptWords.join(' ');
   const context: TokenSettingContext = {
     endpoint,
@@ -177,12 +195,21 @@ export function mockCompletion(
     typeof settings.reply === 'function'
       ? settings.reply(promptText)
       : (settings.reply ?? `Mock reply: ${promptText}`);
-  const natural = tokensOf(replyText);
-  const cap = Math.max(0, requestCap(endpoint, request) ?? settings.defaultMaxTokens ?? DEFAULT_MAX_TOKENS);
+  const model = typeof request.model === 'string' ? request.model : '';
+  const cap = Math.max(
+    0,
+    requestCap(endpoint, request) ??
+      settings.maxOutputTokens?.[model] ??
+      settings.defaultMaxTokens ??
+      DEFAULT_MAX_TOKENS,
+  );
+  const natural = settings.fillToCap ? repeatTo(tokensOf(replyText), cap) : tokensOf(replyText);
   const reasoningTokens = Math.min(resolveSetting(settings.reasoningTokens, context), cap);
   const tokens = natural.slice(0, cap - reasoningTokens);
   const cachedTokens = Math.min(resolveSetting(settings.cachedTokens, context), promptTokens);
-  const completionTokens = reasoningTokens + tokens.length;
+  const choices =
+    endpoint === 'chat' && typeof request.n === 'number' && request.n > 1 ? Math.floor(request.n) : 1;
+  const completionTokens = choices * (reasoningTokens + tokens.length);
 
   return {
     text: tokens.join(' '),
@@ -190,8 +217,34 @@ export function mockCompletion(
     promptTokens,
     cachedTokens,
     completionTokens,
-    reasoningTokens,
+    reasoningTokens: choices * reasoningTokens,
     totalTokens: promptTokens + completionTokens,
-    finishReason: tokens.length < natural.length ? 'length' : 'stop',
+    finishReason:
+      tokens.length < natural.length || (settings.fillToCap && tokens.length > 0) ? 'length' : 'stop',
+    choices,
   };
+}
+
+/** `words` repeated until there are `count` of them (none when there is nothing to repeat). */
+function repeatTo(words: string[], count: number): string[] {
+  if (words.length === 0) return [];
+  return Array.from({ length: count }, (_, index) => words[index % words.length]!);
+}
+
+/**
+ * The prompt as OpenAI bills it: the tokens of every string in the request except its model and
+ * control fields (tool definitions, tool-call arguments and schemas included), and 3 per message.
+ */
+function wholeRequestTokens(request: MockCompletionRequest): number {
+  let tokens = Array.isArray(request.messages) ? 3 * request.messages.length : 0;
+  const stack: unknown[] = Object.entries(request)
+    .filter(([key]) => key !== 'model')
+    .map(([, value]) => value);
+  while (stack.length > 0) {
+    const value = stack.pop();
+    if (typeof value === 'string') tokens += countTokens(value);
+    else if (Array.isArray(value)) stack.push(...value);
+    else if (isRecord(value)) stack.push(...Object.values(value));
+  }
+  return tokens;
 }

@@ -1,16 +1,25 @@
 import { randomUUID } from 'node:crypto';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { StoreError } from '../src/errors.js';
-import { parseUsd } from '../src/money.js';
-import { subscriptionPeriod } from '../src/store/subscription-period.js';
-import type { BillingStore, OutboxEvent, Settlement } from '../src/store/types.js';
-import { describeAdmissionConformance } from './store-conformance-admission.js';
+import { StoreError } from '../../errors.js';
+import { parseUsd } from '../../money.js';
+import { subscriptionPeriod } from '../../store/subscription-period.js';
+import type { BillingStore, OutboxEvent, Settlement } from '../../store/types.js';
+import { describeAdmissionConformance } from './admission.js';
+import type { ConformanceTestApi } from './test-api.js';
+
+export type { ConformanceAssertion, ConformanceMatchers, ConformanceTestApi } from './test-api.js';
 
 /** A store under test, built on a clock the suite controls. */
 export interface ConformanceSubject {
+  /**
+   * A new, empty store whose clock is `clock` (ms since the epoch; the suite moves it to test
+   * expiries and deadlines). Called before every case; the store is closed after it.
+   */
   createStore(clock: () => number): BillingStore | Promise<BillingStore>;
-  /** A store whose backend is unreachable; omitted for in-process stores. */
+  /**
+   * A store whose backend is unreachable (a server that is down): every operation must fail
+   * with a `StoreError` within its deadline, never hang. Omit it for an in-process store.
+   */
   createUnreachableStore?(): BillingStore | Promise<BillingStore>;
 }
 
@@ -55,9 +64,26 @@ function settlement(customerId: string, overrides: Partial<Settlement> = {}): Se
 }
 
 /**
- * The behaviour every `BillingStore` must have, run unchanged against each implementation.
+ * The behaviour every `BillingStore` must have — balances, reservations, atomic admission and
+ * settlement, the outbox, webhook claims, subscriptions, usage counters, with their race cases —
+ * declared as test cases of your runner, so a store of your own (Postgres, DynamoDB…) is checked
+ * against the same cases as `MemoryStore` and `RedisStore`, which run it unchanged.
+ *
+ * Call it at the top level of a test file, with your runner's API (vitest: its module):
+ * @example
+ * import * as vitest from 'vitest';
+ * import { describeStoreConformance } from 'express-llm-billing/testing';
+ *
+ * describeStoreConformance('postgres', {
+ *   createStore: (clock) => new PostgresStore({ pool, schema: freshSchema(), now: clock }),
+ * }, vitest);
  */
-export function describeStoreConformance(name: string, subject: ConformanceSubject): void {
+export function describeStoreConformance(
+  name: string,
+  subject: ConformanceSubject,
+  test: ConformanceTestApi,
+): void {
+  const { describe, it, expect, beforeEach, afterEach } = test;
   describe(`BillingStore conformance: ${name}`, () => {
     let now = 0;
     let store: BillingStore;
@@ -74,7 +100,7 @@ export function describeStoreConformance(name: string, subject: ConformanceSubje
       await store.close();
     });
 
-    describeAdmissionConformance(() => ({ store, now, advance }));
+    describeAdmissionConformance(() => ({ store, now, advance }), test);
 
     describe('balance view', () => {
       it('has no view for a customer never synced', async () => {

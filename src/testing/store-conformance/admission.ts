@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
-import { parseUsd } from '../src/money.js';
-import { subscriptionPeriod } from '../src/store/subscription-period.js';
-import type { Admission, AdmissionPlans, BillingStore, SubscriptionState } from '../src/store/types.js';
+import { parseUsd } from '../../money.js';
+import { subscriptionPeriod } from '../../store/subscription-period.js';
+import type { Admission, AdmissionPlans, BillingStore, SubscriptionState } from '../../store/types.js';
+import type { ConformanceTestApi } from './test-api.js';
 
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
@@ -60,7 +60,11 @@ function admission(customerId: string, overrides: Partial<Admission> = {}): Admi
 }
 
 /** `BillingStore.admit`: one atomic call decides and holds everything a request's admission needs. */
-export function describeAdmissionConformance(context: () => AdmissionContext): void {
+export function describeAdmissionConformance(
+  context: () => AdmissionContext,
+  test: ConformanceTestApi,
+): void {
+  const { describe, it, expect } = test;
   describe('admission', () => {
     it('holds credits against the balance and refuses what is not covered, holding nothing', async () => {
       const { store, now } = context();

@@ -3,24 +3,25 @@ import type { BillingConfig } from '../../src/setup/plan.js';
 import config from './billing.config.json' with { type: 'json' };
 
 /**
- * The seed's billing, in the file `express-llm-billing setup --config` reads: prices (USD per
- * 1M tokens), credits are cents, weighted meters, the packs and the plans. The app prices with
- * the same table, so what Dodo deducts and what the app charges agree to the unit.
+ * The billing of Dodo's "OpenAI Billing Model" guide, in the file `express-llm-billing setup
+ * --config` reads: prices (USD per 1M tokens), credits are cents, weighted meters, the packs and
+ * the plans. The app prices with the same table, so what Dodo deducts and what the app charges
+ * agree to the unit.
  */
 export const BILLING_CONFIG = config as BillingConfig;
 
-/** The seed's price table: USD per 1M input and output tokens. */
+/** The guide's price table: USD per 1M input and output tokens. */
 export const PRICING: PricingInput = BILLING_CONFIG.pricing;
 
-/** Credits are cents, as in the seed: a $50 pack issues 5000 credits. */
+/** Credits are cents, as in the guide: a $50 pack issues 5000 credits. */
 export const CREDITS_PER_DOLLAR = Number(BILLING_CONFIG.creditsPerDollar);
 
-/** The seed's top-up packs, in US dollars. */
+/** The guide's top-up packs, in US dollars. */
 export const PACK_DOLLARS = BILLING_CONFIG.topUps!.map(String);
 
 /**
  * One input and one output meter for every model, each event's tokens weighted by the model's
- * price (the seed's "weighted events" option, made exact: see docs/metering-strategies.md).
+ * price (the guide's "weighted events" option, made exact: see docs/metering-strategies.md).
  * Per-model meters cannot price GPT-4o-mini or o1 exactly in cents.
  */
 export const METERS = BILLING_CONFIG.meters!;
