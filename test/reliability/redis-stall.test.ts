@@ -93,10 +93,11 @@ describe.runIf(canRun)('RedisStore: a call abandoned at its deadline cannot take
   });
 
   /** A server of the test's own, a client with ioredis' defaults, a store with a short deadline. */
-  async function stallable(options: { appendOnlyDir?: string } = {}) {
-    const server = await startRedisServer(options);
+  async function stallable(options: { appendOnlyDir?: string; enableOfflineQueue?: boolean } = {}) {
+    const { enableOfflineQueue = true, ...serverOptions } = options;
+    const server = await startRedisServer(serverOptions);
     cleanups.push(() => server.stop());
-    const client = new Redis(server.url);
+    const client = new Redis(server.url, { enableOfflineQueue });
     client.on('error', () => {});
     cleanups.push(() => client.disconnect());
     await whenReady(client);
@@ -176,16 +177,33 @@ describe.runIf(canRun)('RedisStore: a call abandoned at its deadline cannot take
   });
 
   it.each([
-    { when: 'after the deadline: the undos are queued on the dead connection', killAfterDeadline: true },
-    { when: 'before the deadline: the undos wait in the offline queue', killAfterDeadline: false },
+    {
+      when: 'after the deadline: the undos are queued on the dead connection',
+      killAfterDeadline: true,
+      enableOfflineQueue: true,
+    },
+    {
+      when: 'before the deadline: the undos wait in the offline queue',
+      killAfterDeadline: false,
+      enableOfflineQueue: true,
+    },
+    {
+      when: 'without an offline queue: the undos fail, and are sent again once the client is ready',
+      killAfterDeadline: false,
+      enableOfflineQueue: false,
+    },
   ])(
     'Redis killed with the reserves unanswered and restarted ($when): ioredis resends them, then their undos',
     { timeout: 20_000 },
-    async ({ killAfterDeadline }) => {
+    async ({ killAfterDeadline, enableOfflineQueue }) => {
       const directory = await mkdtemp(join(tmpdir(), 'elb-redis-aof-'));
       cleanups.push(() => rm(directory, { recursive: true, force: true }));
       let server: RedisServer;
-      const { server: first, client, store } = await stallable({ appendOnlyDir: directory });
+      const {
+        server: first,
+        client,
+        store,
+      } = await stallable({ appendOnlyDir: directory, enableOfflineQueue });
       server = first;
       cleanups.push(() => server.stop());
       await store.syncBalance('cus_1', 10n * COST, Date.now());
