@@ -3,16 +3,16 @@ import { startDodo } from '../test/support/billing-app.js';
 
 /**
  * The Dodo emulator (and the mock LLM) in a process of their own, so their CPU is neither the
- * server's nor the load generator's. It sets up a credit entitlement, GPT-4o meters (the tests'
- * own) and `customers` customers with a large balance, then answers the parent's questions over
+ * server's nor the load generator's. It sets up a credit entitlement, GPT-4o meters on a usage
+ * plan (the tests' own) and `customers` customers subscribed to it with a large balance, then answers the parent's questions over
  * IPC.
  */
 const customers = Number(process.argv[2] ?? 100);
-const { emulator, entitlementId } = await startDodo({ meterDelayMs: 1000 });
+const { emulator, entitlementId, customer } = await startDodo({ meterDelayMs: 1000 });
 // The upstream of the `*-proxy` variants: an OpenAI-compatible server, answering at once.
 const upstream = await createMockLLM();
 const customerIds = Array.from({ length: customers }, (_, i) => {
-  const id = emulator.createCustomer({ email: `bench-${i}@example.com` }).customer_id;
+  const id = customer({ email: `bench-${i}@example.com` }).customer_id;
   emulator.setBalance(id, entitlementId, '100000000');
   return id;
 });

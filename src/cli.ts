@@ -10,8 +10,9 @@ import { columnsFor, headerLine, plannedSteps, stepLine, summary, table } from '
 const USAGE = `Usage: express-llm-billing setup [options]
 
 Creates or updates, idempotently, what the billing config needs on Dodo Payments: the fiat
-credit entitlement, the meters with their exact "meter units per credit", the top-up packs and
-the subscription plans. Re-running it changes nothing.
+credit entitlement, the meters, the $0 usage plan that bills them in credits at their exact
+"meter units per credit" (each customer's API account is a subscription to it), the top-up
+packs and the subscription plans. Re-running it changes nothing.
 
 Options:
   --config <path>       billing config (default: billing.config.json or .mjs in the working directory)
@@ -111,6 +112,11 @@ async function main(
     );
     if (!values['dry-run'] && result.ids.creditEntitlementId) {
       out(`creditEntitlementId: ${result.ids.creditEntitlementId}`);
+    }
+    if (!values['dry-run'] && result.ids.usagePlanProductId) {
+      out(
+        `usagePlanProductId: ${result.ids.usagePlanProductId}  (open each customer's API account with createApiAccountCheckout: Dodo's meters deduct credits only from its subscribers)`,
+      );
     }
     return 0;
   } catch (error) {

@@ -1,3 +1,11 @@
+export {
+  type ApiAccount,
+  type ApiAccountCheckout,
+  type ApiAccountCheckoutOptions,
+  createApiAccountCheckout,
+  type FindApiAccountOptions,
+  findApiAccount,
+} from './api-account.js';
 export { enableRequestBillingContext, RequestBilling, type UsageRecord } from './billing-context.js';
 export { type Billing, type ChainOptions, createBilling } from './create-billing.js';
 export {

@@ -15,7 +15,7 @@ describe('on Express 4', () => {
 
   beforeAll(async () => {
     dodo = await startDodo();
-    customer = dodo.emulator.createCustomer({ email: 'express4@example.com' }).customer_id;
+    customer = dodo.customer({ email: 'express4@example.com' }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, '0.17'); // one request's hold: $0.00163
     const billing = createBilling({
       store,

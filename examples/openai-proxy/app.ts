@@ -11,7 +11,7 @@ import {
 import { ActivityLog, activityRoute } from './activity.js';
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
 import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
-import { balanceRoute, topUpRoute } from './billing-routes.js';
+import { accountRoute, balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
@@ -118,6 +118,7 @@ export function buildApp(
   };
   app.get('/billing/balance', auth, balanceRoute(sources));
   app.get('/billing/activity', auth, activityRoute(activity));
+  app.post('/billing/account', auth, accountRoute(wiring));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
 
   // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.

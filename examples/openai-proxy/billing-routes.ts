@@ -1,5 +1,5 @@
 import type { Request, RequestHandler, Response } from 'express';
-import { parseUsd } from '../../src/index.js';
+import { createApiAccountCheckout, findApiAccount, parseUsd } from '../../src/index.js';
 import { customerIdOf } from './api-keys.js';
 import { type BalanceSources, balanceReport } from './balance.js';
 import type { Wiring } from './wiring.js';
@@ -41,10 +41,52 @@ function packOf(
   return [...packs].find(([dollars]) => parseUsd(dollars, 'pack') === amount);
 }
 
+function originOf(wiring: Wiring, req: Request): string {
+  return wiring.publicUrl ?? `${req.protocol}://${req.get('host')}`;
+}
+
+/**
+ * `POST /billing/account` → the caller's API account: `{ status: "open", subscription_id }` when
+ * it is open, or `{ status: "checkout", checkout_url }` to open it — the $0 usage plan's checkout,
+ * which keeps the card for later charges. Dodo's meters deduct credits only from the plan's
+ * subscribers, so this is the sign-up step every customer takes before buying credits.
+ */
+export function accountRoute(wiring: Wiring): RequestHandler {
+  return async function accountHandler(req: Request, res: Response) {
+    try {
+      const opened = await createApiAccountCheckout({
+        dodo: wiring.dodo,
+        usagePlanProductId: wiring.usagePlanProductId,
+        customer: { customerId: customerIdOf(req)! },
+        returnUrl: `${originOf(wiring, req)}/?account=open`,
+      });
+      if (opened.status === 'exists') {
+        res.json({
+          status: opened.account.status === 'active' ? 'open' : opened.account.status,
+          subscription_id: opened.account.subscription_id,
+        });
+        return;
+      }
+      res.json({ status: 'checkout', checkout_url: opened.checkoutUrl, session_id: opened.sessionId });
+    } catch (error) {
+      console.error('POST /billing/account failed:', error);
+      fail(
+        res,
+        502,
+        'The API account could not be opened right now. Please retry shortly.',
+        'server_error',
+        'checkout_unavailable',
+      );
+    }
+  };
+}
+
 /**
  * `POST /billing/top-up { pack: 5 }` → `{ checkout_url }`: a Dodo checkout session for the
  * credit pack, attached to the caller's customer, returning to the status page. Paying it makes
- * Dodo send `payment.succeeded` and `credit.added`, which `dodoWebhooks` applies.
+ * Dodo send `payment.succeeded` and `credit.added`, which `dodoWebhooks` applies. A customer
+ * whose API account is not open is sent to `POST /billing/account` first: credits Dodo's meters
+ * would never deduct must not be sold.
  */
 export function topUpRoute(wiring: Wiring): RequestHandler {
   return async function topUpHandler(req: Request, res: Response) {
@@ -61,8 +103,22 @@ export function topUpRoute(wiring: Wiring): RequestHandler {
       );
     }
     const [dollars, productId] = pack;
-    const origin = wiring.publicUrl ?? `${req.protocol}://${req.get('host')}`;
+    const origin = originOf(wiring, req);
     try {
+      const account = await findApiAccount({
+        dodo: wiring.dodo,
+        usagePlanProductId: wiring.usagePlanProductId,
+        customerId: customerIdOf(req)!,
+      });
+      if (account?.status !== 'active') {
+        return fail(
+          res,
+          409,
+          `Your API account is not open${account ? ` (it is ${account.status})` : ''}: open it with POST /billing/account, then buy credits.`,
+          'invalid_request_error',
+          'api_account_required',
+        );
+      }
       const session = await wiring.dodo.checkoutSessions.create({
         product_cart: [{ product_id: productId, quantity: 1 }],
         customer: { customer_id: customerIdOf(req)! },

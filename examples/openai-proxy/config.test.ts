@@ -9,6 +9,7 @@ const REAL = {
   DODO_PAYMENTS_API_KEY: 'dodo_test_key',
   DODO_PAYMENTS_ENVIRONMENT: 'test_mode',
   DODO_CREDIT_ENTITLEMENT_ID: 'cde_123',
+  DODO_USAGE_PLAN_PRODUCT_ID: 'pdt_usage',
   DODO_PAYMENTS_WEBHOOK_KEY: 'whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=',
   DODO_CREDIT_PACKS: '{"5":"pdt_5","10":"pdt_10","50":"pdt_50","100":"pdt_100"}',
   OPENAI_API_KEY: 'sk-openai',

@@ -17,6 +17,8 @@ export interface RealDodoConfig {
   apiKey: string;
   environment: 'test_mode' | 'live_mode';
   creditEntitlementId: string;
+  /** The $0 usage plan each customer's API account subscribes to (`setup`'s `usagePlanProductId`). */
+  usagePlanProductId: string;
   webhookKey: string;
   /** Pack price in dollars (`"5"`) → the Dodo product that sells it. */
   packs: Record<string, string>;
@@ -60,6 +62,7 @@ const REQUIRED_DODO_VARIABLES = [
   'DODO_PAYMENTS_API_KEY',
   'DODO_PAYMENTS_ENVIRONMENT',
   'DODO_CREDIT_ENTITLEMENT_ID',
+  'DODO_USAGE_PLAN_PRODUCT_ID',
   'DODO_PAYMENTS_WEBHOOK_KEY',
   'DODO_CREDIT_PACKS',
 ] as const;
@@ -217,6 +220,7 @@ function realDodo(env: Env, ignored: string[]): RealDodoConfig | undefined {
     apiKey: value(env, 'DODO_PAYMENTS_API_KEY')!,
     environment,
     creditEntitlementId: value(env, 'DODO_CREDIT_ENTITLEMENT_ID')!,
+    usagePlanProductId: value(env, 'DODO_USAGE_PLAN_PRODUCT_ID')!,
     webhookKey,
     packs: packs(value(env, 'DODO_CREDIT_PACKS')!),
     plusProductId: value(env, 'DODO_PLUS_PRODUCT_ID'),

@@ -1,5 +1,6 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { parseCredits, unitsPerCredit } from '../../src/index.js';
 import type { EmbeddedCustomer } from './embedded.js';
 import { type RunningExample, startExample } from './start.js';
 
@@ -188,6 +189,47 @@ describe('openai client → example proxy', () => {
     expect(after.tier.lifetime_spend).toBe('5.00');
     const completion = await openai.chat.completions.create({ model: 'gpt-4o', messages: hello });
     expect(completion.usage?.total_tokens).toBe(6);
+  });
+
+  it('sends a customer without an API account to open it before selling credits, then bills them on Dodo', async () => {
+    const newcomer = services().addCustomer({ account: false });
+    const post = (path: string, body?: unknown) =>
+      fetch(`${example.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${newcomer.apiKey}`, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    // Credits Dodo's meters would never deduct are not sold.
+    const refused = await post('/billing/top-up', { pack: 5 });
+    expect(refused.status).toBe(409);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('api_account_required');
+
+    // The sign-up step: the $0 usage plan's checkout, which keeps the card for later charges.
+    const account = (await (await post('/billing/account')).json()) as {
+      status: string;
+      checkout_url: string;
+    };
+    expect(account.status).toBe('checkout');
+    const opened = await fetch(account.checkout_url, { method: 'POST', redirect: 'manual' });
+    const back = new URL(opened.headers.get('location')!);
+    expect(back.searchParams.get('subscription_id')).toMatch(/^sub_/);
+    expect(await (await post('/billing/account')).json()).toMatchObject({ status: 'open' });
+
+    const topUp = (await (await post('/billing/top-up', { pack: 5 })).json()) as { checkout_url: string };
+    await fetch(topUp.checkout_url, { method: 'POST', redirect: 'manual' });
+    await eventually(
+      () => balance(newcomer.apiKey),
+      (status) => status.balance === '5.00',
+    );
+    const { openai } = client(newcomer.apiKey);
+    await openai.chat.completions.create({ model: 'gpt-4o', messages: hello });
+    await example.billing.flush();
+    await services().emulator.settle();
+    // Dodo deducted the request through the account's meters: 500 credits less its cost.
+    const cents = unitsPerCredit(100);
+    const left = services().emulator.balance(newcomer.customerId, services().creditEntitlementId)!;
+    expect(parseCredits(left, cents)).toBeLessThan(parseCredits('500', cents));
+    expect(services().emulator.meterDeductions({ customerId: newcomer.customerId })).not.toEqual([]);
   });
 
   it('answers an unknown pack with 400 unknown_pack', async () => {

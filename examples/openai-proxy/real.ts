@@ -6,8 +6,8 @@ import type { RealDodoConfig } from './config.js';
 import type { DodoPart } from './wiring.js';
 
 /**
- * Real Dodo Payments (products, meters and the webhook endpoint are set up in its dashboard or
- * with `npx express-llm-billing setup`), from the validated environment.
+ * Real Dodo Payments (products, meters and the usage plan set up with `npx express-llm-billing
+ * setup`, the webhook endpoint in its dashboard), from the validated environment.
  */
 export function wireRealDodo(config: RealDodoConfig): DodoPart {
   const plans: Record<string, SoftCapPlan & { name: PlanName }> = {};
@@ -22,6 +22,7 @@ export function wireRealDodo(config: RealDodoConfig): DodoPart {
       webhookKey: config.webhookKey,
     }),
     creditEntitlementId: config.creditEntitlementId,
+    usagePlanProductId: config.usagePlanProductId,
     webhookKey: config.webhookKey,
     apiKeys: new ApiKeys(config.apiKeys),
     packs: new Map(Object.entries(config.packs)),

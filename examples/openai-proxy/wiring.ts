@@ -22,6 +22,8 @@ export interface Parts {
 export interface DodoPart extends PartDescription<'emulated' | 'real'> {
   dodo: DodoPayments;
   creditEntitlementId: string;
+  /** The $0 usage plan each customer's API account subscribes to: Dodo's meters bill through it. */
+  usagePlanProductId: string;
   webhookKey: string;
   apiKeys: ApiKeys;
   /** Pack price in dollars (`"5"`) → the Dodo product that sells it. */

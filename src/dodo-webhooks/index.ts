@@ -1,7 +1,9 @@
 import express, { type Request, type Response, type Router } from 'express';
 import { StoreError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { DodoUnavailableError } from '../require-credits/balance-fetcher.js';
 import { UnreadableEventError } from './effects/context.js';
-import { builtInEffect, type DodoWebhookEvent } from './effects/index.js';
+import { applyBuiltInEffect, type DodoWebhookEvent, type EffectContext } from './effects/index.js';
 import {
   type DodoWebhooksOptions,
   type ResolvedDodoWebhooksOptions,
@@ -90,13 +92,60 @@ function parseEvent(rawBody: Buffer): DodoWebhookEvent {
 }
 
 /**
+ * What a refusal means for the app's operator, when it names a misconfiguration rather than a
+ * stranger's request: only Dodo would see the answer, so the app's log says it too, with the fix.
+ */
+const MISCONFIGURATION_FIX: Readonly<Record<string, string>> = {
+  invalid_webhook_signature:
+    "no configured `webhookKey` verifies the signature: set it to this endpoint's signing secret (whsec_…) from Dodo's dashboard (Developers → Webhooks), for the same mode (test or live) as the endpoint; during a rotation pass both secrets.",
+  webhook_timestamp_out_of_tolerance:
+    "the signed timestamp is more than 5 minutes away from this server's clock: keep the server on NTP (a proxy that queues deliveries for minutes does the same).",
+  webhook_body_already_parsed:
+    "a body parser read the request before dodoWebhooks, so the signed bytes are gone: mount `app.use('/webhooks/dodo', dodoWebhooks(…))` before `express.json()`, or keep the raw body with `express.json({ verify: keepRawBody })`.",
+};
+
+/**
+ * Logs each kind of misconfiguration once, at warn, with its fix — not once per delivery: Dodo
+ * retries every refused delivery for days. Armed again after a delivery passes, so a secret
+ * broken again later (a rotation) is named again.
+ */
+class MisconfigurationLog {
+  private readonly named = new Set<string>();
+
+  constructor(private readonly logger: Logger) {}
+
+  refused(rejection: WebhookRejection, webhookId: unknown): void {
+    const fix = MISCONFIGURATION_FIX[rejection.code];
+    if (!fix || this.named.has(rejection.code)) return;
+    this.named.add(rejection.code);
+    this.logger.warn(`dodoWebhooks refused a delivery with ${rejection.status} (${rejection.code}): ${fix}`, {
+      webhookId: typeof webhookId === 'string' ? webhookId : undefined,
+      reason: rejection.message,
+    });
+  }
+
+  passed(): void {
+    this.named.clear();
+  }
+
+  once(key: string, message: string, details?: Record<string, unknown>): void {
+    if (this.named.has(`effect:${key}`)) return;
+    this.named.add(`effect:${key}`);
+    this.logger.warn(message, details);
+  }
+}
+
+/**
  * A Router for Dodo's webhooks: verifies each delivery's Standard Webhooks signature over the
  * raw bytes, applies each webhook id exactly once across processes (built-in effects on
  * spend, balances and plans, then the app's `on` handlers), and answers so that Dodo retries
- * exactly what failed. Mount it with `app.use('/webhooks/dodo', dodoWebhooks(options))`.
+ * exactly what failed. A delivery refused for a misconfiguration (a wrong secret, a body parser
+ * mounted first) is named once in the app's log, with the fix. Mount it with
+ * `app.use('/webhooks/dodo', dodoWebhooks(options))`.
  */
 export function dodoWebhooks(options: Readonly<DodoWebhooksOptions>): Router {
   const config = resolveDodoWebhooksOptions(options);
+  const misconfigurations = new MisconfigurationLog(config.logger);
   const router = express.Router();
   router.post('/', async function dodoWebhooksHandler(req: Request, res: Response) {
     let event: DodoWebhookEvent;
@@ -107,16 +156,21 @@ export function dodoWebhooks(options: Readonly<DodoWebhooksOptions>): Router {
       event = parseEvent(rawBody);
       webhookId = String(req.headers['webhook-id']);
     } catch (error) {
-      if (error instanceof WebhookRejection) return reply(res, error.status, error.code, error.message);
+      if (error instanceof WebhookRejection) {
+        misconfigurations.refused(error, req.headers['webhook-id']);
+        return reply(res, error.status, error.code, error.message);
+      }
       throw error;
     }
-    await processOnce(config, event, webhookId, res);
+    misconfigurations.passed();
+    await processOnce(config, misconfigurations, event, webhookId, res);
   });
   return router;
 }
 
 async function processOnce(
   config: ResolvedDodoWebhooksOptions,
+  misconfigurations: MisconfigurationLog,
   event: DodoWebhookEvent,
   webhookId: string,
   res: Response,
@@ -143,7 +197,12 @@ async function processOnce(
     const handler = Object.hasOwn(config.on, event.type)
       ? (config.on[event.type] as (event: unknown, webhookId: string) => unknown)
       : undefined;
-    await applyBuiltInEffect(config, event, webhookId);
+    const context: EffectContext = {
+      ...config,
+      webhookId,
+      warnOnce: (key, message, details) => misconfigurations.once(key, message, details),
+    };
+    await applyBuiltInEffect(event, context);
     await handler?.(event, webhookId);
   } catch (error) {
     if (error instanceof UnreadableEventError) {
@@ -154,16 +213,19 @@ async function processOnce(
       return;
     }
     await store.releaseWebhook(webhookId).catch(() => {});
-    const storeDown = error instanceof StoreError;
     logger.error(`webhook ${event.type} failed: released for Dodo's retry`, { webhookId, error });
-    return reply(
-      res,
-      storeDown ? 503 : 500,
-      storeDown ? 'billing_unavailable' : 'webhook_handler_failed',
-      storeDown
-        ? 'The billing store is unavailable; retry later.'
-        : `The ${event.type} handler failed; retry later.`,
-    );
+    if (error instanceof StoreError) {
+      return reply(res, 503, 'billing_unavailable', 'The billing store is unavailable; retry later.');
+    }
+    if (error instanceof DodoUnavailableError) {
+      return reply(
+        res,
+        503,
+        'dodo_unavailable',
+        `Dodo did not answer what ${event.type} needs; retry later.`,
+      );
+    }
+    return reply(res, 500, 'webhook_handler_failed', `The ${event.type} handler failed; retry later.`);
   }
   try {
     await store.completeWebhook(webhookId, config.retentionMs);
@@ -172,18 +234,4 @@ async function processOnce(
     logger.warn('webhook applied but could not be marked done', { webhookId, error });
   }
   res.status(200).json({ received: true });
-}
-
-/**
- * Runs the event's built-in effect. Every one is idempotent (each change is applied once per
- * payment, refund or ledger entry id; views move by watermark; the newest subscription wins),
- * so a delivery processed again — an app handler threw, or a crash came before it was marked
- * done — changes nothing twice.
- */
-async function applyBuiltInEffect(
-  config: ResolvedDodoWebhooksOptions,
-  event: DodoWebhookEvent,
-  webhookId: string,
-): Promise<void> {
-  await builtInEffect(event.type)?.(event, { ...config, webhookId });
 }

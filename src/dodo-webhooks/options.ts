@@ -38,6 +38,12 @@ export interface DodoWebhooksOptions extends SharedOptions {
   retentionMs?: number;
   /** Subscription add-on whose quantity is the seat count of a Team plan. @default the subscription's quantity */
   seatAddonId?: string;
+  /**
+   * Deadline of each Dodo call a built-in effect makes (the payment of a refund or dispute, the
+   * balance reread after one). Past it the delivery is answered 503 and left for Dodo's retry.
+   * @default 5_000
+   */
+  dodoTimeoutMs?: number;
 }
 
 export interface ResolvedDodoWebhooksOptions {
@@ -51,6 +57,7 @@ export interface ResolvedDodoWebhooksOptions {
   perCredit: Money;
   creditEntitlementId: string | undefined;
   seatAddonId: string | undefined;
+  dodoTimeoutMs: number;
   logger: Logger;
 }
 
@@ -104,6 +111,7 @@ export function resolveDodoWebhooksOptions(
     perCredit: resolveUnitsPerCredit(options.creditsPerDollar),
     creditEntitlementId: options.creditEntitlementId,
     seatAddonId: options.seatAddonId,
+    dodoTimeoutMs: positiveInteger(options.dodoTimeoutMs, 'dodoTimeoutMs', NAME, 5_000),
     logger: resolveLogger(options.logger),
   };
 }

@@ -44,10 +44,41 @@ export interface OutboxFlusherOptions {
   onDeadLetter: ((deadLetter: DeadLetter) => void) | undefined;
 }
 
+/**
+ * Statuses that say nothing about the events themselves: our credentials or permissions (401,
+ * 403: every event would be refused alike), a timeout (408), a conflict (409) and rate limiting
+ * (429), all worth a retry. Any other 4xx refuses what was sent, for good: Dodo fails a whole
+ * request for one bad event (an unknown customer, a duplicate id, a timestamp out of its window:
+ * https://docs.dodopayments.com/features/usage-based-billing/event-ingestion — "Don't retry 4xx
+ * errors"), and not always with the 400/422 its API reference lists.
+ */
+const NOT_THE_EVENTS = new Set([401, 403, 408, 409, 429]);
+
 /** Dodo refused the events themselves (not its own failure, nor our credentials). */
-function isInvalidEventsError(error: unknown): boolean {
+function refusesEvents(error: unknown): boolean {
   const status = httpStatusOf(error);
-  return status === 400 || status === 422;
+  return status !== undefined && status >= 400 && status < 500 && !NOT_THE_EVENTS.has(status);
+}
+
+/** Dodo refused our credentials: no event is at fault, and none may be dead-lettered. */
+function refusesCredentials(error: unknown): boolean {
+  const status = httpStatusOf(error);
+  return status === 401 || status === 403;
+}
+
+/**
+ * How recent an accepted ingest must be for a refusal to count as the events' own fault: Dodo
+ * took events then, so its endpoint and our credentials work.
+ */
+const EVIDENCE_MS = 15 * 60_000;
+
+/**
+ * What sending some events came to: events to retry, and events Dodo refused each on its own
+ * (`proven` when Dodo had accepted an ingest shortly before refusing it).
+ */
+interface Sent {
+  retry: ClaimedEvent[];
+  refused: { claimed: ClaimedEvent; reason: string; proven: boolean }[];
 }
 
 /** Why an event can never be accepted, by Dodo's metadata rules, or `undefined`. */
@@ -87,8 +118,9 @@ export function restampIfNeeded(event: OutboxEvent, now: number): OutboxEvent {
 /**
  * Delivers the outbox to `dodo.usageEvents.ingest` in the background: batches of up to 1000,
  * each call under its own deadline; a failed batch goes back with exponential backoff, and
- * events Dodo refuses as invalid are isolated (by halving the batch) and dead-lettered with
- * Dodo's reason. Nothing here ever runs on a request's path.
+ * events Dodo refuses for good (any 4xx but 401/403/408/409/429) are isolated by halving the
+ * batch and dead-lettered with Dodo's reason, while the good events of their batch are
+ * delivered. Nothing here ever runs on a request's path.
  */
 export class OutboxFlusher {
   private timer: NodeJS.Timeout | undefined;
@@ -102,6 +134,12 @@ export class OutboxFlusher {
    * sent again after its lease, nor a failed one left waiting out its lease.
    */
   private readonly outcomes = new StoreBacklog(10_000);
+  /** Whether a refusal of our credentials was logged since the last accepted ingest. */
+  private credentialsNamed = false;
+  /** Whether refusals kept for lack of an accepted ingest were logged since the last accepted one. */
+  private unprovenNamed = false;
+  /** When Dodo last accepted an ingest (real time): the evidence that its endpoint takes events. */
+  private lastAcceptedAt: number | undefined;
 
   constructor(private readonly options: OutboxFlusherOptions) {}
 
@@ -213,7 +251,23 @@ export class OutboxFlusher {
       else ready.push({ ...claimed, event: restampIfNeeded(claimed.event, now) });
     }
     await this.deadLetter(batch, invalid);
-    const failed = await this.send(batch, ready);
+    const sent = await this.send(batch, ready);
+    const failed = [...sent.retry];
+    // A refusal counts as the event's own fault only when Dodo had accepted an ingest shortly
+    // before it: then its endpoint and our credentials work. Otherwise (a wrong base URL answering
+    // 404, say) dead-lettering could lose every event: they wait for an accepted ingest to tell.
+    const proven = sent.refused.filter((refusal) => refusal.proven);
+    const unproven = sent.refused.filter((refusal) => !refusal.proven);
+    await this.deadLetter(batch, proven);
+    if (unproven.length > 0) {
+      if (!this.unprovenNamed) {
+        this.unprovenNamed = true;
+        logger.error(
+          `Dodo refused ${unproven.length} usage events (${unproven[0]?.reason}) and had accepted none in the ${EVIDENCE_MS / 60_000} minutes before: they are kept and retried, not dead-lettered. Check the Dodo client's base URL and environment.`,
+        );
+      }
+      failed.push(...unproven.map(({ claimed }) => claimed));
+    }
     if (failed.length === 0) return true;
     const maxAttempts = Math.max(...failed.map((claimed) => claimed.attempts));
     const backoff = this.backoffMs(maxAttempts);
@@ -226,30 +280,52 @@ export class OutboxFlusher {
     return false;
   }
 
-  /** Sends events; returns those that must be retried (Dodo unreachable or failing). */
-  private async send(batch: OutboxBatch, events: ClaimedEvent[]): Promise<ClaimedEvent[]> {
-    if (events.length === 0) return [];
+  /** Whether Dodo accepted an ingest lately: then a refusal is about the events refused. */
+  private acceptsEvents(): boolean {
+    return this.lastAcceptedAt !== undefined && Date.now() - this.lastAcceptedAt <= EVIDENCE_MS;
+  }
+
+  /**
+   * Sends events. A refusal of the events themselves (any 4xx but 401/403/408/409/429) fails
+   * the whole request for one bad event, so the batch is halved until each refused event stands
+   * alone, and the good ones of its batch are delivered meanwhile.
+   */
+  private async send(batch: OutboxBatch, events: ClaimedEvent[]): Promise<Sent> {
+    if (events.length === 0) return { retry: [], refused: [] };
     try {
       await this.ingest(events.map((claimed) => claimed.event));
     } catch (error) {
-      if (!isInvalidEventsError(error)) {
+      if (refusesCredentials(error)) this.nameCredentials(error);
+      if (!refusesEvents(error)) {
         this.lastError = error;
-        return events;
+        return { retry: events, refused: [] };
       }
       if (events.length === 1) {
-        await this.deadLetter(batch, [{ claimed: events[0]!, reason: (error as Error).message }]);
-        return [];
+        const reason = (error as Error).message;
+        return { retry: [], refused: [{ claimed: events[0]!, reason, proven: this.acceptsEvents() }] };
       }
-      // Dodo refuses the whole request for one bad event: halve until it is isolated.
       const middle = Math.ceil(events.length / 2);
       const left = await this.send(batch, events.slice(0, middle));
       const right = await this.send(batch, events.slice(middle));
-      return [...left, ...right];
+      return { retry: [...left.retry, ...right.retry], refused: [...left.refused, ...right.refused] };
     }
+    this.credentialsNamed = false;
+    this.unprovenNamed = false;
+    this.lastAcceptedAt = Date.now();
     // Dodo has them: a store that cannot record it now must not make them count as failed.
     const ids = events.map((claimed) => claimed.event.event_id);
     await this.record(() => this.options.store.ackOutbox(batch, ids));
-    return [];
+    return { retry: [], refused: [] };
+  }
+
+  /** Names a refusal of our credentials once (until an ingest is accepted), with the fix. */
+  private nameCredentials(error: unknown): void {
+    if (this.credentialsNamed) return;
+    this.credentialsNamed = true;
+    this.options.logger.error(
+      `Dodo refused the usage ingest with ${httpStatusOf(error)}: the Dodo client's API key is wrong, lacks the permission, or belongs to the other mode (test or live). Usage events are kept and retried; none is dropped.`,
+      { error },
+    );
   }
 
   private async ingest(events: OutboxEvent[]): Promise<void> {

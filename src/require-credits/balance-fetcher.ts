@@ -1,5 +1,7 @@
 import type DodoPayments from 'dodopayments';
 import { httpStatusOf, withDeadline } from '../dodo-call.js';
+import { ConfigError } from '../errors.js';
+import { consoleLogger, type Logger } from '../logger.js';
 import { type Money, parseCredits } from '../money.js';
 import type { BalanceView, BillingStore } from '../store/types.js';
 
@@ -10,6 +12,8 @@ export interface BalanceFetcherOptions {
   perCredit: Money;
   /** Deadline of one Dodo call; the SDK's own timeout and retries never reach a request. */
   timeoutMs: number;
+  /** Where a wrong `creditEntitlementId` is named, once. @default consoleLogger */
+  logger?: Logger;
 }
 
 /** Dodo did not answer in time or answered an error: the balance is unknown. */
@@ -20,12 +24,23 @@ export class DodoUnavailableError extends Error {
   }
 }
 
+/** Whether the configured entitlement exists on Dodo: unknown until a balance answers 404. */
+type EntitlementCheck = 'unknown' | 'exists' | ConfigError;
+
 /**
  * Refreshes balance views from Dodo, one call per customer at a time (single flight): every
  * request for that customer waiting on a refresh shares the same call.
+ *
+ * Dodo answers 404 both for "this customer has no balance yet" (never granted credits: a zero
+ * balance) and for "no such credit entitlement" (a wrong `creditEntitlementId`: every customer
+ * would read as $0 and be refused with 402). The first 404 is told apart by reading the
+ * entitlement itself, once: a missing entitlement is a `ConfigError`, logged once with the fix,
+ * and every refresh fails with it (503, not 402).
  */
 export class BalanceFetcher {
   private readonly inFlight = new Map<string, Promise<BalanceView>>();
+  private entitlement: EntitlementCheck = 'unknown';
+  private checking: Promise<void> | undefined;
 
   constructor(private readonly options: BalanceFetcherOptions) {}
 
@@ -40,6 +55,7 @@ export class BalanceFetcher {
 
   private async fetchAndSync(customerId: string): Promise<BalanceView> {
     const { store } = this.options;
+    if (this.entitlement instanceof ConfigError) throw this.entitlement;
     // The observation is stamped when the call starts: Dodo's answer reflects at least
     // everything that happened before, so it is never mistaken for newer than it is.
     const observedAt = store.now();
@@ -48,27 +64,70 @@ export class BalanceFetcher {
   }
 
   private async fetch(customerId: string): Promise<Money> {
-    const { dodo, creditEntitlementId, perCredit, timeoutMs } = this.options;
+    const { dodo, creditEntitlementId, perCredit } = this.options;
     try {
-      const answer = await withDeadline(
-        timeoutMs,
-        () => new DodoUnavailableError(`Dodo did not answer the balance request within ${timeoutMs} ms.`),
-        (options) =>
-          dodo.creditEntitlements.balances.retrieve(
-            customerId,
-            { credit_entitlement_id: creditEntitlementId },
-            options,
-          ),
+      const answer = await this.call('the balance request', (options) =>
+        dodo.creditEntitlements.balances.retrieve(
+          customerId,
+          { credit_entitlement_id: creditEntitlementId },
+          options,
+        ),
       );
       // With overage enabled Dodo keeps the balance at 0 and counts what is owed as overage.
-      return parseCredits(answer.balance, perCredit) - parseCredits(answer.overage ?? '0', perCredit);
+      return (
+        parseCredits(String(answer.balance), perCredit) -
+        parseCredits(String(answer.overage ?? '0'), perCredit)
+      );
     } catch (error) {
-      // Dodo answers 404 for a customer who has never had credits: that is a zero balance.
-      if (httpStatusOf(error) === 404) return 0n;
-      if (error instanceof DodoUnavailableError) throw error;
-      throw new DodoUnavailableError(`Dodo's balance request failed: ${(error as Error).message}`, {
-        cause: error,
-      });
+      if (httpStatusOf(error) !== 404) throw this.unavailable(error, 'balance request');
+      await this.checkEntitlement();
+      if (this.entitlement instanceof ConfigError) throw this.entitlement;
+      // The entitlement exists: the customer has never had credits. That is a zero balance.
+      return 0n;
     }
+  }
+
+  /** Reads the entitlement once (single flight) to tell "no balance yet" from "no such entitlement". */
+  private checkEntitlement(): Promise<void> {
+    if (this.entitlement !== 'unknown') return Promise.resolve();
+    this.checking ??= this.readEntitlement().finally(() => {
+      this.checking = undefined;
+    });
+    return this.checking;
+  }
+
+  private async readEntitlement(): Promise<void> {
+    const { dodo, creditEntitlementId, logger = consoleLogger } = this.options;
+    try {
+      await this.call('the credit entitlement request', (options) =>
+        dodo.creditEntitlements.retrieve(creditEntitlementId, options),
+      );
+      this.entitlement = 'exists';
+    } catch (error) {
+      if (httpStatusOf(error) !== 404) throw this.unavailable(error, 'credit entitlement request');
+      const misconfigured = new ConfigError(
+        'ERR_ELB_UNKNOWN_CREDIT_ENTITLEMENT',
+        `creditEntitlementId ${JSON.stringify(creditEntitlementId)} is not a credit entitlement of this Dodo account (Dodo answers 404): every balance would read as $0. Set it to the id \`express-llm-billing setup\` prints (Products → Credits in Dodo's dashboard), with an API key of the same account and mode (test or live). Requests are answered 503 until it is fixed.`,
+      );
+      this.entitlement = misconfigured;
+      logger.error(misconfigured.message, { code: misconfigured.code });
+    }
+  }
+
+  private call<T>(
+    what: string,
+    call: (options: { timeout: number; maxRetries: 0; signal: AbortSignal }) => Promise<T>,
+  ): Promise<T> {
+    const { timeoutMs } = this.options;
+    return withDeadline(
+      timeoutMs,
+      () => new DodoUnavailableError(`Dodo did not answer ${what} within ${timeoutMs} ms.`),
+      call,
+    );
+  }
+
+  private unavailable(error: unknown, what: string): Error {
+    if (error instanceof DodoUnavailableError) return error;
+    return new DodoUnavailableError(`Dodo's ${what} failed: ${(error as Error).message}`, { cause: error });
   }
 }

@@ -1,5 +1,6 @@
 import type { Response } from 'express';
 import type { RequestBilling } from '../billing-context.js';
+import { ConfigError } from '../errors.js';
 import type { RequestEstimate } from '../estimate/index.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
 import { displayUsd, type Money } from '../money.js';
@@ -25,6 +26,7 @@ export class CreditStep {
       creditEntitlementId: config.creditEntitlementId,
       perCredit: config.perCredit,
       timeoutMs: config.dodoTimeoutMs,
+      logger: config.logger,
     });
   }
 
@@ -101,10 +103,13 @@ export class CreditStep {
       });
       return true;
     }
-    logger.error('billing unavailable: refusing the request with 503', {
-      customerId: billing.customerId,
-      error,
-    });
+    // A misconfiguration (a wrong creditEntitlementId) was named once, with its fix, when found.
+    if (!(error instanceof ConfigError)) {
+      logger.error('billing unavailable: refusing the request with 503', {
+        customerId: billing.customerId,
+        error,
+      });
+    }
     sendOpenAIError(
       res,
       503,

@@ -53,8 +53,15 @@ export interface ApplyOptions {
 export interface SetupResult {
   ok: boolean;
   steps: Step[];
-  /** Ids the app needs (`creditEntitlementId`, the product ids by key). */
-  ids: { creditEntitlementId: string | undefined; products: Record<string, string> };
+  /**
+   * Ids the app needs: `creditEntitlementId`, `usagePlanProductId` (the API account product each
+   * customer subscribes to, see `createApiAccountCheckout`), and every product id by key.
+   */
+  ids: {
+    creditEntitlementId: string | undefined;
+    usagePlanProductId: string | undefined;
+    products: Record<string, string>;
+  };
 }
 
 /** Thrown by a step that failed; carries the step for the report. */
@@ -245,7 +252,11 @@ export async function applySetup(
     steps.push(step);
     options.onStep?.(step);
   };
-  const ids: SetupResult['ids'] = { creditEntitlementId: undefined, products: {} };
+  const ids: SetupResult['ids'] = {
+    creditEntitlementId: undefined,
+    usagePlanProductId: undefined,
+    products: {},
+  };
   const existing = await readExisting(dodo);
 
   const namedEntitlements = existing.entitlements.filter((item) => item.name === plan.entitlement.name);
@@ -411,7 +422,8 @@ export async function applySetup(
     if (created) report({ ...step, status: 'created', id: created.id });
   }
 
-  // 3. The links meter → entitlement, with their rates, on one usage-based price.
+  // 3. The API account: a $0 usage-based product, the entitlement attached to it first (issuing
+  // no credits per cycle: credits are bought in packs), then each meter billed in it at its rate.
   if (plan.metering) {
     const metering = plan.metering;
     const links = plan.meters
@@ -420,7 +432,9 @@ export async function applySetup(
         meter_id: meterIds.get(meter.eventName) ?? NEW,
         credit_entitlement_id: entitlementId,
         meter_units_per_credit: meter.unitsPerCredit as string,
+        free_threshold: 0,
       }));
+    const attached = [{ credit_entitlement_id: entitlementId, credits_amount: '0' }];
     const price: Price = {
       type: 'usage_based_price',
       currency: 'USD',
@@ -446,6 +460,7 @@ export async function applySetup(
           description: metering.description,
           tax_category: 'saas',
           price,
+          credit_entitlements: attached,
           metadata: { elb_key: metering.key },
         }),
       );
@@ -456,7 +471,13 @@ export async function applySetup(
     } else {
       ids.products[metering.key] = found.product_id;
       const current = found.price.type === 'usage_based_price' ? (found.price.meters ?? []) : [];
+      const credits = found.credit_entitlements ?? [];
+      const attachedRight =
+        credits.length === 1 &&
+        credits[0]?.credit_entitlement_id === entitlementId &&
+        sameDecimal(credits[0]?.credits_amount, '0');
       const same =
+        attachedRight &&
         current.length === links.length &&
         links.every((link) =>
           current.some(
@@ -482,10 +503,15 @@ export async function applySetup(
           .map(
             (link) => plan.meters.find((meter) => meterIds.get(meter.eventName) === link.meter_id)?.eventName,
           );
-        const reason = `rates of ${changed.join(', ') || 'removed meters'}`;
-        const updateStep = { ...step, id: found.product_id, reason };
+        const reasons = [
+          ...(attachedRight ? [] : [`${plan.entitlement.name} attached`]),
+          ...(changed.length > 0 || current.length !== links.length
+            ? [`rates of ${changed.join(', ') || 'removed meters'}`]
+            : []),
+        ];
+        const updateStep = { ...step, id: found.product_id, reason: reasons.join(', ') };
         const done = await write(updateStep, 'would update', async () => {
-          await dodo.products.update(found.product_id, { price });
+          await dodo.products.update(found.product_id, { price, credit_entitlements: attached });
           return true;
         });
         if (done) report({ ...updateStep, status: 'updated' });
@@ -540,5 +566,6 @@ export async function applySetup(
       if (done) report({ ...updateStep, status: 'updated' });
     }
   }
+  ids.usagePlanProductId = plan.metering ? ids.products[plan.metering.key] : undefined;
   return { ok: true, steps, ids };
 }

@@ -1,3 +1,4 @@
+import { DODO_LIMITS } from '../dodo-limits.js';
 import { ConfigError } from '../errors.js';
 import { type MeterSpec, type MetersOption, meterSpecs, resolveMetering } from '../metering.js';
 import {
@@ -94,7 +95,11 @@ export interface SetupPlan {
   base: string | undefined;
   entitlement: EntitlementPlan;
   meters: MeterPlan[];
-  /** The usage-based product whose price links the meters to the entitlement (`elb_key: 'metering'`). */
+  /**
+   * The $0 usage-based product whose price links the meters to the entitlement (`elb_key:
+   * 'metering'`): Dodo's meters deduct credits only from customers subscribed to it, so every
+   * customer's API account is a subscription to it (see `createApiAccountCheckout`).
+   */
   metering: { key: 'metering'; name: string; description: string } | undefined;
   topUps: ProductPlan[];
   plans: ProductPlan[];
@@ -171,6 +176,12 @@ export function planSetup(config: BillingConfig): SetupPlan {
     description: given.description ?? `Prepaid US dollar credits (${creditsPerDollar} per USD). ${MANAGED}`,
   };
 
+  const linked = specs.filter((spec) => spec.unitsPerCredit !== undefined).length;
+  if (linked > DODO_LIMITS.metersPerProduct) {
+    fail(
+      `The config links ${linked} meters to the credits, but one Dodo usage-based product carries at most ${DODO_LIMITS.metersPerProduct} (https://docs.dodopayments.com/features/credit-based-billing), and a customer's API account is one subscription to it: use { "strategy": "weighted" } (two meters for any number of models) — per-model meters fit one model.`,
+    );
+  }
   const base = metering.base === undefined ? undefined : formatUsd(metering.base * 1_000_000n);
   const meters: MeterPlan[] = specs.map((spec) => {
     const only = spec.models.length === 1 ? spec.models[0]?.model : undefined;
@@ -252,8 +263,8 @@ export function planSetup(config: BillingConfig): SetupPlan {
     metering: meters.some((meter) => meter.unitsPerCredit !== undefined)
       ? {
           key: 'metering',
-          name: 'LLM usage (metering)',
-          description: `Links the usage meters to ${entitlement.name}. ${MANAGED}`,
+          name: 'API usage',
+          description: `The API account: $0 a month; its meters deduct usage from ${entitlement.name}. ${MANAGED}`,
         }
       : undefined,
     topUps,

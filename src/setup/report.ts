@@ -40,7 +40,7 @@ export function productDetail(product: ProductPlan): string {
 
 export function meteringDetail(plan: SetupPlan): string {
   const linked = plan.meters.filter((meter) => meter.unitsPerCredit !== undefined).length;
-  return `links ${linked} meters to ${plan.entitlement.name}`;
+  return `$0/month, bills ${linked} meters in ${plan.entitlement.name}`;
 }
 
 /** The rows a plan describes, before anything is read from Dodo (an offline `--dry-run`). */

@@ -33,7 +33,11 @@ export interface SoftCapRouterOptions extends SharedOptions {
   chargeSubscribers?: boolean;
   /** Response header naming the requested model when it was downgraded. @default 'x-llm-billing-downgraded-from' */
   header?: string;
-  /** Subscription statuses that count as subscribed. @default ['active'] */
+  /**
+   * Subscription statuses that count as subscribed. `past_due` is Dodo's grace period after a
+   * failed renewal: the plan is kept until its `past_due_ends_at`; `on_hold` and `paused` pass
+   * through, billed from credits. @default ['active', 'past_due']
+   */
   activeStatuses?: readonly string[];
   /** How long a period's counters are kept. @default 62 days */
   usageRetentionMs?: number;
@@ -131,7 +135,7 @@ export function resolveSoftCapRouterOptions(
     plans: resolvePlans(options.plans),
     chargeSubscribers: options.chargeSubscribers ?? false,
     header: options.header ?? 'x-llm-billing-downgraded-from',
-    activeStatuses: new Set(options.activeStatuses ?? ['active']),
+    activeStatuses: new Set(options.activeStatuses ?? ['active', 'past_due']),
     usageRetentionMs: positiveInteger(
       options.usageRetentionMs,
       'usageRetentionMs',

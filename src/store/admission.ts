@@ -2,17 +2,20 @@ import type { AdmissionPlan, AdmissionPlans, SubscriptionState } from './types.j
 
 /**
  * The subscription that covers a request: the most recently updated one (then the larger id),
- * in an active status, to a product of `plans`. RedisStore's `admit.lua` applies the same rule inside its script;
- * the store conformance suite holds the two equal.
+ * in an active status, to a product of `plans`; a grace period (`graceEndsAt`, a `past_due`
+ * subscription's deadline) counts until it ends. RedisStore's `admit.lua` applies the same rule
+ * inside its script; the store conformance suite holds the two equal.
  */
 export function coveringSubscription(
   subscriptions: Iterable<SubscriptionState>,
   plans: AdmissionPlans,
+  now: number,
 ): { subscription: SubscriptionState; plan: AdmissionPlan } | undefined {
   let best: { subscription: SubscriptionState; plan: AdmissionPlan } | undefined;
   for (const subscription of subscriptions) {
     const plan = plans.byProduct.get(subscription.productId);
     if (!plan || !plans.activeStatuses.includes(subscription.status)) continue;
+    if (subscription.graceEndsAt !== undefined && subscription.graceEndsAt <= now) continue;
     const newer =
       !best ||
       subscription.updatedAt > best.subscription.updatedAt ||

@@ -443,7 +443,9 @@ export class MemoryStore implements BillingStore {
     let chargeCredits = true;
     let cap: CapHold | undefined;
     const covering =
-      admission.plans && existing && coveringSubscription(existing.subscriptions.values(), admission.plans);
+      admission.plans &&
+      existing &&
+      coveringSubscription(existing.subscriptions.values(), admission.plans, this.now());
     if (covering) {
       const { subscription, plan } = covering;
       result.subscription = { ...subscription };

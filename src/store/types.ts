@@ -390,8 +390,10 @@ export type WebhookClaim = 'claimed' | 'processing' | 'done';
 export interface SubscriptionState {
   subscriptionId: string;
   productId: string;
-  /** Dodo's status: `active`, `on_hold`, `cancelled`, `expired`, `failed`, `pending`. */
+  /** Dodo's status: `active`, `past_due`, `on_hold`, `paused`, `cancelled`, `expired`, `failed`, `pending`. */
   status: string;
+  /** A `past_due` subscription's grace deadline (ms, Dodo's `past_due_ends_at`), when given. */
+  graceEndsAt?: number;
   /** Seats: the subscription's quantity (or a seat add-on's quantity). */
   quantity: number;
   /** Current billing period start (ms), from `previous_billing_date`. */

@@ -9,6 +9,7 @@ import { type Received, startReceiver } from '../testing/webhook-receiver.js';
 import {
   eventBody,
   listen,
+  meterFor,
   post,
   postSigned,
   quietLogger,
@@ -76,7 +77,8 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
         product_cart: [{ product_id: pack.product_id, quantity: 1 }],
         customer: { customer_id: customerId },
       });
-      return emulator.completeCheckout(session.session_id).payment;
+      // A pack's checkout always pays (only a mandate-only subscription does not).
+      return emulator.completeCheckout(session.session_id).payment!;
     };
     const refund = (paymentId: string, amount?: number) =>
       emulator.client().refunds.create({
@@ -140,7 +142,7 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     const received = await capture();
     const payment = await buyPack(); // payment.succeeded, credit.added (balance 2000)
     tick();
-    await refund(payment.payment_id, 500); // refund.succeeded, credit.manual_adjustment (1500)
+    await refund(payment.payment_id, 500); // refund.succeeded; the claw-back (1500) has no webhook
     tick();
     dodo.addCredits(customerId, entitlementId, '1000'); // credit.added (2500)
     await dodo.settle();
@@ -148,7 +150,6 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
       'payment.succeeded',
       'credit.added',
       'refund.succeeded',
-      'credit.manual_adjustment',
       'credit.added',
     ]);
     const app = await startApp();
@@ -178,7 +179,7 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     tick();
     dodo.addCredits(customerId, entitlementId, '1000');
     await dodo.settle();
-    expect(dodo.webhookDeliveries()).toHaveLength(10);
+    expect(dodo.webhookDeliveries()).toHaveLength(8);
     expect(dodo.webhookDeliveries().every((delivery) => delivery.status === 200)).toBe(true);
     expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
     expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('25'), pending: 0n });
@@ -204,11 +205,7 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('12'), pending: usd('3') });
     // Dodo's meter deducts the $3: the view stays at $12, pending is confirmed.
     tick();
-    const meter = dodo.createMeter({
-      eventName: 'cents',
-      creditEntitlementId: entitlementId,
-      meterUnitsPerCredit: '1',
-    });
+    const { meter } = meterFor(dodo, { entitlementId, customerId, eventName: 'cents', rate: '1' });
     await dodo.client().usageEvents.ingest({
       events: [
         {
@@ -264,33 +261,213 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     expect((await store.getBalance(customerId))?.balance).toBe(usd('6'));
   });
 
-  it('takes a lost dispute out of spend, finding the customer through the dodo client', async () => {
+  it('takes a lost or accepted dispute out of spend once, finding the customer through the dodo client', async () => {
     const { dodo, store, customerId, startApp, buyPack } = await setup();
-    const app = await startApp();
+    await startApp();
+    const first = await buyPack();
+    const second = await buyPack();
+    await dodo.waitForWebhooks({ type: 'credit.added', count: 2 });
+    expect((await store.getSpend(customerId)).spend).toBe(usd('40'));
+    // Accepted: "the funds are returned to the cardholder", like a lost dispute.
+    dodo.resolveDispute(dodo.openDispute(first.payment_id, { amount: 500 }).dispute_id, 'accepted');
+    await dodo.waitForWebhooks({ type: 'dispute.accepted' });
+    expect((await store.getSpend(customerId)).spend).toBe(usd('35'));
+    const lost = dodo.openDispute(second.payment_id);
+    dodo.resolveDispute(lost.dispute_id, 'challenged');
+    dodo.resolveDispute(lost.dispute_id, 'lost');
+    await dodo.waitForWebhooks({ type: 'dispute.lost' });
+    expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
+    // Won, cancelled, opened: no change. The same dispute delivered again: none either.
+    dodo.resolveDispute(dodo.openDispute(first.payment_id, { amount: 100 }).dispute_id, 'won');
+    const replayed = dodo.webhookEvents().find((webhook) => webhook.type === 'dispute.lost')!;
+    expect(
+      (
+        await postSigned(dodo.webhookDeliveries()[0]!.url, {
+          secret: dodo.webhookKey,
+          body: JSON.stringify(replayed.payload),
+        })
+      ).status,
+    ).toBe(200);
+    await dodo.settle();
+    expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
+  });
+
+  it('answers 503 within its deadline when Dodo hangs on the payment a dispute needs; the retry applies it once', async () => {
+    const { dodo, store, customerId, startApp, buyPack } = await setup();
+    const app = await startApp({ dodoTimeoutMs: 300 });
     const payment = await buyPack();
     await dodo.waitForWebhooks({ type: 'credit.added' });
-    const lost = {
-      dispute_id: 'dsp_1',
+    const body = eventBody('dispute.lost', {
+      dispute_id: 'dsp_hang',
       payment_id: payment.payment_id,
-      amount: '2000',
+      amount: '5.00',
       currency: 'USD',
       dispute_status: 'dispute_lost',
       dispute_stage: 'dispute',
       business_id: 'bus_emulator',
       created_at: new Date().toISOString(),
-    };
-    for (let i = 0; i < 2; i += 1) {
-      const answer = await postSigned(app.webhookUrl, {
+    });
+    const id = 'msg_dispute_hang';
+    dodo.fault('GET /payments/{id}', { hang: true });
+    const started = Date.now();
+    const answer = await postSigned(app.webhookUrl, { secret: dodo.webhookKey, id, body });
+    const took = Date.now() - started;
+    expect(answer).toMatchObject({ status: 503, body: { error: { code: 'dodo_unavailable' } } });
+    // The SDK's own defaults (60 s × 3 tries) never apply: the deadline does.
+    expect(took).toBeGreaterThanOrEqual(280);
+    expect(took).toBeLessThan(1500);
+    expect((await store.getSpend(customerId)).spend).toBe(usd('20'));
+    // Not marked done: Dodo's retry, once Dodo answers again, applies it, and only once.
+    dodo.clearFaults();
+    expect((await postSigned(app.webhookUrl, { secret: dodo.webhookKey, id, body })).body).toEqual({
+      received: true,
+    });
+    expect((await postSigned(app.webhookUrl, { secret: dodo.webhookKey, id, body })).body).toEqual({
+      received: true,
+      duplicate: true,
+    });
+    expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
+  });
+
+  it('reads a dispute amount as a major-unit string ("20.00") or a number of minor units (2000)', async () => {
+    const { dodo, store, customerId, startApp, buyPack } = await setup();
+    const app = await startApp();
+    const payment = await buyPack();
+    await dodo.waitForWebhooks({ type: 'credit.added' });
+    const dispute = (id: string, amount: unknown) =>
+      postSigned(app.webhookUrl, {
         secret: dodo.webhookKey,
-        body: eventBody('dispute.lost', lost),
+        body: eventBody('dispute.lost', {
+          dispute_id: id,
+          payment_id: payment.payment_id,
+          amount,
+          currency: 'USD',
+          dispute_status: 'dispute_lost',
+          dispute_stage: 'dispute',
+          business_id: 'bus_emulator',
+          created_at: new Date().toISOString(),
+        }),
       });
-      expect(answer.status).toBe(200);
-    }
+    expect((await dispute('dsp_string', '2.50')).status).toBe(200);
+    expect((await store.getSpend(customerId)).spend).toBe(usd('17.5'));
+    expect((await dispute('dsp_number', 250)).status).toBe(200);
+    expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
+    // Never more than the payment brought: a dispute cannot take out more than $20.
+    expect((await dispute('dsp_huge', '2000')).status).toBe(200);
+    expect((await store.getSpend(customerId)).spend).toBe(usd('-5'));
+  });
+
+  it('counts payments and refunds in US dollars from the settlement, tax excluded, whatever the customer paid in', async () => {
+    const { dodo, store, customerId, entitlementId, startApp } = await setup({
+      exchangeRates: { INR: '85' },
+      taxPercent: '18',
+    });
+    await startApp();
+    const pack = dodo.createCreditPack({
+      name: '$20',
+      price: 2000,
+      creditEntitlementId: entitlementId,
+      credits: 2000,
+    });
+    const session = await dodo.client().checkoutSessions.create({
+      product_cart: [{ product_id: pack.product_id, quantity: 1 }],
+      customer: { customer_id: customerId },
+      billing_currency: 'INR',
+    });
+    const payment = dodo.completeCheckout(session.session_id).payment!;
+    await dodo.waitForWebhooks({ type: 'credit.added' });
+    // ₹1,700 + 4% fee + 18% tax was paid; $20.00 + $3.60 tax was settled: $20 of spend.
+    expect(payment).toMatchObject({ currency: 'INR', settlement_amount: 2360, settlement_tax: 360 });
+    expect(payment.total_amount).toBeGreaterThan(200_000);
+    expect((await store.getSpend(customerId)).spend).toBe(usd('20'));
+    // A quarter of what the customer paid, refunded in rupees: a quarter of the $20.
+    await dodo.client().refunds.create({
+      payment_id: payment.payment_id,
+      items: [{ item_id: pack.product_id, amount: payment.total_amount / 4 }],
+    });
+    await dodo.waitForWebhooks({ type: 'refund.succeeded' });
+    expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
+    // The rest (is_partial: true) is its share; the spend ends at zero.
+    await dodo.client().refunds.create({ payment_id: payment.payment_id });
+    await dodo.waitForWebhooks({ type: 'refund.succeeded', count: 2 });
     expect((await store.getSpend(customerId)).spend).toBe(0n);
   });
 
+  it('reads a refund without an amount as the whole payment', async () => {
+    const { dodo, store, customerId, startApp, buyPack } = await setup();
+    const app = await startApp();
+    const payment = await buyPack();
+    await dodo.waitForWebhooks({ type: 'credit.added' });
+    const answer = await postSigned(app.webhookUrl, {
+      secret: dodo.webhookKey,
+      body: eventBody('refund.succeeded', {
+        refund_id: 'ref_null',
+        payment_id: payment.payment_id,
+        customer: { customer_id: customerId },
+        amount: null,
+        currency: null,
+        is_partial: false,
+        status: 'succeeded',
+      }),
+    });
+    expect(answer.status).toBe(200);
+    expect((await store.getSpend(customerId)).spend).toBe(0n);
+  });
+
+  it('applies ledger amounts sent as JSON numbers, as Dodo has been seen sending them', async () => {
+    const { dodo, store, customerId, entitlementId, startApp } = await setup({
+      clock: 'manual',
+      numericAmounts: true,
+    });
+    await startApp();
+    dodo.addCredits(customerId, entitlementId, '1000.5');
+    await dodo.waitForWebhooks({ type: 'credit.added' });
+    expect(dodo.webhookEvents()[0]?.payload.data.balance_after).toBe(1000.5);
+    expect((await store.getBalance(customerId))?.balance).toBe(usd('10.005'));
+    await store.settle({ customerId, settlementId: 'req_1', cost: usd('3'), events: [], retentionMs: DAY });
+    meterFor(dodo, { entitlementId, customerId, eventName: 'cents', rate: '1' });
+    await dodo.client().usageEvents.ingest({
+      events: [
+        { event_id: 'req_1', customer_id: customerId, event_name: 'cents', metadata: { tokens: 300 } },
+      ],
+    });
+    await dodo.waitForWebhooks({ type: 'credit.deducted' });
+    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('7.005'), pending: 0n });
+  });
+
+  it('does not count a debit made through the API as metered usage: pending usage stays pending', async () => {
+    const { dodo, store, customerId, entitlementId, startApp, tick } = await setup({ clock: 'manual' });
+    await startApp();
+    dodo.setBalance(customerId, entitlementId, '1000');
+    await dodo.waitForWebhooks({ type: 'credit.manual_adjustment' });
+    tick();
+    await store.settle({ customerId, settlementId: 'req_1', cost: usd('3'), events: [], retentionMs: DAY });
+    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('7'), pending: usd('3') });
+    // A $2 debit through the API (a refund of a sale, say): credit.deducted, reference_type "api".
+    await dodo.client().creditEntitlements.balances.createLedgerEntry(customerId, {
+      credit_entitlement_id: entitlementId,
+      entry_type: 'debit',
+      amount: '200',
+      idempotency_key: 'manual-1',
+    });
+    await dodo.waitForWebhooks({ type: 'credit.deducted' });
+    expect(dodo.webhookEvents().at(-1)?.payload.data.reference_type).toBe('api');
+    // Dodo says $8; the $3 of usage is still ours to subtract: $5, not $8.
+    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('5'), pending: usd('3') });
+    tick();
+    meterFor(dodo, { entitlementId, customerId, eventName: 'cents', rate: '1' });
+    await dodo.client().usageEvents.ingest({
+      events: [
+        { event_id: 'req_1', customer_id: customerId, event_name: 'cents', metadata: { tokens: 300 } },
+      ],
+    });
+    await dodo.waitForWebhooks({ type: 'credit.deducted', count: 2 });
+    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('5'), pending: 0n });
+  });
+
   it('acknowledges a signed event it cannot read (200, logged) without applying any of it', async () => {
-    const { dodo, store, customerId, entitlementId, startApp } = await setup();
+    const { dodo, store, customerId, entitlementId, startApp, buyPack } = await setup();
+    const paid = await buyPack(); // before the app listens: its own webhooks are not delivered
     const errors: string[] = [];
     const app = await startApp({ logger: { warn: () => {}, error: (message) => void errors.push(message) } });
     await store.syncBalance(customerId, usd('5'), 1);
@@ -309,13 +486,24 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
       eventBody('credit.added', { ...entry, balance_after: '600', overage_after: '1e' }),
       eventBody('refund.succeeded', {
         refund_id: 'ref_bad',
+        payment_id: paid.payment_id,
         customer: { customer_id: customerId },
         amount: 12.5,
+        is_partial: true,
       }),
       eventBody('payment.succeeded', {
         payment_id: 'pay_bad',
         customer: { customer_id: customerId },
-        total_amount: 1.5,
+        total_amount: 150,
+        settlement_amount: 1.5,
+        settlement_currency: 'USD',
+      }),
+      // A dispute of a payment Dodo does not know: nothing to take from.
+      eventBody('dispute.lost', {
+        dispute_id: 'dsp_bad',
+        payment_id: 'pay_missing',
+        amount: '1.00',
+        currency: 'USD',
       }),
     ];
     for (const body of unreadable) {
@@ -323,21 +511,25 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
       expect(answer.status).toBe(200);
       expect(answer.body).toMatchObject({ received: true, ignored: expect.any(String) });
     }
-    expect(errors).toHaveLength(4);
+    expect(errors).toHaveLength(5);
     expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('5'), pending: 0n });
     expect(await store.getSpend(customerId)).toEqual({ spend: 0n, firstPaymentAt: undefined });
   });
 
   it('calls the app handler for credit.balance_low with the verified event', async () => {
-    const { dodo, customerId, entitlementId, startApp } = await setup({ balanceLowThreshold: '500' });
+    const { dodo, customerId, entitlementId, startApp } = await setup();
     const low: unknown[] = [];
     await startApp({ on: { 'credit.balance_low': (event) => void low.push(event.data) } });
-    dodo.setBalance(customerId, entitlementId, '1000');
-    const meter = dodo.createMeter({
-      eventName: 'cents',
+    // Dodo's threshold is a subscription's: 50% of the 1000 credits its plan issues per cycle.
+    const meter = dodo.createMeter({ eventName: 'cents' });
+    const plan = dodo.createUsagePlan({
       creditEntitlementId: entitlementId,
-      meterUnitsPerCredit: '1',
+      meters: [{ meterId: meter.id, meterUnitsPerCredit: '1' }],
+      credits: '1000',
+      lowBalanceThresholdPercent: 50,
     });
+    dodo.subscribe(customerId, plan.product_id, { onDemand: 'mandate' });
+    dodo.setBalance(customerId, entitlementId, '1000');
     await dodo.client().usageEvents.ingest({
       events: [
         { event_id: 'e1', customer_id: customerId, event_name: meter.event_name, metadata: { tokens: 600 } },

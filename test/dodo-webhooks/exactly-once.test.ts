@@ -7,6 +7,7 @@ import {
   type Answer,
   eventBody,
   gate,
+  meterFor,
   postSigned,
   quietLogger,
   type Running,
@@ -212,13 +213,9 @@ describe.each(kinds)('dodoWebhooks: exactly once per webhook-id ($name)', (kind)
     ] as const) {
       await store.settle({ customerId, settlementId: id, cost: usd(cost), events: [], retentionMs: DAY });
     }
+    const { meter } = meterFor(dodo, { entitlementId, customerId, eventName: 'usd_cents', rate: '1' });
     const app = await startApp(options);
     dodo.setWebhookUrl(app.webhookUrl);
-    const meter = dodo.createMeter({
-      eventName: 'usd_cents',
-      creditEntitlementId: entitlementId,
-      meterUnitsPerCredit: '1',
-    });
     await dodo.client().usageEvents.ingest({
       events: [
         {

@@ -1,11 +1,15 @@
+import express from 'express';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { DodoWebhooksOptions } from '../../src/dodo-webhooks/index.js';
+import { softCapRouter } from '../../src/soft-cap-router/index.js';
+import { subscriptionPeriod } from '../../src/store/subscription-period.js';
 import type { BillingStore } from '../../src/store/types.js';
 import type { DodoEmulator } from '../../src/testing/index.js';
 import { requireRedis } from '../support/redis.js';
 import { startReceiver } from '../testing/webhook-receiver.js';
 import {
   eventBody,
+  listen,
   post,
   postSigned,
   quietLogger,
@@ -35,14 +39,14 @@ describe.each(kinds)('dodoWebhooks: subscription plan state ($name)', (kind) => 
   });
 
   /** An emulator whose clock (a minute behind) moves one second per `tick()`, and a store. */
-  async function setup() {
+  async function setup(storeClock?: () => number) {
     let clock = Date.now() - 60_000;
     dodo = await startEmulator({ now: () => clock });
     const emulator = dodo;
     const customerId = emulator.createCustomer({ email: 'team@example.com' }).customer_id;
     const plus = emulator.createSubscriptionProduct({ name: 'Plus', price: 2000 });
     const team = emulator.createSubscriptionProduct({ name: 'Team', price: 3000 });
-    const { store } = await kind.open();
+    const { store } = await kind.open(storeClock);
     stores.push(store);
     const startApp = async (extra: Partial<DodoWebhooksOptions> = {}) => {
       const app = await startWebhookApp({
@@ -197,5 +201,70 @@ describe.each(kinds)('dodoWebhooks: subscription plan state ($name)', (kind) => 
         updatedAt: now - 1000,
       },
     ]);
+  });
+
+  it("keeps a past_due plan until Dodo's grace deadline; on_hold and paused are not subscribed", async () => {
+    let now = Date.now();
+    const { dodo, store, customerId, plus, startApp, subscribe, tick } = await setup(() => now);
+    await startApp();
+    const subscription = await subscribe(plus.product_id, 1);
+    await dodo.waitForWebhooks({ type: 'subscription.active' });
+    // Past the soft cap: a subscribed request is routed to the smaller model.
+    const [state] = await store.getSubscriptions(customerId);
+    await store.addUsage(customerId, {
+      period: subscriptionPeriod(state!),
+      counters: { tokens: 10n },
+      ttlMs: 90 * 86_400_000,
+    });
+    const capped = express();
+    capped.use(express.json());
+    capped.post(
+      '/v1/chat/completions',
+      softCapRouter({
+        store,
+        customerId: () => customerId,
+        plans: { [plus.product_id]: { softCap: { tokens: 1 }, downgrade: { 'gpt-4o': 'gpt-4o-mini' } } },
+        logger: quietLogger,
+      }),
+      (req, res) => void res.json({ model: (req.body as { model: string }).model }),
+    );
+    const api = await listen(capped);
+    running.push(api);
+    const model = async () =>
+      (
+        (await (
+          await fetch(`${api.url}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ model: 'gpt-4o', messages: [] }),
+          })
+        ).json()) as { model: string }
+      ).model;
+    expect(await model()).toBe('gpt-4o-mini');
+
+    const endsAt = new Date(now + 60 * 60_000).toISOString();
+    tick();
+    dodo.setSubscriptionStatus(subscription.subscription_id, 'past_due', { pastDueEndsAt: endsAt });
+    await dodo.waitForWebhooks({ type: 'subscription.past_due' });
+    expect(await store.getSubscriptions(customerId)).toEqual([
+      expect.objectContaining({ status: 'past_due', graceEndsAt: Date.parse(endsAt) }),
+    ]);
+    // In the grace period the plan holds; past its deadline (the on_hold webhook late) it does not.
+    expect(await model()).toBe('gpt-4o-mini');
+    const before = now;
+    now = Date.parse(endsAt);
+    expect(await model()).toBe('gpt-4o');
+    now = before;
+
+    for (const status of ['on_hold', 'active', 'paused'] as const) {
+      tick();
+      dodo.setSubscriptionStatus(subscription.subscription_id, status);
+      await dodo.settle();
+      expect([status, await model()]).toEqual([status, status === 'active' ? 'gpt-4o-mini' : 'gpt-4o']);
+    }
+    tick();
+    dodo.setSubscriptionStatus(subscription.subscription_id, 'active');
+    await dodo.waitForWebhooks({ type: 'subscription.unpaused' });
+    expect(await model()).toBe('gpt-4o-mini');
   });
 });

@@ -113,6 +113,24 @@ export function eventBody(type: string, data: Record<string, unknown>, timestamp
   return JSON.stringify({ business_id: 'bus_test', type, timestamp: timestamp.toISOString(), data });
 }
 
+/**
+ * A meter of `eventName` (sum of `tokens`) billing `rate` meter units per credit of the
+ * entitlement, on a $0 usage plan the customer is subscribed to (a mandate only: no payment, one
+ * `subscription.active` webhook) — how Dodo's meters deduct credits.
+ */
+export function meterFor(
+  emulator: DodoEmulator,
+  input: { entitlementId: string; customerId: string; eventName: string; rate: string },
+) {
+  const meter = emulator.createMeter({ eventName: input.eventName });
+  const plan = emulator.createUsagePlan({
+    creditEntitlementId: input.entitlementId,
+    meters: [{ meterId: meter.id, meterUnitsPerCredit: input.rate }],
+  });
+  const subscription = emulator.subscribe(input.customerId, plan.product_id, { onDemand: 'mandate' });
+  return { meter, plan, subscription };
+}
+
 export function startEmulator(options: DodoEmulatorOptions = {}): Promise<DodoEmulator> {
   return createDodoEmulator({ webhookRetry: FAST_RETRY, meterDelayMs: 0, ...options });
 }

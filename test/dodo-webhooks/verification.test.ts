@@ -2,9 +2,11 @@ import { request as httpRequest } from 'node:http';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
 import { keepRawBody } from '../../src/dodo-webhooks/index.js';
+import type { Logger } from '../../src/logger.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { generateWebhookKey } from '../../src/testing/dodo-emulator/options.js';
 import type { DodoEmulator } from '../../src/testing/index.js';
+import { recordingLogger } from '../support/billing-app.js';
 import { type Received, startReceiver } from '../testing/webhook-receiver.js';
 import {
   eventBody,
@@ -34,7 +36,7 @@ describe('dodoWebhooks: Standard Webhooks verification over the raw bytes', () =
 
   /** An app whose only side effects are a MemoryStore and a recording handler for every type. */
   async function start(
-    options: { webhookKey?: string | string[]; maxBodyBytes?: number } = {},
+    options: { webhookKey?: string | string[]; maxBodyBytes?: number; logger?: Logger } = {},
     before?: Parameters<typeof startWebhookApp>[1],
   ) {
     const store = new MemoryStore();
@@ -48,7 +50,7 @@ describe('dodoWebhooks: Standard Webhooks verification over the raw bytes', () =
         store,
         webhookKey: options.webhookKey ?? dodo.webhookKey,
         maxBodyBytes: options.maxBodyBytes,
-        logger: quietLogger,
+        logger: options.logger ?? quietLogger,
         on: {
           'credit.added': record('credit.added'),
           'payment.succeeded': record('payment.succeeded'),
@@ -103,6 +105,53 @@ describe('dodoWebhooks: Standard Webhooks verification over the raw bytes', () =
       },
     });
     expect(calls).toEqual([]);
+  });
+
+  it("names a wrong secret once in the app's log, at warn, with the fix — not once per delivery", async () => {
+    dodo = await startEmulator({ webhookRetry: [20, 20, 20] });
+    const logger = recordingLogger();
+    const { entitlementId, customerId } = await start({ webhookKey: generateWebhookKey(), logger });
+    dodo.addCredits(customerId, entitlementId, '5');
+    dodo.addCredits(customerId, entitlementId, '6');
+    await dodo.settle();
+    expect(statuses(dodo)).toEqual(Array(8).fill(401));
+    expect(logger.lines).toEqual([
+      {
+        level: 'warn',
+        message: expect.stringMatching(
+          /refused a delivery with 401 \(invalid_webhook_signature\): .*signing secret \(whsec_…\) from Dodo's dashboard/,
+        ),
+        details: expect.objectContaining({ webhookId: expect.stringMatching(/^msg_/) }),
+      },
+    ]);
+    // Once a delivery verifies, a secret that breaks again later (a rotation) is named again.
+    const good = await postSigned(app!.webhookUrl, {
+      secret: dodo.webhookKey,
+      body: eventBody('custom.event', {}),
+    });
+    expect(good.status).toBe(401); // the app holds only the wrong secret
+    await app!.close();
+    const rotated = await start({ webhookKey: [generateWebhookKey(), dodo.webhookKey], logger });
+    await postSigned(rotated.app.webhookUrl, {
+      secret: generateWebhookKey(),
+      body: eventBody('custom.event', {}),
+    });
+    await postSigned(rotated.app.webhookUrl, {
+      secret: dodo.webhookKey,
+      body: eventBody('custom.event', {}),
+    });
+    await postSigned(rotated.app.webhookUrl, {
+      secret: generateWebhookKey(),
+      body: eventBody('custom.event', {}),
+    });
+    await postSigned(rotated.app.webhookUrl, {
+      secret: generateWebhookKey(),
+      body: eventBody('custom.event', {}),
+    });
+    expect(logger.lines.filter((line) => /invalid_webhook_signature/.test(line.message))).toHaveLength(3);
+    // Strangers' requests without signature headers are not a misconfiguration: not logged.
+    await post(rotated.app.webhookUrl, eventBody('custom.event', {}), { 'content-type': 'application/json' });
+    expect(logger.lines).toHaveLength(3);
   });
 
   it('refuses the body of a real delivery re-serialised after signing (spaces, key order)', async () => {
@@ -270,6 +319,23 @@ describe('dodoWebhooks: Standard Webhooks verification over the raw bytes', () =
     expect(answer.body?.error?.message).toMatch(/keepRawBody/);
     expect(calls).toEqual([]);
     expect(await store.getBalance(customerId)).toBeUndefined();
+  });
+
+  it("names a body parser mounted first once in the app's log, at warn, with the fix", async () => {
+    const logger = recordingLogger();
+    const { entitlementId, customerId, dodo } = await start({ logger }, (app) => app.use(express.json()));
+    for (let i = 0; i < 3; i += 1) dodo.addCredits(customerId, entitlementId, '5');
+    await dodo.settle();
+    expect(statuses(dodo)).toEqual(Array(6).fill(500));
+    expect(logger.lines).toEqual([
+      {
+        level: 'warn',
+        message: expect.stringMatching(
+          /500 \(webhook_body_already_parsed\): .*before `express\.json\(\)`.*keepRawBody/,
+        ),
+        details: expect.any(Object),
+      },
+    ]);
   });
 
   it('verifies behind a global express.json({ verify: keepRawBody }) and behind express.raw()', async () => {

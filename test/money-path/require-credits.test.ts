@@ -37,7 +37,7 @@ describe('requireCredits', () => {
     credits = '100',
   ) {
     store = new MemoryStore();
-    customer = dodo.emulator.createCustomer({ email: `c${Math.random()}@example.com` }).customer_id;
+    customer = dodo.customer({ email: `c${Math.random()}@example.com` }).customer_id;
     if (credits !== '0') dodo.emulator.setBalance(customer, dodo.entitlementId, credits);
     app = await startBillingApp({
       store,
@@ -173,7 +173,7 @@ describe('requireCredits', () => {
       releaseHandler = started;
     });
     store = new MemoryStore();
-    customer = dodo.emulator.createCustomer({ email: 'abort@example.com' }).customer_id;
+    customer = dodo.customer({ email: 'abort@example.com' }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, '1');
     const server = express()
       .use(express.json())

@@ -35,7 +35,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
   });
 
   async function customerWith(credits: string): Promise<string> {
-    const customer = dodo.emulator.createCustomer({ email: `${randomUUID()}@example.com` }).customer_id;
+    const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, credits);
     return customer;
   }
@@ -215,7 +215,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
         entitlementId: late.entitlementId,
       });
       apps.push(app);
-      const customer = late.emulator.createCustomer({ email: 'late@example.com' }).customer_id;
+      const customer = late.customer({ email: 'late@example.com' }).customer_id;
       late.emulator.setBalance(customer, late.entitlementId, '100');
       late.emulator.fault('POST /events/ingest', { status: 503 });
       expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);

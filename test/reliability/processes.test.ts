@@ -77,7 +77,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
       app(prefix, { flushIntervalMs: 60_000 }),
       app(prefix, { flushIntervalMs: 60_000 }),
     ]);
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 20);
+    const customer = customerWorth(dodo, 20);
     // One request through each process first: the customer's balance view exists, so in the
     // race every admission is one script with the tier's counts — and atomic across processes.
     for (const process of [first!, second!]) expect((await chat(process.url, customer)).status).toBe(200);
@@ -108,7 +108,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     const short = { reservationTtlMs: 2_000, leaseMs: 2_000, flushIntervalMs: 50, maxBackoffMs: 200 };
     const doomed = await app(prefix, short);
     const store = storeOn(prefix);
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 15);
+    const customer = customerWorth(dodo, 15);
     dodo.emulator.fault('POST /events/ingest', { status: 503 });
 
     for (let i = 0; i < 10; i++) expect((await chat(doomed.url, customer)).status).toBe(200);
@@ -158,7 +158,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     timeout: 60_000,
   }, async () => {
     const prefix = freshPrefix();
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 20);
+    const customer = customerWorth(dodo, 20);
     // Nothing leaves for Dodo before a process dies: only what the store kept can be billed.
     dodo.emulator.fault('POST /events/ingest', { status: 503 });
     const ids: string[] = [];
@@ -183,7 +183,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     timeout: 60_000,
   }, async () => {
     const prefix = freshPrefix();
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 60);
+    const customer = customerWorth(dodo, 60);
     const doomed = await app(prefix, { flushIntervalMs: 60_000 });
     expect((await chat(doomed.url, customer)).status).toBe(200); // the balance view exists
     dodo.emulator.fault('POST /events/ingest', { status: 503 });

@@ -175,7 +175,7 @@ describe.runIf(canRun)('the whole flow on a 3-master Redis Cluster, customer ids
     }).product_id;
     const dodoIds = new Map<string, string>();
     for (const appId of BRACE_IDS) {
-      const dodoId = dodo.emulator.createCustomer({ email: `${randomUUID()}@example.com` }).customer_id;
+      const dodoId = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
       aliases.add(appId, dodoId);
       dodoIds.set(appId, dodoId);
     }

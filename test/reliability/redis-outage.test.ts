@@ -113,7 +113,7 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
   }, async () => {
     const { dodo, redis } = await dodoAndRestartableRedis();
     const { client, store, app } = await appOn(redis.server, dodo);
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 100_000);
+    const customer = customerWorth(dodo, 100_000);
     // Nothing leaves the outbox during the test: all of it must still be there at the end.
     dodo.emulator.fault('POST /events/ingest', { status: 503 });
 
@@ -172,7 +172,7 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
       flushIntervalMs: 600_000,
       leaseMs: 600_000,
     });
-    const customer = customerWorth(dodo.emulator, dodo.entitlementId, 100);
+    const customer = customerWorth(dodo, 100);
     for (let i = 0; i < 5; i++) expect((await chat(app.url, customer)).status).toBe(200);
     expect(await store.outboxStats()).toMatchObject({ waiting: 10, leased: 0 });
 
@@ -216,7 +216,7 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
       const { store, app } = await appOn(server, dodo);
       const admin = new Redis(server.url);
       cleanups.push(() => admin.quit());
-      const customer = customerWorth(dodo.emulator, dodo.entitlementId, 100);
+      const customer = customerWorth(dodo, 100);
 
       let flushes = 0;
       let flushing = true;

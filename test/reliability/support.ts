@@ -2,7 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { formatCredits, parseUsd, unitsPerCredit } from '../../src/money.js';
-import type { DodoEmulator } from '../../src/testing/index.js';
+import type { startDodo } from '../support/billing-app.js';
 import type { AppProcessConfig, AppProcessMessage } from './app-process.js';
 
 export const CENTS = unitsPerCredit(100);
@@ -19,10 +19,10 @@ export const REQUEST = {
 export const USAGE: [number, number] = [452, 50];
 export const COST = parseUsd('0.00163', 'test');
 
-/** A customer in the emulator holding exactly `requests` × COST. */
-export function customerWorth(emulator: DodoEmulator, entitlementId: string, requests: number): string {
-  const customer = emulator.createCustomer({ email: `worth-${requests}@example.com` }).customer_id;
-  emulator.setBalance(customer, entitlementId, formatCredits(BigInt(requests) * COST, CENTS));
+/** A customer in the emulator, with an open API account, holding exactly `requests` × COST. */
+export function customerWorth(dodo: Awaited<ReturnType<typeof startDodo>>, requests: number): string {
+  const customer = dodo.customer({ email: `worth-${requests}@example.com` }).customer_id;
+  dodo.emulator.setBalance(customer, dodo.entitlementId, formatCredits(BigInt(requests) * COST, CENTS));
   return customer;
 }
 

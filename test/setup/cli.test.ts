@@ -70,11 +70,31 @@ describe('npx express-llm-billing setup, against the emulator', () => {
       expect.objectContaining({ credit_entitlement_id: entitlement?.id, credits_amount: '5000' }),
     ]);
     expect(pack.price).toBe(5000);
+    // The API account: a $0 usage plan, the credits attached to it first (none issued per
+    // cycle), then both meters billed in them at the exact rate, with no free threshold.
     const metering = products.find((product) => product.metadata.elb_key === 'metering')!;
-    const price = (await client.products.retrieve(metering.product_id)).price;
+    const usagePlan = await client.products.retrieve(metering.product_id);
+    expect(usagePlan.credit_entitlements).toEqual([
+      expect.objectContaining({ credit_entitlement_id: entitlement?.id, credits_amount: '0' }),
+    ]);
+    const price = usagePlan.price;
+    expect(price).toMatchObject({
+      type: 'usage_based_price',
+      fixed_price: 0,
+      payment_frequency_interval: 'Month',
+    });
     expect(
-      price.type === 'usage_based_price' && price.meters?.map((meter) => meter.meter_units_per_credit),
-    ).toEqual(['200000', '200000']);
+      price.type === 'usage_based_price' &&
+        price.meters?.map((meter) => [
+          meter.credit_entitlement_id,
+          meter.meter_units_per_credit,
+          meter.free_threshold,
+        ]),
+    ).toEqual([
+      [entitlement?.id, '200000', 0],
+      [entitlement?.id, '200000', 0],
+    ]);
+    expect(first.stdout).toContain(`usagePlanProductId: ${metering.product_id}`);
 
     const second = await runCli(['setup'], { cwd, emulator });
     expect(second.code).toBe(0);
@@ -165,5 +185,36 @@ describe('npx express-llm-billing setup, against the emulator', () => {
     const noKey = await runCli(['setup'], { cwd: configDir(SEED_CONFIG) });
     expect(noKey.code).toBe(2);
     expect(noKey.stderr).toContain('DODO_PAYMENTS_API_KEY');
+  });
+
+  it('attaches the credits to a usage plan an older setup created without them, and refuses more meters than a product carries', async () => {
+    const cwd = configDir(SEED_CONFIG);
+    expect((await runCli(['setup'], { cwd, emulator })).code).toBe(0);
+    const client = emulator.client();
+    const usagePlan = (await client.products.list({ page_size: 100 })).items.find(
+      (product) => product.metadata.elb_key === 'metering',
+    )!;
+    // What setup created before: the meters' links, no credits attached (Dodo would not deduct).
+    const full = await client.products.retrieve(usagePlan.product_id);
+    await client.products.update(usagePlan.product_id, {
+      price: { ...full.price, meters: [] } as never,
+      credit_entitlements: [],
+    });
+    const run = await runCli(['setup'], { cwd, emulator });
+    expect(run.code).toBe(0);
+    expect(statuses(run.stdout)).toMatchObject({ 'metering product metering': 'updated' });
+    expect(run.stdout).toContain('↳ USD credits attached, rates of llm.input_tokens, llm.output_tokens');
+    expect((await client.products.retrieve(usagePlan.product_id)).credit_entitlements).toHaveLength(1);
+
+    const tooMany = await runCli(['setup'], {
+      cwd: configDir({
+        ...SEED_CONFIG,
+        pricing: { 'gpt-4o': SEED_PRICING['gpt-4o'], 'gpt-4.1': { input: '2.00', output: '8.00' } },
+        meters: { strategy: 'per-model' },
+      }),
+      emulator,
+    });
+    expect(tooMany.code).toBe(1);
+    expect(tooMany.stderr).toMatch(/links 4 meters .* at most 3 .*strategy": "weighted"/);
   });
 });

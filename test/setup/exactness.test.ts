@@ -17,11 +17,12 @@ import { MemoryStore } from '../../src/store/memory.js';
 import { createDodoEmulator, type DodoEmulator } from '../../src/testing/index.js';
 import { SEED_PRICING } from './support.js';
 
-/** Three real models whose prices per-model meters can carry exactly at 100 credits per USD. */
+/**
+ * A model whose prices per-model meters carry exactly at 100 credits per USD. One only: Dodo's
+ * usage plan carries at most 3 meters, and per-model meters take two per model.
+ */
 const PER_MODEL_PRICING = {
-  'gpt-4o': { input: '2.50', output: '10.00' },
   'gpt-4.1': { input: '2.00', output: '8.00' },
-  'gpt-4.1-mini': { input: '0.40', output: '1.60' },
 };
 
 const CASES: { strategy: string; config: BillingConfig }[] = [
@@ -52,6 +53,7 @@ function requests(models: readonly string[], count: number) {
 describe.each(CASES)('setup’s meters price usage exactly as meterUsage does: $strategy', ({ config }) => {
   let emulator: DodoEmulator;
   let entitlementId: string;
+  let usagePlanId: string;
   let close: () => Promise<void>;
   let url: string;
   let billing: ReturnType<typeof createBilling>;
@@ -62,6 +64,7 @@ describe.each(CASES)('setup’s meters price usage exactly as meterUsage does: $
     const result = await applySetup(planSetup(config), emulator.client({ maxRetries: 0 }));
     expect(result.ok).toBe(true);
     entitlementId = result.ids.creditEntitlementId!;
+    usagePlanId = result.ids.usagePlanProductId!;
     billing = createBilling({
       store,
       dodo: emulator.client({ maxRetries: 0 }),
@@ -86,10 +89,12 @@ describe.each(CASES)('setup’s meters price usage exactly as meterUsage does: $
       await emulator.close();
     };
   });
-  afterAll(() => close());
+  afterAll(() => close?.());
 
   it('Dodo deducts, to the unit, the cost meterUsage settles — per meter, over 120 requests', async () => {
     const customer = emulator.createCustomer({ email: 'exact@example.com' }).customer_id;
+    // The customer's API account: subscribed to setup's usage plan, whose meters bill the credits.
+    emulator.subscribe(customer, usagePlanId, { onDemand: 'mandate' });
     emulator.setBalance(customer, entitlementId, '100000');
     const perCredit = unitsPerCredit(config.creditsPerDollar ?? 100);
     const pricing = resolvePricing(config.pricing);

@@ -26,22 +26,33 @@ export function recordingLogger() {
   };
 }
 
-/** A Dodo emulator with a fiat credit entitlement and the seed's GPT-4o meters linked to it. */
+/**
+ * A Dodo emulator with a fiat credit entitlement (precision 10, as `setup` creates it) and the
+ * GPT-4o meters, linked to it on a $0 usage-based plan: Dodo's meters deduct credits only from
+ * customers subscribed to that plan, so `customer()` creates one and opens its API account.
+ */
 export async function startDodo(options: Parameters<typeof createDodoEmulator>[0] = {}) {
   const emulator = await createDodoEmulator({ meterDelayMs: 0, webhookRetry: [20, 50], ...options });
-  const entitlement = emulator.createCreditEntitlement({ name: 'USD credits' });
+  const entitlement = emulator.createCreditEntitlement({ name: 'USD credits', precision: 10 });
   // Credits are cents: $2.50 per 1M input tokens = 4,000 tokens per cent; $10 per 1M output = 1,000.
-  emulator.createMeter({
-    eventName: 'llm.input_tokens',
+  const input = emulator.createMeter({ eventName: 'llm.input_tokens' });
+  const output = emulator.createMeter({ eventName: 'llm.output_tokens' });
+  const plan = emulator.createUsagePlan({
     creditEntitlementId: entitlement.id,
-    meterUnitsPerCredit: '4000',
+    meters: [
+      { meterId: input.id, meterUnitsPerCredit: '4000' },
+      { meterId: output.id, meterUnitsPerCredit: '1000' },
+    ],
   });
-  emulator.createMeter({
-    eventName: 'llm.output_tokens',
-    creditEntitlementId: entitlement.id,
-    meterUnitsPerCredit: '1000',
-  });
-  return { emulator, entitlementId: entitlement.id };
+  /** Subscribes an existing customer to the usage plan (what the sign-up's checkout does). */
+  const openAccount = (customerId: string) => emulator.subscribe(customerId, plan.product_id);
+  /** A new customer with an open API account. */
+  const customer = (input: { email?: string; name?: string } = {}) => {
+    const created = emulator.createCustomer({ email: input.email ?? 'ada@example.com', name: input.name });
+    openAccount(created.customer_id);
+    return created;
+  };
+  return { emulator, entitlementId: entitlement.id, usagePlanId: plan.product_id, openAccount, customer };
 }
 
 export interface BillingAppOptions {

@@ -208,6 +208,10 @@ describe('Dodo emulator: credits, balances, ledger', () => {
     expect(() => dodo.setBalance(customerId, entitlementId, 'lots')).toThrow(
       /setBalance: credits expected a decimal/,
     );
+    // Every amount on Dodo is a multiple of the entitlement's precision (3 decimals here).
+    expect(() => dodo.setBalance(customerId, entitlementId, '0.0005')).toThrow(
+      /setBalance: "0.0005" credits is finer than the entitlement's precision \(3 decimals\)/,
+    );
     expect(() => dodo.createCustomer({ email: 'nope' })).toThrow(
       /createCustomer: email "nope" is not an email address/,
     );

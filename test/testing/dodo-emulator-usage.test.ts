@@ -14,7 +14,7 @@ describe('Dodo emulator: usage events and meters', () => {
 
   beforeEach(async () => {
     clock = NOW;
-    dodo = await createDodoEmulator({ now: () => clock, meterDelayMs: 20, balanceLowThreshold: '100' });
+    dodo = await createDodoEmulator({ now: () => clock, meterDelayMs: 20 });
     client = dodo.client({ maxRetries: 0 });
     entitlementId = dodo.createCreditEntitlement({ precision: 2 }).id;
     customerId = dodo.createCustomer({ email: 'ada@example.com' }).customer_id;
@@ -70,7 +70,14 @@ describe('Dodo emulator: usage events and meters', () => {
     expect(await rejected([event('m2', { metadata: { ['k'.repeat(101)]: 1 } })])).toMatch(/longer than 100/);
     expect(await rejected([event('m3', { metadata: { note: 'x'.repeat(501) } })])).toMatch(/longer than 500/);
     expect(await rejected([event('m4', { metadata: { nested: { a: 1 } } })])).toMatch(/objects and arrays/);
-    expect(await rejected([event('c1', { customer_id: 'cus_nobody' })])).toMatch(/not a customer/);
+    expect(dodo.ingestedEvents()).toEqual([]);
+
+    // One unknown customer fails the whole request, with the 404 Dodo answers for unknown ids.
+    const unknown = await client.usageEvents
+      .ingest({ events: [event('good'), event('c1', { customer_id: 'cus_nobody' })] })
+      .catch((caught: unknown) => caught);
+    expect(unknown).toBeInstanceOf(NotFoundError);
+    expect((unknown as Error).message).toMatch(/cus_nobody/);
     expect(dodo.ingestedEvents()).toEqual([]);
 
     // The edges of the window are accepted; 1000 events are accepted; 50 keys, 100/500 chars are accepted.
@@ -122,14 +129,22 @@ describe('Dodo emulator: usage events and meters', () => {
     await expect(client.meters.retrieve('mtr_missing')).rejects.toBeInstanceOf(NotFoundError);
   });
 
-  it('deducts credits asynchronously, exactly, carrying the fraction between batches', async () => {
-    dodo.setBalance(customerId, entitlementId, '500');
-    // 3 tokens per credit: each 1-token batch owes 0.333… credit, which no decimal holds exactly.
-    const meter = dodo.createMeter({
-      eventName: 'llm.input_tokens',
+  /** A usage plan linking the input meter to the credits at `rate`, the customer subscribed to it. */
+  function subscribedAt(rate: string, options: { freeThreshold?: number; subscribe?: boolean } = {}) {
+    const meter = dodo.createMeter({ eventName: 'llm.input_tokens' });
+    const plan = dodo.createUsagePlan({
       creditEntitlementId: entitlementId,
-      meterUnitsPerCredit: '3',
+      meters: [{ meterId: meter.id, meterUnitsPerCredit: rate, freeThreshold: options.freeThreshold }],
     });
+    const subscription =
+      options.subscribe === false ? undefined : dodo.subscribe(customerId, plan.product_id);
+    return { meter, plan, subscription };
+  }
+
+  it('deducts credits asynchronously, exactly at the precision, carrying the rest between batches', async () => {
+    dodo.setBalance(customerId, entitlementId, '500');
+    // 3 tokens per credit: each 1-token batch owes 0.333… credit; the entitlement holds cents.
+    const { meter, subscription } = subscribedAt('3');
     await client.usageEvents.ingest({ events: [event('u0', { metadata: { tokens: 1 } })] });
     // Asynchronous: nothing is deducted at ingest time.
     expect(dodo.balance(customerId, entitlementId)).toBe('500');
@@ -137,13 +152,14 @@ describe('Dodo emulator: usage events and meters', () => {
     await client.usageEvents.ingest({ events: [event('u2', { metadata: { tokens: 1 } })] });
     await dodo.settle();
     const deductions = dodo.meterDeductions({ customerId });
-    expect(deductions[0]).toMatchObject({ meterId: meter.id, meterUnits: '1', eventIds: ['u0'] });
-    // The remainder is carried, so three thirds make exactly one credit, not 0.999999999999.
-    expect(deductions.map((deduction) => deduction.credits)).toEqual([
-      '0.333333333333',
-      '0.333333333333',
-      '0.333333333334',
-    ]);
+    expect(deductions[0]).toMatchObject({
+      meterId: meter.id,
+      meterUnits: '1',
+      eventIds: ['u0'],
+      subscriptionId: subscription?.subscription_id,
+    });
+    // Never finer than the precision; the remainder is carried, so three thirds make one credit.
+    expect(deductions.map((deduction) => deduction.credits)).toEqual(['0.33', '0.33', '0.34']);
     expect(dodo.balance(customerId, entitlementId)).toBe('499');
     const ledger = await client.creditEntitlements.balances.listLedger(customerId, {
       credit_entitlement_id: entitlementId,
@@ -158,14 +174,16 @@ describe('Dodo emulator: usage events and meters', () => {
     });
   });
 
-  it('deducts sum(tokens) / meter_units_per_credit to the 10^-12 credit, however the usage is batched', async () => {
-    dodo.setBalance(customerId, entitlementId, '500');
+  it('deducts sum(tokens) / meter_units_per_credit to the precision, however the usage is batched', async () => {
+    const fine = dodo.createCreditEntitlement({ precision: 10 }).id;
+    dodo.setBalance(customerId, fine, '500');
     // 15 credits per 1M tokens (GPT-4o-mini input at $0.15 per 1M, 100 credits per dollar), written inexactly.
-    dodo.createMeter({
-      eventName: 'llm.input_tokens',
-      creditEntitlementId: entitlementId,
-      meterUnitsPerCredit: '66666.666666',
+    const meter = dodo.createMeter({ eventName: 'llm.input_tokens' });
+    const plan = dodo.createUsagePlan({
+      creditEntitlementId: fine,
+      meters: [{ meterId: meter.id, meterUnitsPerCredit: '66666.666666' }],
     });
+    dodo.subscribe(customerId, plan.product_id);
     const sizes = [1, 999, 12345, 1, 7, 250000];
     for (const [i, tokens] of sizes.entries()) {
       await client.usageEvents.ingest({ events: [event(`v${i}`, { metadata: { tokens } })] });
@@ -175,13 +193,116 @@ describe('Dodo emulator: usage events and meters', () => {
       .meterDeductions()
       .reduce((sum, deduction) => sum + parseCredits(deduction.credits, 10n ** 12n), 0n);
     const tokens = BigInt(sizes.reduce((sum, size) => sum + size, 0));
-    expect(total).toBe((tokens * 10n ** 12n * 10n ** 6n) / 66666666666n);
-    expect(parseCredits(dodo.balance(customerId, entitlementId) ?? '', 10n ** 12n)).toBe(
-      500n * 10n ** 12n - total,
-    );
+    // floor at 10 decimals (10^-10 credit = 100 units of 10^-12) of the exact total.
+    const exact = (tokens * 10n ** 12n * 10n ** 6n) / 66666666666n;
+    expect(total).toBe(exact - (exact % 100n));
+    expect(parseCredits(dodo.balance(customerId, fine) ?? '', 10n ** 12n)).toBe(500n * 10n ** 12n - total);
   });
 
-  it('deducts through a meter linked on a usage-based product, sends credit.deducted and credit.balance_low once', async () => {
+  it('deducts nothing for a customer without an active subscription to a product linking the meter', async () => {
+    dodo.setBalance(customerId, entitlementId, '100');
+    const { plan } = subscribedAt('1000', { subscribe: false });
+    await client.usageEvents.ingest({ events: [event('n1')] });
+    await dodo.settle();
+    // Ingested (Dodo records the event), never deducted: no subscription bills it.
+    expect(dodo.ingestedEvents().map((stored) => stored.event_id)).toEqual(['n1']);
+    expect(dodo.balance(customerId, entitlementId)).toBe('100');
+    expect(dodo.meterDeductions()).toEqual([]);
+
+    const subscription = dodo.subscribe(customerId, plan.product_id);
+    await client.usageEvents.ingest({ events: [event('n2')] });
+    await dodo.settle();
+    expect(dodo.balance(customerId, entitlementId)).toBe('99');
+    // The subscription on hold, paused, past due or cancelled: usage is not deducted.
+    for (const [index, status] of (['past_due', 'on_hold', 'paused'] as const).entries()) {
+      dodo.setSubscriptionStatus(subscription.subscription_id, status);
+      await client.usageEvents.ingest({ events: [event(`s${index}`)] });
+      await dodo.settle();
+      expect(dodo.balance(customerId, entitlementId)).toBe('99');
+      dodo.setSubscriptionStatus(subscription.subscription_id, 'active');
+    }
+    dodo.cancelSubscription(subscription.subscription_id);
+    await client.usageEvents.ingest({ events: [event('c1')] });
+    await dodo.settle();
+    expect(dodo.balance(customerId, entitlementId)).toBe('99');
+    const subscriptionView = await client.subscriptions.retrieve(subscription.subscription_id);
+    expect(subscriptionView.meter_credit_entitlement_cart).toEqual([
+      expect.objectContaining({ credit_entitlement_id: entitlementId, meter_units_per_credit: '1000' }),
+    ]);
+  });
+
+  it("refuses usage-based products Dodo's product form cannot build", async () => {
+    const meter = await client.meters.create({
+      name: 'Input tokens',
+      event_name: 'llm.input_tokens',
+      measurement_unit: 'tokens',
+      aggregation: { type: 'sum', key: 'tokens' },
+    });
+    const price = (meters: DodoPayments.AddMeterToPrice[]): DodoPayments.Price => ({
+      type: 'usage_based_price',
+      fixed_price: 0,
+      currency: 'USD',
+      discount: 0,
+      purchasing_power_parity: false,
+      payment_frequency_count: 1,
+      payment_frequency_interval: 'Month',
+      subscription_period_count: 1,
+      subscription_period_interval: 'Year',
+      meters,
+    });
+    const create = (meters: DodoPayments.AddMeterToPrice[], attach = true) =>
+      client.products.create({
+        name: 'Usage',
+        tax_category: 'saas',
+        price: price(meters),
+        credit_entitlements: attach ? [{ credit_entitlement_id: entitlementId, credits_amount: '0' }] : [],
+      });
+    const link = { meter_id: meter.id, credit_entitlement_id: entitlementId, meter_units_per_credit: '4000' };
+    // The credit must be attached to the product before a meter bills in it.
+    await expect(create([link], false)).rejects.toThrow(/not attached to this product/);
+    await expect(create([{ ...link, meter_units_per_credit: null }])).rejects.toThrow(
+      /meter_units_per_credit is required/,
+    );
+    await expect(create([{ ...link, meter_units_per_credit: '-1' }])).rejects.toBeInstanceOf(
+      UnprocessableEntityError,
+    );
+    await expect(create([{ ...link, meter_id: 'mtr_missing' }])).rejects.toBeInstanceOf(NotFoundError);
+    const more = await Promise.all(
+      ['a', 'b', 'c'].map((name) =>
+        client.meters.create({
+          name,
+          event_name: name,
+          measurement_unit: 'x',
+          aggregation: { type: 'count' },
+        }),
+      ),
+    );
+    await expect(create([link, ...more.map((extra) => ({ ...link, meter_id: extra.id }))])).rejects.toThrow(
+      /at most 3 meters/,
+    );
+    const peak = await client.meters.create({
+      name: 'Peak',
+      event_name: 'peak',
+      measurement_unit: 'x',
+      aggregation: { type: 'max', key: 'tokens' },
+    });
+    await expect(create([{ ...link, meter_id: peak.id }])).rejects.toThrow(/only sum and count meters/);
+    const third = [1, 2, 3, 4].map((i) => ({
+      credit_entitlement_id: dodo.createCreditEntitlement().id,
+      credits_amount: String(i),
+    }));
+    await expect(
+      client.products.create({
+        name: 'x',
+        tax_category: 'saas',
+        price: price([]),
+        credit_entitlements: third,
+      }),
+    ).rejects.toThrow(/At most 3 credit entitlements/);
+    expect((await create([link])).price).toMatchObject({ type: 'usage_based_price' });
+  });
+
+  it('deducts through a meter with a filter, sends credit.deducted, and credit.balance_low for the subscription threshold', async () => {
     dodo.setBalance(customerId, entitlementId, '101');
     const meter = await client.meters.create({
       name: 'Input tokens',
@@ -190,7 +311,8 @@ describe('Dodo emulator: usage events and meters', () => {
       aggregation: { type: 'sum', key: 'tokens' },
       filter: { conjunction: 'and', clauses: [{ key: 'model', operator: 'equals', value: 'gpt-4o' }] },
     });
-    await client.products.create({
+    // 20% of the 500 credits the plan issues per cycle: credit.balance_low under 100.
+    const plan = await client.products.create({
       name: 'Usage',
       tax_category: 'saas',
       price: {
@@ -207,7 +329,12 @@ describe('Dodo emulator: usage events and meters', () => {
           { meter_id: meter.id, credit_entitlement_id: entitlementId, meter_units_per_credit: '4000' },
         ],
       },
+      credit_entitlements: [
+        { credit_entitlement_id: entitlementId, credits_amount: '500', low_balance_threshold_percent: 20 },
+      ],
     });
+    const subscription = dodo.subscribe(customerId, plan.product_id, { onDemand: 'mandate' });
+    dodo.setBalance(customerId, entitlementId, '101');
     await client.usageEvents.ingest({
       events: [
         event('x1', { metadata: { model: 'gpt-4o', tokens: 2000 } }),
@@ -217,34 +344,118 @@ describe('Dodo emulator: usage events and meters', () => {
     });
     await dodo.settle();
     expect(dodo.balance(customerId, entitlementId)).toBe('100');
-    await client.usageEvents.ingest({ events: [event('x4', { metadata: { model: 'gpt-4o', tokens: 6 } })] });
-    await client.usageEvents.ingest({ events: [event('x5', { metadata: { model: 'gpt-4o', tokens: 4 } })] });
+    await client.usageEvents.ingest({ events: [event('x4', { metadata: { model: 'gpt-4o', tokens: 40 } })] });
+    await client.usageEvents.ingest({ events: [event('x5', { metadata: { model: 'gpt-4o', tokens: 40 } })] });
     await dodo.settle();
-    expect(dodo.balance(customerId, entitlementId)).toBe('99.9975');
+    expect(dodo.balance(customerId, entitlementId)).toBe('99.98');
     const types = dodo.webhookEvents().map((webhook) => webhook.type);
     expect(types.filter((type) => type === 'credit.deducted')).toHaveLength(3);
     const low = dodo.webhookEvents().filter((webhook) => webhook.type === 'credit.balance_low');
     expect(low).toHaveLength(1);
-    expect(low[0]?.payload.data).toMatchObject({
-      available_balance: '99.9985',
-      threshold_amount: '100',
+    expect(low[0]?.payload.data).toEqual({
+      payload_type: 'CreditBalanceLow',
+      available_balance: '99.99',
+      brand_id: expect.any(String),
+      credit_entitlement_id: entitlementId,
+      credit_entitlement_name: 'Credits',
       customer_id: customerId,
+      subscription_credits_amount: '500',
+      subscription_id: subscription.subscription_id,
+      threshold_amount: '100',
+      threshold_percent: 20,
     });
   });
 
-  it('records usage beyond the balance as overage, and a top-up repays it first', async () => {
+  it('sends no credit.balance_low to a customer whose subscriptions set no threshold', async () => {
+    dodo.setBalance(customerId, entitlementId, '2');
+    subscribedAt('1000');
+    await client.usageEvents.ingest({ events: [event('l1', { metadata: { tokens: 2000 } })] });
+    await dodo.settle();
+    expect(dodo.balance(customerId, entitlementId)).toBe('0');
+    expect(dodo.webhookEvents().map((webhook) => webhook.type)).not.toContain('credit.balance_low');
+  });
+
+  it('stops at zero when overage is disabled: what the balance cannot cover is not deducted', async () => {
     dodo.setBalance(customerId, entitlementId, '1');
-    dodo.createMeter({
-      eventName: 'llm.input_tokens',
-      creditEntitlementId: entitlementId,
-      meterUnitsPerCredit: '1000',
-    });
+    subscribedAt('1000');
     await client.usageEvents.ingest({ events: [event('o1', { metadata: { tokens: 3500 } })] });
     await dodo.settle();
-    const balance = await client.creditEntitlements.balances.retrieve(customerId, {
-      credit_entitlement_id: entitlementId,
+    expect(
+      await client.creditEntitlements.balances.retrieve(customerId, { credit_entitlement_id: entitlementId }),
+    ).toMatchObject({ balance: '0', overage: '0' });
+    expect(dodo.meterDeductions()[0]).toMatchObject({
+      credits: '1',
+      deducted: '1',
+      overage: '0',
+      unbilled: '2.5',
     });
-    expect(balance).toMatchObject({ balance: '0', overage: '2.5' });
-    expect(dodo.addCredits(customerId, entitlementId, '10')).toBe('7.5');
+    expect(dodo.webhookEvents().map((webhook) => webhook.type)).not.toContain('credit.overage_charged');
+  });
+
+  it('charges usage beyond the balance as its own overage entry when overage is enabled, up to the limit', async () => {
+    entitlementId = dodo.createCreditEntitlement({
+      precision: 2,
+      overage_enabled: true,
+      price_per_unit: '0.01',
+      currency: 'USD',
+      overage_limit: 2,
+    }).id;
+    dodo.setBalance(customerId, entitlementId, '1');
+    subscribedAt('1000');
+    await client.usageEvents.ingest({ events: [event('o1', { metadata: { tokens: 3500 } })] });
+    await dodo.settle();
+    expect(
+      await client.creditEntitlements.balances.retrieve(customerId, { credit_entitlement_id: entitlementId }),
+    ).toMatchObject({ balance: '0', overage: '2' });
+    expect(dodo.meterDeductions()[0]).toMatchObject({ deducted: '1', overage: '2', unbilled: '0.5' });
+    const ledger = dodo.ledger({ customerId }).map((entry) => [entry.transaction_type, entry.amount]);
+    expect(ledger.slice(-2)).toEqual([
+      ['credit_deducted', '1'],
+      ['overage_charged', '2'],
+    ]);
+    expect(
+      dodo
+        .webhookEvents()
+        .map((webhook) => webhook.type)
+        .slice(-2),
+    ).toEqual(['credit.deducted', 'credit.overage_charged']);
+    // New credits do not repay the overage under the default `forgive_at_reset`.
+    expect(dodo.addCredits(customerId, entitlementId, '10')).toBe('10');
+  });
+
+  it("deducts only past the meter's free threshold for the billing cycle", async () => {
+    dodo.setBalance(customerId, entitlementId, '10');
+    subscribedAt('1', { freeThreshold: 3 });
+    await client.usageEvents.ingest({ events: [event('f1', { metadata: { tokens: 2 } })] });
+    await client.usageEvents.ingest({ events: [event('f2', { metadata: { tokens: 2 } })] });
+    await dodo.settle();
+    expect(dodo.balance(customerId, entitlementId)).toBe('9');
+  });
+
+  it('refuses what Dodo does not have: a meter linked on its own, a global low-balance threshold', async () => {
+    expect(() =>
+      dodo.createMeter({
+        eventName: 'x',
+        creditEntitlementId: entitlementId,
+        meterUnitsPerCredit: '1',
+      } as never),
+    ).toThrow(/linked to credits on a usage-based product/);
+    await expect(createDodoEmulator({ balanceLowThreshold: '100' } as never)).rejects.toThrow(
+      /low_balance_threshold_percent/,
+    );
+    const meter = await client.meters.create({
+      name: 'x',
+      event_name: 'x',
+      measurement_unit: 'x',
+      aggregation: { type: 'count' },
+      credit_entitlement_id: entitlementId,
+      meter_units_per_credit: '1',
+    } as never);
+    dodo.setBalance(customerId, entitlementId, '5');
+    await client.usageEvents.ingest({ events: [event('m1', { event_name: 'x' })] });
+    await dodo.settle();
+    // The extra fields are ignored, as Dodo's API ignores them: the meter deducts nothing.
+    expect(meter.id).toMatch(/^mtr_/);
+    expect(dodo.balance(customerId, entitlementId)).toBe('5');
   });
 });

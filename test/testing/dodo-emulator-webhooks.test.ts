@@ -167,7 +167,12 @@ describe('Dodo emulator: webhook delivery and faults', () => {
 
   it('close() stops pending deductions and deliveries and leaves no handle behind', async () => {
     const { entitlementId, customerId } = await start({ meterDelayMs: 10_000, webhookRetry: [10_000] });
-    dodo.createMeter({ eventName: 'tokens', creditEntitlementId: entitlementId, meterUnitsPerCredit: '1' });
+    const meter = dodo.createMeter({ eventName: 'tokens' });
+    const plan = dodo.createUsagePlan({
+      creditEntitlementId: entitlementId,
+      meters: [{ meterId: meter.id, meterUnitsPerCredit: '1' }],
+    });
+    dodo.subscribe(customerId, plan.product_id, { onDemand: 'mandate' });
     dodo.fault('*', { hang: true, times: 1 });
     const hanging = fetch(`${dodo.baseURL}/customers`).catch((error: unknown) => error);
     receiver.answers.push(500);

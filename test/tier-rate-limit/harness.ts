@@ -101,7 +101,8 @@ export async function pay(dodo: DodoEmulator, customerId: string, productId: str
     product_cart: [{ product_id: productId, quantity: 1 }],
     customer: { customer_id: customerId },
   });
-  const { payment } = dodo.completeCheckout(session.session_id);
+  // A one-time product's checkout always pays (only a mandate-only subscription does not).
+  const payment = dodo.completeCheckout(session.session_id).payment!;
   await dodo.waitForWebhooks({
     type: 'payment.succeeded',
     where: (webhook) => webhook.payload.data.payment_id === payment.payment_id,

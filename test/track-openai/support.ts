@@ -43,7 +43,7 @@ export async function startTrackedApp(llmOptions: MockLLMOptions = {}) {
 
   /** A new customer holding $1.00 (100 credits). */
   function customerWithOneDollar(): string {
-    const customer = dodo.emulator.createCustomer({ email: `${randomUUID()}@example.com` }).customer_id;
+    const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, '100');
     return customer;
   }

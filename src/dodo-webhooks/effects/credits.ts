@@ -1,18 +1,44 @@
-import { customerIdOf, type Effect, readCredits, timeOf } from './context.js';
+import { customerIdOf, type Effect, readCredits, timeOf, type WebhookType } from './context.js';
+
+/** The `credit.*` events that carry a `CreditLedgerEntry`. */
+export const LEDGER_EVENTS = [
+  'credit.added',
+  'credit.deducted',
+  'credit.expired',
+  'credit.manual_adjustment',
+  'credit.rolled_over',
+  'credit.rollover_forfeited',
+  'credit.overage_charged',
+  'credit.overage_reset',
+] as const;
+
+/** The ledger events the installed SDK knows (older versions lack `credit.overage_reset`). */
+export type LedgerEventType = Extract<WebhookType, (typeof LEDGER_EVENTS)[number]>;
+
+/**
+ * Sources of a `credit.deducted` entry that are not metered usage: a debit made through the API
+ * (`reference_type: "api"`, as Dodo's ledger example names API-made entries:
+ * https://docs.dodopayments.com/developer-resources/webhooks/intents/credit) or by hand. Such a
+ * debit took credits Dodo never owed for our usage, so it must not lower the usage still
+ * pending here. Anything else is read as a meter's deduction: wrongly taking a usage deduction
+ * for a manual one would keep `pending` up for good and refuse the customer, while the reverse
+ * only lifts the view until the meter's own deduction arrives.
+ */
+const NOT_USAGE: ReadonlySet<string> = new Set(['api', 'manual', 'manual_adjustment', 'dashboard', 'admin']);
 
 /**
  * Every `credit.*` ledger movement carries the balance after it: it is applied as an
  * observation of Dodo's balance at the entry's time, so late or out-of-order webhooks never
- * overwrite a newer view (see docs/balance-sync.md). A deduction also confirms usage we
- * settled locally, so it is no longer counted as pending.
+ * overwrite a newer view (see docs/balance-sync.md). A deduction of metered usage also
+ * confirms usage we settled locally, so it is no longer counted as pending.
  */
-export const applyLedgerEntry: Effect = async (
+export const applyLedgerEntry: Effect<LedgerEventType> = async (
   event,
   { store, perCredit, creditEntitlementId, logger, webhookId, retentionMs },
 ) => {
-  const { data } = event;
+  const data = event.data as unknown as Record<string, unknown>;
   const customerId = customerIdOf(data);
-  if (!customerId || typeof data.balance_after !== 'string') {
+  if (!customerId || data.balance_after === undefined || data.balance_after === null) {
     logger.warn(`${event.type} without customer or balance_after: balance view unchanged`, {
       type: event.type,
     });
@@ -20,13 +46,20 @@ export const applyLedgerEntry: Effect = async (
   }
   if (creditEntitlementId !== undefined && data.credit_entitlement_id !== creditEntitlementId) return;
   // Every field is read before anything is applied: an unreadable one changes nothing.
-  const overage = data.overage_after === undefined ? 0n : readCredits(data, 'overage_after', perCredit);
-  const balance = readCredits(data, 'balance_after', perCredit) - overage;
-  if (event.type === 'credit.deducted') {
-    const amount = readCredits(data, 'amount', perCredit);
+  const overage =
+    data.overage_after === undefined || data.overage_after === null
+      ? 0n
+      : readCredits(data.overage_after, 'overage_after', perCredit);
+  const balance = readCredits(data.balance_after, 'balance_after', perCredit) - overage;
+  if (event.type === 'credit.deducted' && isUsage(data.reference_type)) {
+    const amount = readCredits(data.amount, 'amount', perCredit);
     // Once per ledger entry, however often its delivery is processed.
     const entryId = typeof data.id === 'string' && data.id !== '' ? data.id : `webhook:${webhookId}`;
     await store.confirmDeducted(customerId, entryId, amount < 0n ? -amount : amount, retentionMs);
   }
   await store.syncBalance(customerId, balance, timeOf(data.created_at, timeOf(event.timestamp, store.now())));
 };
+
+function isUsage(referenceType: unknown): boolean {
+  return !(typeof referenceType === 'string' && NOT_USAGE.has(referenceType.toLowerCase()));
+}

@@ -1,28 +1,37 @@
-import type { Effect } from './context.js';
-import { applyLedgerEntry } from './credits.js';
+import type { Effect, EffectContext, EventOf, WebhookType } from './context.js';
+import { applyLedgerEntry, LEDGER_EVENTS } from './credits.js';
 import { recordSuccessfulPayment } from './payments.js';
 import { recordLostDispute, recordRefund } from './refunds.js';
-import { recordSubscription } from './subscriptions.js';
+import { recordSubscription, SUBSCRIPTION_EVENTS } from './subscriptions.js';
 
-export type { DodoWebhookEvent, Effect, EffectContext } from './context.js';
+export type { DodoWebhookEvent, Effect, EffectContext, EventOf, WebhookType } from './context.js';
 
-const LEDGER_EVENTS = [
-  'credit.added',
-  'credit.deducted',
-  'credit.expired',
-  'credit.manual_adjustment',
-  'credit.rolled_over',
-  'credit.rollover_forfeited',
-  'credit.overage_charged',
-  'credit.overage_reset',
-];
+/** The built-in effect of each event type that has one, typed with the SDK's payload of that type. */
+type Effects = { [T in WebhookType]?: (event: EventOf<T>, context: EffectContext) => Promise<void> };
 
-/** The built-in effect of an event type, if it has one. */
-export function builtInEffect(type: string): Effect | undefined {
-  if (type === 'payment.succeeded') return recordSuccessfulPayment;
-  if (type === 'refund.succeeded') return recordRefund;
-  if (type === 'dispute.lost') return recordLostDispute;
-  if (LEDGER_EVENTS.includes(type)) return applyLedgerEntry;
-  if (type.startsWith('subscription.')) return recordSubscription;
-  return undefined;
+const EFFECTS: Effects = {
+  'payment.succeeded': recordSuccessfulPayment,
+  'refund.succeeded': recordRefund,
+  'dispute.lost': recordLostDispute,
+  'dispute.accepted': recordLostDispute,
+  ...Object.fromEntries(LEDGER_EVENTS.map((type) => [type, applyLedgerEntry])),
+  ...Object.fromEntries(SUBSCRIPTION_EVENTS.map((type) => [type, recordSubscription])),
+};
+
+/**
+ * Runs the built-in effect of a verified event, if its type has one: every other type of the
+ * SDK's union (and any type it does not know yet) is acknowledged without effect.
+ */
+export async function applyBuiltInEffect(
+  event: { type: string; data: unknown },
+  context: EffectContext,
+): Promise<void> {
+  if (!Object.hasOwn(EFFECTS, event.type)) return;
+  const effect = EFFECTS[event.type as WebhookType] as Effect<WebhookType>;
+  await effect(event as EventOf<WebhookType>, context);
+}
+
+/** Whether a type has a built-in effect (the others are acknowledged, unchanged). */
+export function hasBuiltInEffect(type: string): boolean {
+  return Object.hasOwn(EFFECTS, type);
 }

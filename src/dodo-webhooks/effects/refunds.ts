@@ -1,37 +1,46 @@
+import type DodoPayments from 'dodopayments';
+import type { Money } from '../../money.js';
 import { BalanceFetcher } from '../../require-credits/balance-fetcher.js';
-import { customerIdOf, type Effect, type EffectContext, readMinorUnits } from './context.js';
+import {
+  callDodo,
+  customerIdOf,
+  type Effect,
+  type EffectContext,
+  readDisputeAmount,
+  readMinorUnits,
+  type Settlement,
+  UnreadableEventError,
+  usdSettlementOf,
+  usdShare,
+} from './context.js';
 
-async function clawBack(
-  customerId: string,
-  refundId: string,
-  minorUnits: number | string,
-  currency: unknown,
-  context: EffectContext,
-) {
+/**
+ * Takes `usd` out of lifetime spend once per `changeId`, and makes the balance view reread Dodo:
+ * refunded credits leave Dodo's balance, maybe before (or without) a `credit.*` entry reaching us.
+ */
+async function clawBack(customerId: string, changeId: string, usd: Money, context: EffectContext) {
   const { store } = context;
-  await store.recordRefund(customerId, refundId, readMinorUnits(minorUnits, 'amount', currency));
-  // The refunded credits leave Dodo's balance, maybe before their `credit.*` entry reaches us.
-  // A stale view still admits what it covers, so the view is corrected from Dodo at once when
-  // a client is at hand; marked stale, it is reread on the next refusal or refresh.
+  await store.recordRefund(customerId, changeId, usd);
+  // A stale view still admits what it covers, so the view is corrected from Dodo at once when a
+  // client is at hand; marked stale, it is reread on the next refusal or refresh.
   await store.markBalanceStale(customerId);
   await rereadBalance(customerId, context);
 }
 
-const REREAD_TIMEOUT_MS = 5_000;
-
 /**
  * Applies Dodo's current balance, read the way `requireCredits` reads it (observed when the
- * call started, 404 as zero, under its own deadline).
+ * call started, under the effects' deadline). A failure leaves the view stale, not wrong.
  */
 async function rereadBalance(customerId: string, context: EffectContext): Promise<void> {
-  const { store, dodo, creditEntitlementId, perCredit, logger } = context;
+  const { store, dodo, creditEntitlementId, perCredit, logger, dodoTimeoutMs } = context;
   if (!dodo || creditEntitlementId === undefined) return;
   const fetcher = new BalanceFetcher({
     store,
     dodo,
     creditEntitlementId,
     perCredit,
-    timeoutMs: REREAD_TIMEOUT_MS,
+    timeoutMs: dodoTimeoutMs,
+    logger,
   });
   try {
     await fetcher.refresh(customerId);
@@ -40,54 +49,86 @@ async function rereadBalance(customerId: string, context: EffectContext): Promis
   }
 }
 
-/** `refund.succeeded`: lifetime spend shrinks, and the balance is reread at once. */
-export const recordRefund: Effect = async (event, context) => {
+/** The payment a refund or a dispute belongs to, read from Dodo under the deadline. */
+function paymentOf(paymentId: string, context: EffectContext): Promise<DodoPayments.Payment> {
+  const dodo = context.dodo as DodoPayments;
+  return callDodo(context, `payments.retrieve(${paymentId})`, (options) =>
+    dodo.payments.retrieve(paymentId, options),
+  );
+}
+
+/**
+ * `refund.succeeded`: lifetime spend shrinks by the refund's share of the payment's USD
+ * settlement, and the balance is reread at once. A refund is paid back in the customer's
+ * currency, while "the global USD amount remains fixed"
+ * (https://docs.dodopayments.com/features/adaptive-currency): a full refund (`is_partial:
+ * false`, or no `amount`) takes the payment's whole net settlement out; a partial one its share,
+ * `amount × net / total_amount`. The payment is read from Dodo for its settlement; without a
+ * `dodo` client only a refund in US dollars can be counted, as it is.
+ */
+export const recordRefund: Effect<'refund.succeeded'> = async (event, context) => {
   const { data } = event;
   const customerId = customerIdOf(data);
   const refundId = data.refund_id;
-  const amount = data.amount;
-  if (
-    !customerId ||
-    typeof refundId !== 'string' ||
-    (typeof amount !== 'number' && typeof amount !== 'string')
-  ) {
-    context.logger.warn('refund.succeeded without customer, refund id or amount: spend unchanged', {
+  const paymentId = data.payment_id;
+  if (!customerId || typeof refundId !== 'string' || typeof paymentId !== 'string') {
+    context.logger.warn('refund.succeeded without customer, refund or payment id: spend unchanged', {
       refundId,
     });
     return;
   }
-  await clawBack(customerId, refundId, amount, data.currency, context);
+  const amount = data.amount as unknown;
+  const whole = data.is_partial === false || amount === null || amount === undefined;
+  let usd: Money;
+  if (context.dodo) {
+    const settlement = usdSettlementOf(await paymentOf(paymentId, context), context);
+    if (!settlement)
+      return context.store.markBalanceStale(customerId).then(() => rereadBalance(customerId, context));
+    usd = whole
+      ? settlement.net
+      : usdShare(readMinorUnits(amount, 'amount', settlement.currency), settlement);
+  } else {
+    const currency = typeof data.currency === 'string' ? data.currency : 'USD';
+    if (currency.toUpperCase() !== 'USD' || whole) {
+      context.warnOnce(
+        'refund-without-dodo',
+        'dodoWebhooks: a refund in another currency than USD, or without an amount, needs the payment from Dodo to be counted in US dollars: pass the `dodo` client to dodoWebhooks. Spend is left unchanged for it.',
+        { refundId },
+      );
+      return context.store.markBalanceStale(customerId);
+    }
+    usd = readMinorUnits(amount, 'amount', 'USD');
+  }
+  await clawBack(customerId, refundId, usd, context);
 };
 
 /**
- * `dispute.lost`: the disputed amount leaves lifetime spend. Disputes name the payment, not the
- * customer, so the payment is looked up with the `dodo` client.
+ * `dispute.lost` and `dispute.accepted`: "the funds are returned to the cardholder" in both
+ * (https://docs.dodopayments.com/developer-resources/webhooks/intents/dispute), so the disputed
+ * share of the payment's USD settlement leaves lifetime spend — once per dispute, whichever
+ * arrives. A dispute names the payment, not the customer: the payment is read from Dodo.
  */
-export const recordLostDispute: Effect = async (event, context) => {
+export const recordLostDispute: Effect<'dispute.lost' | 'dispute.accepted'> = async (event, context) => {
   const { data } = event;
   const disputeId = data.dispute_id;
   const paymentId = data.payment_id;
-  const amount = data.amount;
-  if (
-    typeof disputeId !== 'string' ||
-    typeof paymentId !== 'string' ||
-    (typeof amount !== 'string' && typeof amount !== 'number')
-  ) {
-    context.logger.warn('dispute.lost without dispute id, payment id or amount: spend unchanged', {
-      disputeId,
-    });
+  if (typeof disputeId !== 'string' || typeof paymentId !== 'string') {
+    context.logger.warn(`${event.type} without dispute or payment id: spend unchanged`, { disputeId });
     return;
   }
-  let customerId = customerIdOf(data);
-  if (!customerId && context.dodo) {
-    const payment = await context.dodo.payments.retrieve(paymentId);
-    customerId = payment.customer.customer_id;
-  }
-  if (!customerId) {
-    context.logger.warn('dispute.lost: pass `dodo` to dodoWebhooks so the customer can be found', {
-      disputeId,
-    });
+  if (!context.dodo) {
+    context.warnOnce(
+      'dispute-without-dodo',
+      `dodoWebhooks: ${event.type} names a payment, not a customer: pass the \`dodo\` client to dodoWebhooks so lost disputes leave lifetime spend.`,
+      { disputeId },
+    );
     return;
   }
-  await clawBack(customerId, `dispute:${disputeId}`, amount, data.currency, context);
+  const payment = await paymentOf(paymentId, context);
+  const customerId = customerIdOf(payment);
+  if (!customerId) throw new UnreadableEventError(`payment ${paymentId} names no customer`);
+  const settlement: Settlement | undefined = usdSettlementOf(payment, context);
+  if (!settlement) return;
+  const disputed = readDisputeAmount(data.amount as unknown, 'amount', data.currency ?? settlement.currency);
+  await clawBack(customerId, `dispute:${disputeId}`, usdShare(disputed, settlement), context);
 };

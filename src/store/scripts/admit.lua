@@ -60,7 +60,9 @@ local covering_record = ''
 for _, entry in ipairs(subscriptions) do
   local subscription = entry.subscription
   local plan = plans[subscription.productId]
-  if plan and statuses[subscription.status] then
+  -- A grace period (`graceEndsAt`, a past_due subscription's deadline) counts until it ends.
+  local in_grace = subscription.graceEndsAt == nil or tonumber(subscription.graceEndsAt) > tonumber(now)
+  if plan and statuses[subscription.status] and in_grace then
     if not covering or subscription.updatedAt > covering.updatedAt
       or (subscription.updatedAt == covering.updatedAt and subscription.subscriptionId > covering.subscriptionId) then
       covering = subscription

@@ -1,6 +1,7 @@
 import type { DodoPayments } from 'dodopayments';
 import { type CreditUnits, describe, formatCreditUnits, readCredits } from './amounts.js';
 import type { CheckoutResult } from './checkout.js';
+import type { DisputeOutcome } from './disputes.js';
 import { ApiError, DodoEmulatorError } from './errors.js';
 import type { EventFilter } from './events.js';
 import type { FaultSpec, Faults } from './faults.js';
@@ -31,7 +32,8 @@ export interface DodoEmulatorAdmin {
   }): DodoPayments.Product;
   /**
    * A subscription product (default monthly), optionally granting `credits` of
-   * `creditEntitlementId` per period and per unit of quantity.
+   * `creditEntitlementId` per period and per unit of quantity, and sending `credit.balance_low`
+   * to its subscribers below `lowBalanceThresholdPercent` of those credits.
    */
   createSubscriptionProduct(input: {
     name: string;
@@ -40,22 +42,61 @@ export interface DodoEmulatorAdmin {
     interval?: DodoPayments.TimeInterval;
     creditEntitlementId?: string;
     credits?: string | number;
+    lowBalanceThresholdPercent?: number;
   }): DodoPayments.Product;
   /**
-   * Creates a meter (default: sum of metadata `tokens`), linked to a credit entitlement when
-   * `creditEntitlementId` and `meterUnitsPerCredit` (a decimal string) are given.
+   * Creates a meter (default: sum of metadata `tokens`). A meter deducts credits only through a
+   * usage-based product (`createUsagePlan`) a customer is subscribed to (`subscribe`).
    */
   createMeter(input: {
     eventName: string;
     name?: string;
     aggregationKey?: string;
     aggregation?: 'sum' | 'count';
-    creditEntitlementId?: string;
-    meterUnitsPerCredit?: string | number;
   }): DodoPayments.Meter;
-  /** Links a meter to a credit entitlement: credits = meter units / `meterUnitsPerCredit`, exactly. */
-  linkMeter(meterId: string, creditEntitlementId: string, meterUnitsPerCredit: string | number): void;
-  /** Sets a balance exactly (one manual adjustment in the ledger, `credit.manual_adjustment`). Returns it. */
+  /**
+   * A usage-based product (default $0 a month) whose price bills `meters` in the credits of
+   * `creditEntitlementId` — attached to the product first, issuing `credits` per cycle (default
+   * `'0'`), as Dodo's product form does. Subscribers' usage of those meters deducts
+   * `meter units / meterUnitsPerCredit` credits.
+   */
+  createUsagePlan(input: {
+    creditEntitlementId: string;
+    meters: readonly { meterId: string; meterUnitsPerCredit: string | number; freeThreshold?: number }[];
+    name?: string;
+    price?: number;
+    currency?: DodoPayments.Currency;
+    interval?: DodoPayments.TimeInterval;
+    credits?: string | number;
+    lowBalanceThresholdPercent?: number;
+  }): DodoPayments.Product;
+  /**
+   * Subscribes a customer to a subscription product now, as completing its checkout does
+   * (`subscription.active`; a payment unless `onDemand: 'mandate'`). `onDemand` makes it an
+   * on-demand subscription: `'mandate'` authorises the payment method only.
+   */
+  subscribe(
+    customerId: string,
+    productId: string,
+    options?: { quantity?: number; onDemand?: 'mandate' | 'charge' },
+  ): DodoPayments.Subscription;
+  /**
+   * Moves a subscription to one of Dodo's statuses with its webhook (`past_due` with
+   * `past_due_ends_at`, default a week on; `on_hold`, `paused`, back to `active`, …).
+   */
+  setSubscriptionStatus(
+    subscriptionId: string,
+    status: DodoPayments.SubscriptionStatus,
+    options?: { pastDueEndsAt?: string },
+  ): DodoPayments.Subscription;
+  /** Opens a dispute on a payment (`dispute.opened`) for `amount` minor units (default: the whole payment). */
+  openDispute(paymentId: string, options?: { amount?: number }): DodoPayments.Dispute;
+  /** Moves a dispute on: `challenged`, `accepted`, `won`, `lost`, `expired`, `cancelled` (`dispute.<outcome>`). */
+  resolveDispute(disputeId: string, outcome: DisputeOutcome): DodoPayments.Dispute;
+  /**
+   * Sets a balance exactly (one manual adjustment in the ledger, `credit.manual_adjustment`), at
+   * the entitlement's precision. Returns it.
+   */
   setBalance(customerId: string, creditEntitlementId: string, credits: string | number): string;
   /** Adds credits (a grant, `credit.added`). Returns the balance after. */
   addCredits(
@@ -117,13 +158,28 @@ function admin<T>(method: string, operation: () => T): T {
 }
 
 export function createAdmin(parts: Parts, faults: Faults, log: LoggedRequest[]): DodoEmulatorAdmin {
-  const { runtime, catalog, credits: ledger, events, meters, subscriptions, checkouts, webhooks } = parts;
-  const product = (method: string, input: unknown) =>
-    admin(method, () => {
-      const { product: created, meterLinks } = catalog.createProduct(input);
-      for (const link of meterLinks) meters.link(link.meterId, link.entitlementId, link.meterUnitsPerCredit);
-      return created;
-    });
+  const {
+    runtime,
+    catalog,
+    credits: ledger,
+    events,
+    meters,
+    subscriptions,
+    checkouts,
+    disputes,
+    webhooks,
+  } = parts;
+  const product = (method: string, input: unknown) => admin(method, () => catalog.createProduct(input));
+  /** An amount of credits for an admin method, at the entitlement's precision. */
+  const creditsAt = (value: unknown, method: string, entitlementId: string) => {
+    const units = credits(value, method);
+    if (units % ledger.step(entitlementId) !== 0n) {
+      throw new DodoEmulatorError(
+        `${method}: ${describe(value)} credits is finer than the entitlement's precision (${catalog.entitlement(entitlementId).precision} decimals).`,
+      );
+    }
+    return units;
+  };
   return {
     createCustomer: (input) => admin('createCustomer', () => catalog.createCustomer(input)),
     createCreditEntitlement: (input = {}) =>
@@ -158,7 +214,13 @@ export function createAdmin(parts: Parts, faults: Faults, log: LoggedRequest[]):
     },
     createSubscriptionProduct: (input) => {
       const attach = input.creditEntitlementId
-        ? [{ credit_entitlement_id: input.creditEntitlementId, credits_amount: String(input.credits ?? '0') }]
+        ? [
+            {
+              credit_entitlement_id: input.creditEntitlementId,
+              credits_amount: String(input.credits ?? '0'),
+              low_balance_threshold_percent: input.lowBalanceThresholdPercent ?? null,
+            },
+          ]
         : [];
       if (input.creditEntitlementId)
         catalog.requireEntitlement(input.creditEntitlementId, 'createSubscriptionProduct');
@@ -181,8 +243,14 @@ export function createAdmin(parts: Parts, faults: Faults, log: LoggedRequest[]):
     },
     createMeter: (input) =>
       admin('createMeter', () => {
+        const legacy = input as { creditEntitlementId?: unknown; meterUnitsPerCredit?: unknown };
+        if (legacy.creditEntitlementId !== undefined || legacy.meterUnitsPerCredit !== undefined) {
+          throw new DodoEmulatorError(
+            'createMeter: a meter is linked to credits on a usage-based product, not on its own: create the meter, then createUsagePlan({ creditEntitlementId, meters: [{ meterId, meterUnitsPerCredit }] }) and subscribe the customer.',
+          );
+        }
         const aggregation = input.aggregation ?? 'sum';
-        const meter = meters.create({
+        return meters.create({
           name: input.name ?? input.eventName,
           event_name: input.eventName,
           measurement_unit: aggregation === 'count' ? 'events' : (input.aggregationKey ?? 'tokens'),
@@ -191,37 +259,64 @@ export function createAdmin(parts: Parts, faults: Faults, log: LoggedRequest[]):
               ? { type: 'count' }
               : { type: 'sum', key: input.aggregationKey ?? 'tokens' },
         });
-        if (input.creditEntitlementId !== undefined) {
-          catalog.requireEntitlement(input.creditEntitlementId, 'createMeter');
-          if (input.meterUnitsPerCredit === undefined) {
-            throw new DodoEmulatorError(
-              'createMeter: meterUnitsPerCredit is required with creditEntitlementId.',
-            );
-          }
-          meters.link(meter.id, input.creditEntitlementId, input.meterUnitsPerCredit);
-        }
-        return meter;
       }),
-    linkMeter: (meterId, creditEntitlementId, meterUnitsPerCredit) => {
-      catalog.requireEntitlement(creditEntitlementId, 'linkMeter');
-      admin('linkMeter', () => meters.link(meterId, creditEntitlementId, meterUnitsPerCredit));
+    createUsagePlan: (input) => {
+      catalog.requireEntitlement(input.creditEntitlementId, 'createUsagePlan');
+      return product('createUsagePlan', {
+        name: input.name ?? 'API usage',
+        tax_category: 'saas',
+        price: {
+          type: 'usage_based_price',
+          fixed_price: input.price ?? 0,
+          currency: input.currency ?? 'USD',
+          discount: 0,
+          purchasing_power_parity: false,
+          payment_frequency_count: 1,
+          payment_frequency_interval: input.interval ?? 'Month',
+          subscription_period_count: 10,
+          subscription_period_interval: 'Year',
+          meters: input.meters.map((meter) => ({
+            meter_id: meter.meterId,
+            credit_entitlement_id: input.creditEntitlementId,
+            meter_units_per_credit: String(meter.meterUnitsPerCredit),
+            free_threshold: meter.freeThreshold ?? 0,
+          })),
+        },
+        credit_entitlements: [
+          {
+            credit_entitlement_id: input.creditEntitlementId,
+            credits_amount: String(input.credits ?? '0'),
+            low_balance_threshold_percent: input.lowBalanceThresholdPercent ?? null,
+          },
+        ],
+      });
     },
+    subscribe: (customerId, productId, options = {}) =>
+      admin('subscribe', () => {
+        catalog.requireCustomer(customerId, 'subscribe');
+        const onDemand =
+          options.onDemand === undefined ? undefined : { mandateOnly: options.onDemand === 'mandate' };
+        return subscriptions.start({ customerId, productId, quantity: options.quantity ?? 1, onDemand })
+          .subscription;
+      }),
+    setSubscriptionStatus: (id, status, options) => subscriptions.setStatus(id, status, options),
+    openDispute: (paymentId, options) => disputes.open(paymentId, options),
+    resolveDispute: (disputeId, outcome) => disputes.resolve(disputeId, outcome),
     setBalance: (customerId, creditEntitlementId, amount) => {
       catalog.requireCustomer(customerId, 'setBalance');
       catalog.requireEntitlement(creditEntitlementId, 'setBalance');
-      const target = credits(amount, 'setBalance');
+      const target = creditsAt(amount, 'setBalance', creditEntitlementId);
       ledger.setBalance(customerId, creditEntitlementId, target);
       return formatCreditUnits(target);
     },
     addCredits: (customerId, creditEntitlementId, amount, options = {}) => {
       catalog.requireCustomer(customerId, 'addCredits');
       catalog.requireEntitlement(creditEntitlementId, 'addCredits');
-      const units = credits(amount, 'addCredits');
+      const units = creditsAt(amount, 'addCredits', creditEntitlementId);
       if (units === 0n) throw new DodoEmulatorError('addCredits: credits must be greater than zero.');
-      const entry = ledger.record({
+      const entry = ledger.grant({
         customerId,
         entitlementId: creditEntitlementId,
-        direction: 'credit',
         amount: units,
         transactionType: 'credit_added',
         description: options.reason ?? 'Credits added by the emulator admin API',

@@ -37,6 +37,12 @@ export function readDecimal(value: unknown): ExactDecimal | string {
   return { mantissa: sign ? -mantissa : mantissa, decimals: fraction.length };
 }
 
+/** Reads a rate or a percentage: a non-negative decimal, or undefined when it is not one. */
+export function readRate(value: unknown): ExactDecimal | undefined {
+  const decimal = readDecimal(value);
+  return typeof decimal === 'string' || decimal.mantissa < 0n ? undefined : decimal;
+}
+
 /** Reads a credit amount into credit units; a reason string when it is not exact. */
 export function readCredits(value: unknown, maxDecimals = CREDIT_DECIMALS): CreditUnits | string {
   const decimal = readDecimal(value);

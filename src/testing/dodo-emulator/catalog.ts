@@ -1,6 +1,8 @@
 import type { DodoPayments } from 'dodopayments';
+import { DODO_LIMITS } from '../../dodo-limits.js';
 import { type CreditUnits, formatCreditUnits } from './amounts.js';
 import { DodoEmulatorError, invalid, notFound } from './errors.js';
+import { type MeterLink, readMeterRate } from './meter-links.js';
 import type { Runtime } from './runtime.js';
 import * as read from './validate.js';
 
@@ -9,18 +11,19 @@ type CreditEntitlement = DodoPayments.CreditEntitlements.CreditEntitlement;
 type Product = DodoPayments.Product;
 type Price = DodoPayments.Price;
 
+type Meter = DodoPayments.Meter;
+
 /** A credit entitlement attached to a product: how many credits one unit of it grants. */
 export interface ProductCredits {
   entitlementId: string;
   credits: CreditUnits;
+  /** `low_balance_threshold_percent` (0–100): when `credit.balance_low` fires for subscribers. */
+  lowBalanceThresholdPercent: number | undefined;
 }
 
-/** A meter → credit entitlement link declared on a usage-based price. */
-export interface MeterLinkRequest {
-  meterId: string;
-  entitlementId: string;
-  meterUnitsPerCredit: string;
-}
+/** Dodo's limits per product (`src/dodo-limits.ts` names the pages they rest on). */
+const MAX_CREDITS_PER_PRODUCT = DODO_LIMITS.creditsPerProduct;
+const MAX_METERS_PER_PRODUCT = DODO_LIMITS.metersPerProduct;
 
 /** Customers, credit entitlements and products: the objects the rest refers to. */
 export class Catalog {
@@ -28,8 +31,18 @@ export class Catalog {
   private readonly entitlements = new Map<string, CreditEntitlement>();
   private readonly products = new Map<string, Product>();
   private readonly productCredits = new Map<string, ProductCredits[]>();
+  private readonly productMeters = new Map<string, MeterLink[]>();
 
-  constructor(private readonly runtime: Runtime) {}
+  /** `findMeter(id)` finds a meter (404 when none): the meters are created after the catalog. */
+  constructor(
+    private readonly runtime: Runtime,
+    private readonly findMeter: (meterId: string) => Meter,
+  ) {}
+
+  /** A meter, or 404. */
+  meter(meterId: string): Meter {
+    return this.findMeter(meterId);
+  }
 
   createCustomer(input: unknown): Customer {
     const body = read.object(input, 'body');
@@ -118,6 +131,7 @@ export class Catalog {
       description: read.optionalString(body, 'description') ?? null,
       expires_after_days: (body.expires_after_days as number | undefined) ?? null,
       price_per_unit: pricePerUnit ?? null,
+      overage_limit: overageLimit(body),
     };
     this.entitlements.set(entitlement.id, entitlement);
     return entitlement;
@@ -146,6 +160,7 @@ export class Catalog {
     if ('currency' in body)
       next.currency = (read.optionalString(body, 'currency') ?? null) as CreditEntitlement['currency'];
     if ('price_per_unit' in body) next.price_per_unit = read.optionalString(body, 'price_per_unit') ?? null;
+    if ('overage_limit' in body) next.overage_limit = overageLimit(body);
     if (next.price_per_unit && !next.currency)
       throw invalid('currency is required when price_per_unit is set.');
     if (next.overage_enabled && !next.price_per_unit)
@@ -165,15 +180,16 @@ export class Catalog {
     return [...this.entitlements.values()].reverse();
   }
 
-  /** Creates a product; returns it with the meter links its usage-based price declares. */
-  createProduct(input: unknown): { product: Product; meterLinks: MeterLinkRequest[] } {
+  /** Creates a product, with the credits it attaches and the meter links its usage-based price declares. */
+  createProduct(input: unknown): Product {
     const body = read.object(input, 'body');
     const name = read.string(body, 'name');
     const price = read.object(body.price, 'price') as unknown as Price;
     const taxCategory = read.string(body, 'tax_category') as Product['tax_category'];
     const isRecurring = checkPrice(price);
     const { credits, mappings } = this.attachCredits(body.credit_entitlements ?? []);
-    const meterLinks = this.meterLinksOf(price);
+    const productId = this.runtime.id('pdt');
+    const meterLinks = this.meterLinksOf(productId, price, credits);
     const now = this.runtime.iso();
     const product: Product = {
       brand_id: this.runtime.brandId,
@@ -186,7 +202,7 @@ export class Catalog {
       license_key_enabled: false,
       metadata: read.metadata(body.metadata),
       price,
-      product_id: this.runtime.id('pdt'),
+      product_id: productId,
       tax_category: taxCategory,
       name,
       description: read.optionalString(body, 'description') ?? null,
@@ -194,36 +210,36 @@ export class Catalog {
     };
     this.products.set(product.product_id, product);
     this.productCredits.set(product.product_id, credits);
-    return { product, meterLinks };
+    this.productMeters.set(product.product_id, meterLinks);
+    return product;
   }
 
   /**
    * `PATCH /products/{id}`: the fields given replace the product's (`credit_entitlements` and
-   * `price` entirely). Returns the meter links the new price declares and the meters the old
-   * price linked that it no longer does.
+   * `price` entirely). The meter links are checked against the credits the product ends up with.
    */
-  updateProduct(
-    id: string,
-    input: unknown,
-  ): { product: Product; meterLinks: MeterLinkRequest[]; unlinkedMeterIds: string[] } {
+  updateProduct(id: string, input: unknown): Product {
     const product = this.product(id);
     const body = read.object(input, 'body');
-    const before = this.meterLinksOf(product.price).map((link) => link.meterId);
-    let meterLinks = this.meterLinksOf(product.price);
+    let price = product.price;
     if (body.price !== undefined && body.price !== null) {
-      const price = read.object(body.price, 'price') as unknown as Price;
+      price = read.object(body.price, 'price') as unknown as Price;
       const isRecurring = checkPrice(price);
       if (isRecurring !== product.is_recurring) {
         throw invalid('price.type cannot change between one-time and recurring on an existing product.');
       }
-      meterLinks = this.meterLinksOf(price);
-      product.price = price;
     }
+    let credits = this.creditsOf(id);
+    let mappings = product.credit_entitlements;
     if (body.credit_entitlements !== undefined && body.credit_entitlements !== null) {
-      const { credits, mappings } = this.attachCredits(body.credit_entitlements);
-      product.credit_entitlements = mappings;
-      this.productCredits.set(id, credits);
+      ({ credits, mappings } = this.attachCredits(body.credit_entitlements));
     }
+    // Every check passes before anything changes.
+    const meterLinks = this.meterLinksOf(id, price, credits);
+    product.price = price;
+    product.credit_entitlements = mappings;
+    this.productCredits.set(id, credits);
+    this.productMeters.set(id, meterLinks);
     if (body.metadata !== undefined && body.metadata !== null)
       product.metadata = read.metadata(body.metadata);
     const name = read.optionalString(body, 'name');
@@ -233,8 +249,7 @@ export class Catalog {
     const taxCategory = read.optionalString(body, 'tax_category');
     if (taxCategory !== undefined) product.tax_category = taxCategory as Product['tax_category'];
     product.updated_at = this.runtime.iso();
-    const linked = new Set(meterLinks.map((link) => link.meterId));
-    return { product, meterLinks, unlinkedMeterIds: before.filter((meterId) => !linked.has(meterId)) };
+    return product;
   }
 
   private attachCredits(attachments: unknown): {
@@ -242,7 +257,9 @@ export class Catalog {
     mappings: DodoPayments.CreditEntitlementMappingResponse[];
   } {
     if (!Array.isArray(attachments)) throw invalid('credit_entitlements must be an array.');
-    if (attachments.length > 5) throw invalid('At most 5 credit entitlements can be attached to a product.');
+    if (attachments.length > MAX_CREDITS_PER_PRODUCT) {
+      throw invalid(`At most ${MAX_CREDITS_PER_PRODUCT} credit entitlements can be attached to a product.`);
+    }
     const credits: ProductCredits[] = [];
     const mappings: DodoPayments.CreditEntitlementMappingResponse[] = attachments.map((raw, index) => {
       const attach = read.object(raw, `credit_entitlements[${index}]`);
@@ -252,7 +269,24 @@ export class Catalog {
         `credit_entitlements[${index}].credits_amount`,
         entitlement.precision,
       );
-      credits.push({ entitlementId: entitlement.id, credits: amount });
+      const percent = attach.low_balance_threshold_percent;
+      if (
+        percent !== undefined &&
+        percent !== null &&
+        (typeof percent !== 'number' || !Number.isInteger(percent) || percent < 0 || percent > 100)
+      ) {
+        throw invalid(
+          `credit_entitlements[${index}].low_balance_threshold_percent must be an integer 0–100.`,
+        );
+      }
+      if (credits.some((entry) => entry.entitlementId === entitlement.id)) {
+        throw invalid(`credit_entitlements[${index}]: ${entitlement.id} is attached twice.`);
+      }
+      credits.push({
+        entitlementId: entitlement.id,
+        credits: amount,
+        lowBalanceThresholdPercent: typeof percent === 'number' ? percent : undefined,
+      });
       return {
         id: this.runtime.id('cem'),
         credit_entitlement_id: entitlement.id,
@@ -264,32 +298,70 @@ export class Catalog {
         proration_behavior: 'prorate',
         rollover_enabled: entitlement.rollover_enabled,
         trial_credits_expire_after_trial: false,
-        low_balance_threshold_percent: (attach.low_balance_threshold_percent as number | undefined) ?? null,
+        low_balance_threshold_percent: (percent as number | undefined) ?? null,
       };
     });
     return { credits, mappings };
   }
 
-  /** The meter → credit entitlement links a usage-based price declares (`price.meters[]`). */
-  private meterLinksOf(price: Price): MeterLinkRequest[] {
-    const meterLinks: MeterLinkRequest[] = [];
-    if (price.type === 'usage_based_price') {
-      for (const [index, meter] of (price.meters ?? []).entries()) {
-        if (!meter.credit_entitlement_id) continue;
-        this.entitlement(meter.credit_entitlement_id);
-        if (!meter.meter_units_per_credit) {
-          throw invalid(
-            `price.meters[${index}].meter_units_per_credit is required when credit_entitlement_id is set.`,
-          );
-        }
-        meterLinks.push({
-          meterId: meter.meter_id,
-          entitlementId: meter.credit_entitlement_id,
-          meterUnitsPerCredit: meter.meter_units_per_credit,
-        });
-      }
+  /**
+   * The meter → credit entitlement links a usage-based price declares (`price.meters[]`), checked
+   * the way Dodo's product form builds them: at most `MAX_METERS_PER_PRODUCT` meters, each an
+   * existing meter, and a meter billed in credits names an entitlement attached to this same
+   * product (the credit is attached, then the meter is pointed at it), with its
+   * `meter_units_per_credit`.
+   */
+  private meterLinksOf(productId: string, price: Price, credits: readonly ProductCredits[]): MeterLink[] {
+    if (price.type !== 'usage_based_price') return [];
+    const meters = price.meters ?? [];
+    if (!Array.isArray(meters)) throw invalid('price.meters must be an array.');
+    if (meters.length > MAX_METERS_PER_PRODUCT) {
+      throw invalid(
+        `A usage-based product can carry at most ${MAX_METERS_PER_PRODUCT} meters (got ${meters.length}).`,
+      );
     }
-    return meterLinks;
+    const links: MeterLink[] = [];
+    const seen = new Set<string>();
+    for (const [index, entry] of meters.entries()) {
+      const at = `price.meters[${index}]`;
+      const meter = this.meter(read.string(entry as unknown as read.Body, 'meter_id'));
+      if (seen.has(meter.id)) throw invalid(`${at}: meter ${meter.id} appears twice.`);
+      seen.add(meter.id);
+      const freeThreshold = entry.free_threshold ?? 0;
+      if (!Number.isSafeInteger(freeThreshold) || freeThreshold < 0) {
+        throw invalid(`${at}.free_threshold must be an integer >= 0.`);
+      }
+      if (!entry.credit_entitlement_id) continue;
+      this.entitlement(entry.credit_entitlement_id);
+      if (!credits.some((attached) => attached.entitlementId === entry.credit_entitlement_id)) {
+        throw invalid(
+          `${at}.credit_entitlement_id ${entry.credit_entitlement_id} is not attached to this product: attach it in credit_entitlements first.`,
+        );
+      }
+      if (entry.meter_units_per_credit === undefined || entry.meter_units_per_credit === null) {
+        throw invalid(`${at}.meter_units_per_credit is required when credit_entitlement_id is set.`);
+      }
+      if (meter.aggregation.type !== 'sum' && meter.aggregation.type !== 'count') {
+        throw invalid(
+          `${at}: only sum and count meters can deduct credits (${meter.id} is ${meter.aggregation.type}).`,
+        );
+      }
+      const rate = readMeterRate(entry.meter_units_per_credit, `${at}.meter_units_per_credit`);
+      links.push({
+        productId,
+        meterId: meter.id,
+        entitlementId: entry.credit_entitlement_id,
+        meterUnitsPerCredit: entry.meter_units_per_credit,
+        ...rate,
+        freeThreshold: BigInt(freeThreshold),
+      });
+    }
+    return links;
+  }
+
+  /** The credit-billed meter links of a product's usage-based price. */
+  meterLinks(productId: string): MeterLink[] {
+    return this.productMeters.get(productId) ?? [];
   }
 
   product(id: string): Product {
@@ -324,6 +396,16 @@ export class Catalog {
         tax_inclusive: product.price.tax_inclusive ?? null,
       }));
   }
+}
+
+/** `overage_limit`: the most credits usage may take beyond a zero balance (none: no limit). */
+function overageLimit(body: read.Body): number | null {
+  const limit = body.overage_limit;
+  if (limit === undefined || limit === null) return null;
+  if (typeof limit !== 'number' || !Number.isFinite(limit) || limit < 0) {
+    throw invalid(`overage_limit must be a number >= 0 (got ${JSON.stringify(limit)}).`);
+  }
+  return limit;
 }
 
 /** What one unit of a product costs, in the currency's minor units. */

@@ -16,13 +16,17 @@ interface Session {
   returnUrl: string | undefined;
   metadata: Record<string, string | number | boolean>;
   recurring: boolean;
+  onDemand: { mandateOnly: boolean; productPrice?: number } | undefined;
+  billingCurrency: string | undefined;
   paymentId: string | undefined;
   subscriptionId: string | undefined;
+  completed: boolean;
 }
 
 /** What completing a checkout produced. */
 export interface CheckoutResult {
-  payment: DodoPayments.Payment;
+  /** The payment, or undefined for an on-demand subscription that only authorised a mandate. */
+  payment: DodoPayments.Payment | undefined;
   subscription: DodoPayments.Subscription | undefined;
   /** Where the browser goes next (`return_url` with `payment_id`, `status`, `subscription_id`). */
   redirectUrl: string | undefined;
@@ -65,6 +69,10 @@ export class Checkouts {
     const returnUrl = read.optionalString(body, 'return_url');
     if (returnUrl !== undefined && !URL.canParse(returnUrl))
       throw invalid('return_url must be an absolute URL.');
+    const onDemand = this.onDemandOf(body.subscription_data);
+    if (onDemand && recurring === 0) {
+      throw invalid('subscription_data.on_demand needs a subscription product in product_cart.');
+    }
     const session: Session = {
       id: this.runtime.id('cks'),
       createdAt: this.runtime.now(),
@@ -74,8 +82,11 @@ export class Checkouts {
       returnUrl,
       metadata: read.metadata(body.metadata),
       recurring: recurring > 0,
+      onDemand,
+      billingCurrency: this.billingCurrencyOf(body, cart),
       paymentId: undefined,
       subscriptionId: undefined,
+      completed: false,
     };
     this.sessions.set(session.id, session);
     return {
@@ -85,6 +96,31 @@ export class Checkouts {
       payment_id: null,
       publishable_key: null,
     };
+  }
+
+  private billingCurrencyOf(body: read.Body, cart: CartItem[]): string | undefined {
+    const currency = read.optionalString(body, 'billing_currency');
+    const [first] = cart;
+    if (first) this.payments.rateOf(currency, this.catalog.product(first.productId).price.currency);
+    return currency;
+  }
+
+  /**
+   * `subscription_data.on_demand`: `mandate_only` is required ("Ensure on_demand.mandate_only is
+   * provided on creation", https://docs.dodopayments.com/developer-resources/ondemand-subscriptions).
+   */
+  private onDemandOf(raw: unknown): Session['onDemand'] {
+    if (raw === undefined || raw === null) return undefined;
+    const data = read.object(raw, 'subscription_data');
+    if (data.on_demand === undefined || data.on_demand === null) return undefined;
+    const onDemand = read.object(data.on_demand, 'subscription_data.on_demand');
+    const mandateOnly = read.optionalBoolean(onDemand, 'mandate_only');
+    if (mandateOnly === undefined) throw invalid('subscription_data.on_demand.mandate_only is required.');
+    const productPrice =
+      onDemand.product_price === undefined || onDemand.product_price === null
+        ? undefined
+        : read.integer(onDemand, 'product_price', { min: 0 });
+    return { mandateOnly, productPrice };
   }
 
   private cartItem(raw: unknown, index: number): CartItem {
@@ -134,17 +170,17 @@ export class Checkouts {
     const session = this.sessions.get(id);
     if (!session)
       throw new DodoEmulatorError(`completeCheckout: unknown checkout session ${JSON.stringify(id)}.`);
-    if (session.paymentId) {
+    if (session.completed) {
       throw new ApiError(
         409,
         'CHECKOUT_SESSION_CONSUMED',
-        `Checkout session ${id} is already paid (${session.paymentId}).`,
+        `Checkout session ${id} is already completed (${session.paymentId ?? session.subscriptionId}).`,
       );
     }
     const customerId = session.customerId ?? this.customerFor(session, form);
     session.customerId = customerId;
     let subscription: DodoPayments.Subscription | undefined;
-    let payment: DodoPayments.Payment;
+    let payment: DodoPayments.Payment | undefined;
     const [first] = session.cart;
     if (session.recurring && first) {
       ({ subscription, payment } = this.subscriptions.start({
@@ -153,6 +189,8 @@ export class Checkouts {
         quantity: first.quantity,
         checkoutSessionId: session.id,
         metadata: session.metadata,
+        onDemand: session.onDemand,
+        billingCurrency: session.billingCurrency,
       }));
       session.subscriptionId = subscription.subscription_id;
     } else {
@@ -162,9 +200,11 @@ export class Checkouts {
         checkoutSessionId: session.id,
         metadata: session.metadata,
         grantSource: 'one_time',
+        billingCurrency: session.billingCurrency,
       });
     }
-    session.paymentId = payment.payment_id;
+    session.paymentId = payment?.payment_id;
+    session.completed = true;
     return { payment, subscription, redirectUrl: this.redirectUrl(session) };
   }
 
@@ -199,8 +239,8 @@ export class Checkouts {
       const every = product.is_recurring ? ' per period' : '';
       return `<li>${escapeHtml(product.name ?? product.product_id)} × ${item.quantity}: ${price}${every}${credits ? ` (${escapeHtml(credits)})` : ''}</li>`;
     });
-    const body = session.paymentId
-      ? `<p>This checkout is paid (payment <code>${escapeHtml(session.paymentId)}</code>).</p>`
+    const body = session.completed
+      ? `<p>This checkout is complete (${escapeHtml(session.paymentId ?? session.subscriptionId ?? '')}).</p>`
       : `<form method="post" action="/checkout/${escapeHtml(session.id)}">
 ${session.customerId || session.newCustomer ? '' : '<p><label>Email <input name="email" type="email" required></label></p>\n'}<button type="submit">Pay (emulated card 4242)</button>
 </form>`;
@@ -211,7 +251,7 @@ ${session.customerId || session.newCustomer ? '' : '<p><label>Email <input name=
   paidPage(result: CheckoutResult): string {
     return page(
       'Payment complete',
-      `<h1>Payment complete</h1>\n<p>Payment <code>${escapeHtml(result.payment.payment_id)}</code> succeeded.</p>`,
+      `<h1>Payment complete</h1>\n<p>${result.payment ? `Payment <code>${escapeHtml(result.payment.payment_id)}</code> succeeded.` : `Subscription <code>${escapeHtml(result.subscription?.subscription_id ?? '')}</code> is active: the payment method is saved.`}</p>`,
     );
   }
 }

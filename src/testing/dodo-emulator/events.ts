@@ -1,7 +1,7 @@
 import type { DodoPayments } from 'dodopayments';
 import { describe } from './amounts.js';
 import type { Catalog } from './catalog.js';
-import { invalid } from './errors.js';
+import { invalid, notFound } from './errors.js';
 import type { Runtime } from './runtime.js';
 
 /** An ingested usage event, as `GET /events` returns it. */
@@ -75,7 +75,12 @@ export class EventStore {
     }
     const customerId = event.customer_id as string;
     if (!this.catalog.hasCustomer(customerId)) {
-      throw invalid(`${at}.customer_id ${JSON.stringify(customerId)} is not a customer of this business.`);
+      // "Customer ID must be a valid existing customer", and a request with one bad event fails
+      // whole (https://docs.dodopayments.com/features/usage-based-billing/event-ingestion). Dodo
+      // does not document the status for an unknown customer; the emulator answers what Dodo
+      // answers for an unknown id everywhere else, 404, which is neither of the 400/422 it
+      // documents for ingest: a client must not treat only those as an event's own fault.
+      throw notFound(`${at}.customer_id: customer`, customerId);
     }
     let timestamp = now;
     if (event.timestamp !== undefined && event.timestamp !== null) {

@@ -3,6 +3,7 @@ import { createAdmin, type DodoEmulatorAdmin } from './admin.js';
 import { Catalog } from './catalog.js';
 import { Checkouts } from './checkout.js';
 import { CreditLedger } from './credits.js';
+import { Disputes } from './disputes.js';
 import { EventStore } from './events.js';
 import { Faults } from './faults.js';
 import { Meters } from './meters.js';
@@ -22,6 +23,7 @@ import { WebhookSender } from './webhooks.js';
 export type { DodoEmulatorAdmin } from './admin.js';
 export type { CreditUnits } from './amounts.js';
 export type { CheckoutResult } from './checkout.js';
+export type { DisputeOutcome } from './disputes.js';
 export { DodoEmulatorError } from './errors.js';
 export type { EventFilter } from './events.js';
 export type { FaultSpec } from './faults.js';
@@ -54,7 +56,11 @@ export interface DodoEmulator extends DodoEmulatorAdmin {
  * ```ts
  * const dodo = await createDodoEmulator({ webhookUrl: 'http://127.0.0.1:3000/webhooks/dodo' });
  * const credits = dodo.createCreditEntitlement({ name: 'USD credits' });
+ * const meter = dodo.createMeter({ eventName: 'llm.input_tokens' });
+ * // Meters deduct credits only through a usage-based product the customer is subscribed to.
+ * const plan = dodo.createUsagePlan({ creditEntitlementId: credits.id, meters: [{ meterId: meter.id, meterUnitsPerCredit: '4000' }] });
  * const customer = dodo.createCustomer({ email: 'ada@example.com' });
+ * dodo.subscribe(customer.customer_id, plan.product_id);
  * dodo.setBalance(customer.customer_id, credits.id, '500');
  * const client = dodo.client();
  * await client.creditEntitlements.balances.retrieve(customer.customer_id, { credit_entitlement_id: credits.id });
@@ -72,18 +78,34 @@ export async function createDodoEmulator(options: DodoEmulatorOptions = {}): Pro
     duplicate: config.duplicateWebhooks,
     shuffle: config.shuffleWebhooks,
   });
-  const catalog = new Catalog(runtime);
-  // Subscriptions are created after the ledger, which asks them about low-balance context.
+  // The parts refer to each other; each is created once, the lookups resolve at call time.
+  let meters: Meters | undefined;
   let subscriptions: Subscriptions | undefined;
-  const credits = new CreditLedger(runtime, webhooks, config.balanceLowThreshold, {
-    entitlementName: (id) => catalog.entitlement(id).name,
-    subscriptionCredits: (customerId, entitlementId) =>
-      subscriptions?.activeGranting(customerId, entitlementId),
-  });
+  const catalog = new Catalog(runtime, (meterId) => meters!.meter(meterId));
+  const credits = new CreditLedger(
+    runtime,
+    webhooks,
+    {
+      entitlement: (id) => catalog.entitlement(id),
+      lowBalanceWatches: (customerId, entitlementId) =>
+        subscriptions?.lowBalanceWatches(customerId, entitlementId) ?? [],
+    },
+    config.amountStyle,
+  );
   const events = new EventStore(runtime, catalog);
-  const meters = new Meters(runtime, catalog, credits, () => config.meterDelayMs);
-  const payments = new Payments(runtime, catalog, credits, webhooks);
+  meters = new Meters(
+    runtime,
+    catalog,
+    credits,
+    (customerId) => subscriptions?.activePlans(customerId) ?? [],
+    () => config.meterDelayMs,
+  );
+  const payments = new Payments(runtime, catalog, credits, webhooks, {
+    exchangeRates: config.exchangeRates,
+    taxPercent: config.taxPercent,
+  });
   subscriptions = new Subscriptions(runtime, catalog, payments, webhooks);
+  const disputes = new Disputes(runtime, payments, webhooks, config.amountStyle);
   let baseURL = '';
   const checkouts = new Checkouts(runtime, catalog, payments, subscriptions, () => baseURL);
   const parts: Parts = {
@@ -95,6 +117,7 @@ export async function createDodoEmulator(options: DodoEmulatorOptions = {}): Pro
     payments,
     subscriptions,
     checkouts,
+    disputes,
     webhooks,
   };
 

@@ -1,7 +1,6 @@
 import type { DodoPayments } from 'dodopayments';
 import {
   type CreditUnits,
-  describe,
   formatCreditUnits,
   formatScaled,
   readDecimal,
@@ -11,36 +10,42 @@ import type { Catalog } from './catalog.js';
 import type { CreditLedger } from './credits.js';
 import { invalid, notFound } from './errors.js';
 import type { StoredEvent } from './events.js';
+import type { MeterLink } from './meter-links.js';
 import type { Runtime } from './runtime.js';
 import * as read from './validate.js';
 
 type Meter = DodoPayments.Meter;
 type MeterFilter = DodoPayments.MeterFilter;
 
-/** How a meter turns into credits: `credits = meter units / meterUnitsPerCredit`. */
-export interface MeterLink {
-  meterId: string;
-  entitlementId: string;
-  /** As given, e.g. `"4000"` or `"0.5"`. */
-  meterUnitsPerCredit: string;
-  /** `meterUnitsPerCredit = numerator / denominator`, both positive integers. */
-  numerator: bigint;
-  denominator: bigint;
+/** A customer's subscription, as the meters need it. */
+export interface SubscribedPlan {
+  subscriptionId: string;
+  productId: string;
+  /** Start of the current billing cycle (ms): free thresholds count per cycle. */
+  periodStart: number;
 }
 
-/** One asynchronous deduction a meter made from a customer's credits. */
+/** One asynchronous deduction a meter made from a customer's credits, through one subscription. */
 export interface MeterDeduction {
   meterId: string;
   customerId: string;
   creditEntitlementId: string;
+  /** The subscription whose usage-based price links the meter to the credits. */
+  subscriptionId: string;
   /** The events it covers. */
   eventIds: string[];
   /** Sum of the meter's values over those events (exact decimal string). */
   meterUnits: string;
-  /** Credits deducted now (exact decimal string); may be `"0"` while the fraction accumulates. */
+  /** Credits charged now (deducted + overage, exact decimal string); may be `"0"` while a fraction accumulates. */
   credits: string;
-  /** The ledger entry, or undefined when nothing whole enough to deduct yet. */
-  ledgerEntryId: string | undefined;
+  /** Of which taken from the balance (`credit.deducted`). */
+  deducted: string;
+  /** Of which charged as overage (`credit.overage_charged`). */
+  overage: string;
+  /** Credits the balance could not cover and overage could not take: never deducted. */
+  unbilled: string;
+  /** The ledger entries written (none while nothing whole enough to deduct). */
+  ledgerEntryIds: string[];
   at: string;
 }
 
@@ -49,27 +54,36 @@ const VALUE_DECIMALS = 12;
 const VALUE_SCALE = 10n ** BigInt(VALUE_DECIMALS);
 
 /**
- * Meters and their deduction of credits. After an ingest, each linked meter sums its events'
- * values per customer and, `meterDelayMs` later, deducts `sum / meterUnitsPerCredit` credits in
- * one ledger entry (`credit.deducted`, `reference_type: "meter"`).
+ * Meters and their deduction of credits. On Dodo a meter deducts credits only through a
+ * usage-based price that links it to an entitlement ("Bill usage in Credits"), and only for
+ * customers subscribed to that product: "For usage-based products, meters automatically deduct
+ * credits" (https://docs.dodopayments.com/features/credit-based-billing). So `meterDelayMs`
+ * after an ingest (Dodo's background worker runs every minute), for each of the customer's
+ * *active* subscriptions whose product links a meter the events match, the meter's sum over
+ * them (past the link's free threshold for the cycle) becomes `sum / meter_units_per_credit`
+ * credits, deducted in one ledger entry (`credit.deducted`, `reference_type: "meter"`); what
+ * the balance cannot cover is overage when the entitlement allows it, and is not deducted
+ * when it does not. A customer with no such subscription is not deducted at all.
  *
  * Exactness: with values scaled to integers V (value × 10¹²) and `meterUnitsPerCredit = n / d`,
  * the credit units owed (1 unit = 10⁻¹² credit) are `V × d / n`. Each deduction takes the whole
- * part `floor((V × d + carry) / n)` and keeps `carry = (V × d + carry) mod n` — an integer
- * numerator over the fixed denominator n, per (meter, customer) — for the next one. So after any
- * number of batches, the total deducted is exactly `floor(ΣV × d / n)` credit units: the same
- * as one deduction of all the usage at once, never off by more than one unit, never a float.
+ * part at the entitlement's precision and keeps the rest — an integer numerator over the fixed
+ * denominator n, per (subscription, meter) — for the next one. After any number of batches the
+ * total charged is `floor(ΣV × d / n)` at the precision: the same as one deduction of all the
+ * usage at once, less by under one precision step, never a float.
  */
 export class Meters {
   private readonly meters = new Map<string, Meter>();
-  private readonly links = new Map<string, MeterLink>();
   private readonly carry = new Map<string, bigint>();
+  /** Meter units used per (subscription, meter, cycle), for free thresholds. */
+  private readonly cycleUsage = new Map<string, bigint>();
   private readonly deductions: MeterDeduction[] = [];
 
   constructor(
     private readonly runtime: Runtime,
     private readonly catalog: Catalog,
     private readonly credits: CreditLedger,
+    private readonly subscribed: (customerId: string) => SubscribedPlan[],
     private readonly delayMs: () => number,
   ) {}
 
@@ -110,41 +124,6 @@ export class Meters {
     return [...this.meters.values()].reverse();
   }
 
-  /** Links a meter to a credit entitlement (replacing any previous link of that meter). */
-  link(meterId: string, entitlementId: string, meterUnitsPerCredit: unknown): MeterLink {
-    const meter = this.meter(meterId);
-    this.catalog.entitlement(entitlementId);
-    const ratio = readDecimal(meterUnitsPerCredit);
-    if (typeof ratio === 'string' || ratio.mantissa <= 0n) {
-      throw invalid(
-        `meter_units_per_credit must be a positive decimal string (got ${describe(meterUnitsPerCredit)}).`,
-      );
-    }
-    if (meter.aggregation.type !== 'sum' && meter.aggregation.type !== 'count') {
-      throw invalid(
-        `Only sum and count meters can deduct credits (meter ${meter.id} is ${meter.aggregation.type}).`,
-      );
-    }
-    const link: MeterLink = {
-      meterId,
-      entitlementId,
-      meterUnitsPerCredit: formatScaled(ratio.mantissa, ratio.decimals),
-      numerator: ratio.mantissa,
-      denominator: 10n ** BigInt(ratio.decimals),
-    };
-    this.links.set(meterId, link);
-    return link;
-  }
-
-  /** Removes a meter's link (a usage-based price that declared it changed); its carry stays. */
-  unlink(meterId: string): void {
-    this.links.delete(meterId);
-  }
-
-  linkOf(meterId: string): MeterLink | undefined {
-    return this.links.get(meterId);
-  }
-
   /** Whether `event` counts for `meter` (event name and filter). */
   matches(meter: Meter, event: StoredEvent): boolean {
     return (
@@ -152,56 +131,88 @@ export class Meters {
     );
   }
 
-  /** Schedules the deductions for freshly ingested events. */
+  /** Schedules the deduction of freshly ingested events, one run per customer. */
   ingested(events: readonly StoredEvent[]): void {
-    for (const link of this.links.values()) {
-      const meter = this.meters.get(link.meterId);
-      if (!meter) continue;
-      const perCustomer = new Map<string, { value: bigint; eventIds: string[] }>();
-      for (const event of events) {
-        if (!this.matches(meter, event)) continue;
-        const value = meterValue(meter, event);
-        const group = perCustomer.get(event.customer_id) ?? { value: 0n, eventIds: [] };
-        group.value += value;
-        group.eventIds.push(event.event_id);
-        perCustomer.set(event.customer_id, group);
-      }
-      for (const [customerId, group] of perCustomer) {
-        this.runtime.later(this.delayMs(), () => this.deduct(link, customerId, group.value, group.eventIds));
+    const perCustomer = new Map<string, StoredEvent[]>();
+    for (const event of events) {
+      perCustomer.set(event.customer_id, [...(perCustomer.get(event.customer_id) ?? []), event]);
+    }
+    for (const [customerId, batch] of perCustomer) {
+      this.runtime.later(this.delayMs(), () => this.deductFor(customerId, batch));
+    }
+  }
+
+  /** The worker's run for one customer: every active subscription's credit-billed meters. */
+  private deductFor(customerId: string, events: readonly StoredEvent[]): void {
+    for (const plan of this.subscribed(customerId)) {
+      for (const link of this.catalog.meterLinks(plan.productId)) {
+        const meter = this.meters.get(link.meterId);
+        if (!meter) continue;
+        const matched = events.filter((event) => this.matches(meter, event));
+        if (matched.length === 0) continue;
+        const value = matched.reduce((sum, event) => sum + meterValue(meter, event), 0n);
+        this.deduct(
+          link,
+          plan,
+          customerId,
+          value,
+          matched.map((event) => event.event_id),
+        );
       }
     }
   }
 
-  private deduct(link: MeterLink, customerId: string, value: bigint, eventIds: string[]): void {
-    const carryKey = `${link.meterId}\u0000${customerId}`;
+  private deduct(
+    link: MeterLink,
+    plan: SubscribedPlan,
+    customerId: string,
+    value: bigint,
+    eventIds: string[],
+  ): void {
+    // The free threshold is counted per billing cycle of the subscription.
+    const cycleKey = `${plan.subscriptionId}\u0000${link.meterId}\u0000${plan.periodStart}`;
+    const threshold = link.freeThreshold * VALUE_SCALE;
+    const usedBefore = this.cycleUsage.get(cycleKey) ?? 0n;
+    const usedAfter = usedBefore + value;
+    this.cycleUsage.set(cycleKey, usedAfter);
+    const billable = positive(usedAfter - threshold) - positive(usedBefore - threshold);
+
+    const carryKey = `${plan.subscriptionId}\u0000${link.meterId}`;
     // credit units = (value / 10^12) / (numerator / denominator) × 10^12 = value × denominator / numerator
     const owed =
-      value * link.denominator * (UNITS_PER_CREDIT / VALUE_SCALE) + (this.carry.get(carryKey) ?? 0n);
-    const units: CreditUnits = owed / link.numerator;
-    this.carry.set(carryKey, owed % link.numerator);
-    let ledgerEntryId: string | undefined;
-    if (units > 0n) {
-      ledgerEntryId = this.credits.record({
-        customerId,
-        entitlementId: link.entitlementId,
-        direction: 'debit',
-        amount: units,
-        transactionType: 'credit_deducted',
-        description: `Usage of meter ${link.meterId}`,
-        referenceId: link.meterId,
-        referenceType: 'meter',
-        metadata: { meter_id: link.meterId, event_count: eventIds.length },
-        allowOverage: true,
-      }).id;
-    }
+      billable * link.denominator * (UNITS_PER_CREDIT / VALUE_SCALE) + (this.carry.get(carryKey) ?? 0n);
+    const whole = owed / link.numerator;
+    const step = this.credits.step(link.entitlementId);
+    const units: CreditUnits = whole - (whole % step);
+    this.carry.set(carryKey, owed - units * link.numerator);
+    const outcome =
+      units > 0n
+        ? this.credits.deductUsage({
+            customerId,
+            entitlementId: link.entitlementId,
+            amount: units,
+            description: `Usage of meter ${link.meterId}`,
+            referenceId: link.meterId,
+            referenceType: 'meter',
+            metadata: {
+              meter_id: link.meterId,
+              event_count: eventIds.length,
+              subscription_id: plan.subscriptionId,
+            },
+          })
+        : { deducted: 0n, overage: 0n, unbilled: 0n, entryIds: [] };
     this.deductions.push({
       meterId: link.meterId,
       customerId,
       creditEntitlementId: link.entitlementId,
+      subscriptionId: plan.subscriptionId,
       eventIds,
       meterUnits: formatScaled(value, VALUE_DECIMALS),
-      credits: formatCreditUnits(units),
-      ledgerEntryId,
+      credits: formatCreditUnits(outcome.deducted + outcome.overage),
+      deducted: formatCreditUnits(outcome.deducted),
+      overage: formatCreditUnits(outcome.overage),
+      unbilled: formatCreditUnits(outcome.unbilled),
+      ledgerEntryIds: outcome.entryIds,
       at: this.runtime.iso(),
     });
   }
@@ -209,6 +220,10 @@ export class Meters {
   deductionsList(): MeterDeduction[] {
     return [...this.deductions];
   }
+}
+
+function positive(value: bigint): bigint {
+  return value > 0n ? value : 0n;
 }
 
 /** The event's contribution to the meter, scaled to an integer at VALUE_DECIMALS; 0 when unreadable. */

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { type CreditUnits, readCredits } from './amounts.js';
+import { type ExactDecimal, readRate } from './amounts.js';
+import type { AmountStyle } from './credits.js';
 import { DodoEmulatorError } from './errors.js';
 
 /** Options of {@link createDodoEmulator}. Every field is optional. */
@@ -35,10 +36,20 @@ export interface DodoEmulatorOptions {
    */
   meterDelayMs?: number;
   /**
-   * Balance (credits, decimal string) under which `credit.balance_low` is sent, once per
-   * crossing from at-or-above to below. Default: never.
+   * Send the amounts of `credit.*` ledger webhooks and of dispute webhooks as JSON numbers
+   * (`"balance_after": 1100`, a dispute's `"amount": 400` in minor units) instead of the decimal
+   * strings the SDK types them as: Dodo has been seen doing so. Default `false`.
    */
-  balanceLowThreshold?: string | number;
+  numericAmounts?: boolean;
+  /**
+   * Adaptive currency: units of each local currency per unit of the products' currency, e.g.
+   * `{ INR: '85.2', EUR: '0.92' }`. A checkout with that `billing_currency` is paid in it (plus
+   * Dodo's 2–4% fee) and settled in the product's currency. Default: none (adaptive pricing off,
+   * `billing_currency` ignored, as Dodo does).
+   */
+  exchangeRates?: Readonly<Record<string, string | number>>;
+  /** Sales tax added on top of every price, in percent (e.g. `'18'`). Default `0`. */
+  taxPercent?: string | number;
   /** The emulator's clock in ms since the epoch (the ingest time window uses it). Default `Date.now`. */
   now?: () => number;
   /** `business_id` on every object and webhook. Default `'bus_emulator'`. */
@@ -56,7 +67,9 @@ export interface ResolvedOptions {
   duplicateWebhooks: boolean;
   shuffleWebhooks: boolean;
   meterDelayMs: number;
-  balanceLowThreshold: CreditUnits | undefined;
+  amountStyle: AmountStyle;
+  exchangeRates: ReadonlyMap<string, ExactDecimal>;
+  taxPercent: ExactDecimal;
   now: () => number;
   businessId: string;
 }
@@ -91,14 +104,26 @@ export function resolveOptions(options: DodoEmulatorOptions = {}): ResolvedOptio
   const retry = options.webhookRetry ?? [100, 500, 2000];
   if (!Array.isArray(retry)) fail('webhookRetry', 'must be an array of delays in milliseconds.');
   for (const [index, ms] of retry.entries()) delay(`webhookRetry[${index}]`, ms, 0);
-  let threshold: CreditUnits | undefined;
-  if (options.balanceLowThreshold !== undefined) {
-    const units = readCredits(options.balanceLowThreshold);
-    if (typeof units === 'string' || units < 0n) {
-      fail('balanceLowThreshold', `must be a non-negative decimal amount of credits such as "100".`);
-    }
-    threshold = units;
+  if ((options as { balanceLowThreshold?: unknown }).balanceLowThreshold !== undefined) {
+    fail(
+      'balanceLowThreshold',
+      "is gone: Dodo's `credit.balance_low` belongs to a subscription's credit attachment. Attach the credit entitlement to a subscription product with `low_balance_threshold_percent`, and subscribe the customer.",
+    );
   }
+  const exchangeRates = new Map<string, ExactDecimal>();
+  for (const [currency, value] of Object.entries(options.exchangeRates ?? {})) {
+    const rate = readRate(value);
+    if (!/^[A-Z]{3}$/.test(currency) || !rate || rate.mantissa === 0n) {
+      fail(
+        'exchangeRates',
+        `must map currency codes to positive decimal rates (got ${currency}: ${String(value)}).`,
+      );
+    }
+    exchangeRates.set(currency, rate);
+  }
+  const taxPercent = readRate(options.taxPercent ?? 0);
+  if (!taxPercent)
+    fail('taxPercent', `must be a non-negative decimal percentage (got ${String(options.taxPercent)}).`);
   if (options.now !== undefined && typeof options.now !== 'function') {
     fail('now', 'must be a function returning ms since the epoch.');
   }
@@ -113,7 +138,9 @@ export function resolveOptions(options: DodoEmulatorOptions = {}): ResolvedOptio
     duplicateWebhooks: options.duplicateWebhooks ?? false,
     shuffleWebhooks: options.shuffleWebhooks ?? false,
     meterDelayMs: delay('meterDelayMs', options.meterDelayMs, 50),
-    balanceLowThreshold: threshold,
+    amountStyle: options.numericAmounts ? 'numbers' : 'strings',
+    exchangeRates,
+    taxPercent,
     now: options.now ?? Date.now,
     businessId: options.businessId ?? 'bus_emulator',
   };

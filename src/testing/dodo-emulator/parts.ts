@@ -1,6 +1,7 @@
 import type { Catalog } from './catalog.js';
 import type { Checkouts } from './checkout.js';
 import type { CreditLedger } from './credits.js';
+import type { Disputes } from './disputes.js';
 import type { EventStore } from './events.js';
 import type { Meters } from './meters.js';
 import type { Payments } from './payments.js';
@@ -18,5 +19,6 @@ export interface Parts {
   payments: Payments;
   subscriptions: Subscriptions;
   checkouts: Checkouts;
+  disputes: Disputes;
   webhooks: WebhookSender;
 }

@@ -1,5 +1,6 @@
 import type { DodoPayments } from 'dodopayments';
-import type { CreditUnits } from './amounts.js';
+import { minorUnitDigits } from '../../currency.js';
+import type { CreditUnits, ExactDecimal } from './amounts.js';
 import { amountOf, type Catalog } from './catalog.js';
 import type { CreditLedger } from './credits.js';
 import { invalid, notFound } from './errors.js';
@@ -16,6 +17,22 @@ export interface CartItem {
   quantity: number;
   /** Per-entitlement credit overrides from the checkout's product cart. */
   credits?: Map<string, CreditUnits>;
+  /** Price of one unit in the product's currency's minor units, instead of the product's (an on-demand charge). */
+  price?: number;
+  /** Whether paying it grants the product's credits. Default `true` (an on-demand charge grants none). */
+  grantsCredits?: boolean;
+}
+
+/**
+ * How payments are priced: Dodo's adaptive currency (customers pay in their local currency, the
+ * merchant settles in the product's currency: https://docs.dodopayments.com/features/adaptive-currency)
+ * and sales tax.
+ */
+export interface PricingRules {
+  /** Units of each local currency per unit of the product's currency; none: adaptive pricing off. */
+  exchangeRates: ReadonlyMap<string, ExactDecimal>;
+  /** Sales tax added on top of the price, in percent. */
+  taxPercent: ExactDecimal;
 }
 
 export interface NewPayment {
@@ -29,6 +46,8 @@ export interface NewPayment {
   grantSourceId?: string;
   /** Called after `payment.succeeded` and before the credits are granted (a subscription event). */
   beforeCredits?: () => void;
+  /** The checkout's `billing_currency`: ignored while adaptive pricing is off (no exchange rates). */
+  billingCurrency?: string;
 }
 
 /**
@@ -41,29 +60,36 @@ export class Payments {
   private readonly refunds = new Map<string, Refund>();
   /** Minor units refunded so far, per payment and product. */
   private readonly refundedLines = new Map<string, Map<string, number>>();
+  /** What each line of a payment cost before tax, in the product's currency, per payment. */
+  private readonly lineBases = new Map<string, Map<string, number>>();
 
   constructor(
     private readonly runtime: Runtime,
     private readonly catalog: Catalog,
     private readonly credits: CreditLedger,
     private readonly webhooks: WebhookSender,
+    private readonly pricing: PricingRules,
   ) {}
 
   /** Records a succeeded payment, sends `payment.succeeded`, then grants the cart's credits. */
   succeed(input: NewPayment): Payment {
     const customer = this.catalog.customer(input.customerId);
     const products = input.cart.map((item) => ({ item, product: this.catalog.product(item.productId) }));
-    const total = products.reduce(
-      (sum, { item, product }) => sum + amountOf(product.price) * item.quantity,
-      0,
-    );
     const currency = products[0]?.product.price.currency ?? 'USD';
+    const charged = this.price(
+      products.reduce(
+        (sum, { item, product }) => sum + (item.price ?? amountOf(product.price)) * item.quantity,
+        0,
+      ),
+      currency,
+      input.billingCurrency,
+    );
     const payment: Payment = {
       billing: { country: 'US' },
       brand_id: this.runtime.brandId,
       business_id: this.runtime.businessId,
       created_at: this.runtime.iso(),
-      currency,
+      currency: charged.currency as Payment['currency'],
       customer: {
         customer_id: customer.customer_id,
         email: customer.email,
@@ -80,10 +106,11 @@ export class Payments {
       payment_provider: 'dodo',
       refunds: [],
       retry_attempt: 0,
-      settlement_amount: total,
+      settlement_amount: charged.settlementAmount,
       settlement_currency: currency,
+      settlement_tax: charged.settlementTax,
       subscription_ids: input.subscriptionId ? [input.subscriptionId] : [],
-      total_amount: total,
+      total_amount: charged.total,
       checkout_session_id: input.checkoutSessionId ?? null,
       payment_method: 'card',
       card_last_four: '4242',
@@ -92,20 +119,29 @@ export class Payments {
       refund_status: null,
       status: 'succeeded',
       subscription_id: input.subscriptionId ?? null,
-      tax: 0,
+      tax: charged.tax,
       updated_at: this.runtime.iso(),
     };
     this.payments.set(payment.payment_id, payment);
+    this.lineBases.set(
+      payment.payment_id,
+      new Map(
+        products.map(({ item, product }) => [
+          item.productId,
+          (item.price ?? amountOf(product.price)) * item.quantity,
+        ]),
+      ),
+    );
     this.webhooks.emit('payment.succeeded', { payload_type: 'Payment', ...structuredClone(payment) });
     input.beforeCredits?.();
     for (const item of input.cart) {
+      if (item.grantsCredits === false) continue;
       for (const grant of this.catalog.creditsOf(item.productId)) {
         const credits = (item.credits?.get(grant.entitlementId) ?? grant.credits) * BigInt(item.quantity);
         if (credits <= 0n) continue;
-        this.credits.record({
+        this.credits.grant({
           customerId: customer.customer_id,
           entitlementId: grant.entitlementId,
-          direction: 'credit',
           amount: credits,
           transactionType: 'credit_added',
           description: `Credits of product ${item.productId} × ${item.quantity}`,
@@ -120,10 +156,57 @@ export class Payments {
     return payment;
   }
 
+  /**
+   * The exchange rate a checkout's `billing_currency` uses: undefined when it needs none (the
+   * product's own currency, or adaptive pricing off: Dodo then ignores `billing_currency`); 422
+   * for a currency adaptive pricing does not offer.
+   */
+  rateOf(billingCurrency: string | undefined, currency: string): ExactDecimal | undefined {
+    const rates = this.pricing.exchangeRates;
+    if (billingCurrency === undefined || billingCurrency === currency || rates.size === 0) return undefined;
+    const rate = rates.get(billingCurrency);
+    if (!rate)
+      throw invalid(`billing_currency ${billingCurrency} is not supported by adaptive pricing here.`);
+    return rate;
+  }
+
+  /**
+   * What the customer pays and what the merchant settles, in minor units. Tax is added on top of
+   * the price. Under adaptive currency the customer pays the converted price plus Dodo's fee
+   * (4% under $500, 3% to $1,500, 2% above: the default, fees borne by the customer) and its
+   * tax, in their currency; the merchant settles the price and its tax in the product's
+   * currency, whatever the customer paid.
+   */
+  private price(base: number, currency: string, billingCurrency: string | undefined) {
+    const settlementTax = percentOf(base, this.pricing.taxPercent);
+    const settled = { settlementAmount: base + settlementTax, settlementTax };
+    const rates = this.pricing.exchangeRates;
+    if (billingCurrency === undefined || billingCurrency === currency || rates.size === 0) {
+      return { ...settled, currency, total: base + settlementTax, tax: settlementTax };
+    }
+    const rate = this.rateOf(billingCurrency, currency)!;
+    // local minor = base / 10^from × rate × 10^to, rounded half up.
+    const from = BigInt(minorUnitDigits(currency));
+    const to = BigInt(minorUnitDigits(billingCurrency));
+    const numerator = BigInt(base) * rate.mantissa * 10n ** to;
+    const denominator = 10n ** (from + BigInt(rate.decimals));
+    const converted = (2n * numerator + denominator) / (2n * denominator);
+    const major = BigInt(base) / 10n ** from;
+    const feePercent = major < 500n ? 4n : major <= 1500n ? 3n : 2n;
+    const local = Number(converted + (converted * feePercent) / 100n);
+    const tax = percentOf(local, this.pricing.taxPercent);
+    return { ...settled, currency: billingCurrency, total: local + tax, tax };
+  }
+
   get(id: string): Payment {
     const payment = this.payments.get(id);
     if (!payment) throw notFound('Payment', id);
     return payment;
+  }
+
+  /** The payment, or undefined (for admin methods). */
+  find(id: string): Payment | undefined {
+    return this.payments.get(id);
   }
 
   list(filter: { customerId?: string; subscriptionId?: string; status?: string }): Payment[] {
@@ -155,7 +238,7 @@ export class Payments {
         throw invalid(
           `items: product ${JSON.stringify(productId)} is not part of payment ${payment.payment_id}.`,
         );
-      return amountOf(this.catalog.product(productId).price) * line.quantity;
+      return this.lineTotal(payment, productId);
     };
     const refundedLines = this.refundedLines.get(payment.payment_id) ?? new Map<string, number>();
     const left = (productId: string) => lineTotal(productId) - (refundedLines.get(productId) ?? 0);
@@ -219,6 +302,24 @@ export class Payments {
     return refund;
   }
 
+  /**
+   * A line's share of what the customer paid (`total_amount`, in the payment's currency, tax and
+   * fees included): refunds are in the currency the customer paid. The last line takes the
+   * rounding remainder, so the lines add up to the total.
+   */
+  private lineTotal(payment: Payment, productId: string): number {
+    const bases = this.lineBases.get(payment.payment_id) ?? new Map<string, number>();
+    const sum = [...bases.values()].reduce((total, base) => total + base, 0);
+    if (sum === 0) return 0;
+    const ids = [...bases.keys()];
+    if (ids[ids.length - 1] === productId) {
+      return (
+        payment.total_amount - ids.slice(0, -1).reduce((total, id) => total + this.lineTotal(payment, id), 0)
+      );
+    }
+    return Number((BigInt(payment.total_amount) * BigInt(bases.get(productId) ?? 0)) / BigInt(sum));
+  }
+
   private clawBack(
     payment: Payment,
     refund: Refund,
@@ -233,20 +334,17 @@ export class Payments {
     for (const entry of granted) {
       const share = shares.get(String(entry.metadata.product_id));
       if (!share || share.of === 0) continue;
-      // The refunded fraction of this grant, rounded down to a credit unit.
+      // The refunded fraction of this grant, rounded down (to the precision, by the ledger).
       const amount = (entry.amount * BigInt(share.refunded)) / BigInt(share.of);
       if (amount <= 0n) continue;
-      this.credits.record({
+      this.credits.clawBack({
         customerId: entry.customerId,
         entitlementId: entry.entitlementId,
-        direction: 'debit',
         amount,
-        transactionType: 'refund',
         description: `Credits of refunded payment ${payment.payment_id}`,
         referenceId: refund.refund_id,
         referenceType: 'refund',
         metadata: { payment_id: payment.payment_id, product_id: String(entry.metadata.product_id) },
-        allowOverage: true,
       });
     }
   }
@@ -264,4 +362,9 @@ export class Payments {
       )
       .reverse();
   }
+}
+
+/** `percent`% of a minor-unit amount, rounded down. */
+function percentOf(amount: number, percent: ExactDecimal): number {
+  return Number((BigInt(amount) * percent.mantissa) / (100n * 10n ** BigInt(percent.decimals)));
 }

@@ -3,7 +3,7 @@ import type { Router } from '../router.js';
 import { paginate } from '../runtime.js';
 
 /** Customers and products. */
-export function registerCatalogRoutes(router: Router, { catalog, credits, meters }: Parts): void {
+export function registerCatalogRoutes(router: Router, { catalog, credits }: Parts): void {
   router.add('POST', '/customers', ({ body }) => ({ json: catalog.createCustomer(body) }));
   router.add('GET', '/customers', ({ query }) => {
     const email = query.get('email');
@@ -31,11 +31,7 @@ export function registerCatalogRoutes(router: Router, { catalog, credits, meters
     return { json: { items } };
   });
 
-  router.add('POST', '/products', ({ body }) => {
-    const { product, meterLinks } = catalog.createProduct(body);
-    for (const link of meterLinks) meters.link(link.meterId, link.entitlementId, link.meterUnitsPerCredit);
-    return { json: product };
-  });
+  router.add('POST', '/products', ({ body }) => ({ json: catalog.createProduct(body) }));
   router.add('GET', '/products', ({ query }) => {
     const recurring = query.get('recurring');
     return {
@@ -44,9 +40,7 @@ export function registerCatalogRoutes(router: Router, { catalog, credits, meters
   });
   router.add('GET', '/products/{id}', ({ params }) => ({ json: catalog.product(params.id as string) }));
   router.add('PATCH', '/products/{id}', ({ params, body }) => {
-    const { meterLinks, unlinkedMeterIds } = catalog.updateProduct(params.id as string, body);
-    for (const meterId of unlinkedMeterIds) meters.unlink(meterId);
-    for (const link of meterLinks) meters.link(link.meterId, link.entitlementId, link.meterUnitsPerCredit);
+    catalog.updateProduct(params.id as string, body);
     return { status: 204, empty: true };
   });
 }

@@ -4,7 +4,10 @@ import type { Reply, Router } from '../router.js';
 import { paginate } from '../runtime.js';
 
 /** Checkout sessions (API and the page), payments, refunds, subscriptions. */
-export function registerCommerceRoutes(router: Router, { checkouts, payments, subscriptions }: Parts): void {
+export function registerCommerceRoutes(
+  router: Router,
+  { checkouts, payments, subscriptions, disputes }: Parts,
+): void {
   router.add('POST', '/checkouts', ({ body }) => ({ json: checkouts.create(body) }));
   router.add('GET', '/checkouts/{id}', ({ params }) => ({ json: checkouts.status(params.id as string) }));
 
@@ -57,6 +60,7 @@ export function registerCommerceRoutes(router: Router, { checkouts, payments, su
     const list = subscriptions.list({
       customerId: query.get('customer_id') ?? undefined,
       status: query.get('status') ?? undefined,
+      productId: query.get('product_id') ?? undefined,
     });
     return { json: paginate(list, query) };
   });
@@ -66,6 +70,11 @@ export function registerCommerceRoutes(router: Router, { checkouts, payments, su
   router.add('PATCH', '/subscriptions/{id}', ({ params, body }) => ({
     json: subscriptions.update(params.id as string, body),
   }));
+  router.add('POST', '/subscriptions/{id}/charge', ({ params, body }) => ({
+    json: subscriptions.chargeOnDemand(params.id as string, body),
+  }));
+  router.add('GET', '/disputes', ({ query }) => ({ json: paginate(disputes.list(), query) }));
+  router.add('GET', '/disputes/{id}', ({ params }) => ({ json: disputes.get(params.id as string) }));
   router.add('POST', '/subscriptions/{id}/change-plan', ({ params, body }) => {
     subscriptions.changePlan(params.id as string, body);
     return { json: { client_secret: null, expires_on: null, payment_id: null, payment_link: null } };

@@ -105,19 +105,18 @@ export function registerCreditRoutes(router: Router, { catalog, credits }: Parts
         }
       }
       const reason = read.optionalString(body, 'reason');
-      const entry = credits.record(
-        {
-          customerId,
-          entitlementId: id,
-          direction: entryType,
-          amount,
-          transactionType: entryType === 'credit' ? 'credit_added' : 'credit_deducted',
-          description: reason,
-          referenceType: 'api',
-          metadata: read.metadata(body.metadata),
-        },
-        idempotencyKey,
-      );
+      const source = {
+        customerId,
+        entitlementId: id,
+        amount,
+        description: reason,
+        referenceType: 'api',
+        metadata: read.metadata(body.metadata),
+      };
+      const entry =
+        entryType === 'credit'
+          ? credits.grant({ ...source, transactionType: 'credit_added' }, idempotencyKey)
+          : credits.debit({ ...source, transactionType: 'credit_deducted' }, idempotencyKey);
       const view = credits.view(entry);
       return {
         status: 201,

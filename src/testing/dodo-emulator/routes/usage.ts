@@ -2,7 +2,6 @@ import { invalid, notFound } from '../errors.js';
 import type { Parts } from '../parts.js';
 import type { Router } from '../router.js';
 import { dateParam, paginate } from '../runtime.js';
-import * as read from '../validate.js';
 
 /** Usage events and meters. */
 export function registerUsageRoutes(router: Router, { events, meters }: Parts): void {
@@ -40,16 +39,8 @@ export function registerUsageRoutes(router: Router, { events, meters }: Parts): 
     return { json: event };
   });
 
-  router.add('POST', '/meters', ({ body }) => {
-    const meter = meters.create(body);
-    // Emulator extension: a meter can be linked to a credit entitlement when it is created
-    // (on Dodo, the link is declared on a usage-based product's price.meters[]).
-    const extra = read.object(body, 'body');
-    if (extra.credit_entitlement_id !== undefined && extra.credit_entitlement_id !== null) {
-      meters.link(meter.id, read.string(extra, 'credit_entitlement_id'), extra.meter_units_per_credit);
-    }
-    return { json: meter };
-  });
+  // A meter is linked to credits only on a usage-based product's price (`price.meters[]`).
+  router.add('POST', '/meters', ({ body }) => ({ json: meters.create(body) }));
   router.add('GET', '/meters', ({ query }) => ({ json: paginate(meters.list(), query) }));
   router.add('GET', '/meters/{id}', ({ params }) => ({ json: meters.meter(params.id as string) }));
 }
