@@ -8,7 +8,7 @@ for index = 3, #ARGV, 2 do
   local event_id, reason = ARGV[index], ARGV[index + 1]
   local meta = outbox_leased_meta(KEYS[4], event_id, lease_id)
   if meta then
-    local previous = redis.call('HGET', KEYS[7], event_id)
+    local previous = redis.call('HGET', KEYS[8], event_id)
     if previous then
       redis.call('ZREM', KEYS[7], cjson.decode(previous).member)
     end

@@ -429,6 +429,37 @@ export function describeStoreConformance(
         expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 0 });
       });
 
+      it('keeps one dead letter per event however many of a customer it refuses, the newest refusal', async () => {
+        for (const id of ['evt_a', 'evt_b']) {
+          await store.settle({
+            customerId: 'cus_1',
+            settlementId: `s_${id}`,
+            cost: 0n,
+            events: [event('cus_1', id)],
+            retentionMs: DAY,
+          });
+        }
+        const batch = await store.claimOutbox(10, MINUTE);
+        await store.deadLetterOutbox(batch, [{ eventId: 'evt_a', reason: 'first' }]);
+        await store.deadLetterOutbox(batch, [{ eventId: 'evt_b', reason: 'second' }]);
+        // The same event settled again (another settlement) and refused again: one record, the newest.
+        await store.settle({
+          customerId: 'cus_1',
+          settlementId: 's_again',
+          cost: 0n,
+          events: [event('cus_1', 'evt_a')],
+          retentionMs: DAY,
+        });
+        advance(1);
+        const again = await store.claimOutbox(10, MINUTE);
+        await store.deadLetterOutbox(again, [{ eventId: 'evt_a', reason: 'third' }]);
+        expect((await store.outboxStats()).dead).toBe(2);
+        expect((await store.listDeadLetters()).map((dead) => [dead.event.event_id, dead.reason])).toEqual([
+          ['evt_b', 'second'],
+          ['evt_a', 'third'],
+        ]);
+      });
+
       it('dead-letters refused events with the reason and never claims them again', async () => {
         await enqueue(2);
         const batch = await store.claimOutbox(10, MINUTE);
