@@ -65,7 +65,7 @@ export {
   softCapRouter,
   type UsageCap,
 } from './soft-cap-router/index.js';
-export { MemoryStore, type MemoryStoreOptions } from './store/memory.js';
+export { MemoryStore, type MemoryStoreOptions, type MemoryStoreUsage } from './store/memory.js';
 export { RedisStore, type RedisStoreOptions } from './store/redis.js';
 export { subscriptionPeriod } from './store/subscription-period.js';
 export type * from './store/types.js';

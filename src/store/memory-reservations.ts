@@ -22,11 +22,19 @@ export class Reservations {
   private readonly held = new Map<string, Reservation>();
   private total: Money = 0n;
   private earliestExpiry = Number.POSITIVE_INFINITY;
+  /** Characters of the ids held, for the store's memory accounting. */
+  private idChars = 0;
 
   /** The sum of the credits still held at `now`. */
   live(now: number): Money {
     if (now >= this.earliestExpiry) this.dropExpired(now);
     return this.total;
+  }
+
+  /** How many reservations are live at `now`, and the characters of their ids. */
+  count(now: number): { reservations: number; idChars: number } {
+    this.live(now);
+    return { reservations: this.held.size, idChars: this.idChars };
   }
 
   /** Whether `id` holds anything at `now`. */
@@ -52,6 +60,7 @@ export class Reservations {
   hold(id: string, amount: Money, expiresAt: number, cap?: CapHold): void {
     this.remove(id);
     this.held.set(id, { amount, expiresAt, cap });
+    this.idChars += id.length;
     this.total += amount;
     if (expiresAt < this.earliestExpiry) this.earliestExpiry = expiresAt;
   }
@@ -61,6 +70,7 @@ export class Reservations {
     const reservation = this.held.get(id);
     if (!reservation) return false;
     this.held.delete(id);
+    this.idChars -= id.length;
     this.total -= reservation.amount;
     return reservation.expiresAt > now;
   }
@@ -71,6 +81,7 @@ export class Reservations {
     for (const [id, reservation] of this.held) {
       if (reservation.expiresAt <= now) {
         this.held.delete(id);
+        this.idChars -= id.length;
         continue;
       }
       this.total += reservation.amount;

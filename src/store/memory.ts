@@ -1,9 +1,24 @@
 import { randomUUID } from 'node:crypto';
+import { getHeapStatistics } from 'node:v8';
 import { LRUCache } from 'lru-cache';
 import { type RateLimiterAbstract, RateLimiterMemory } from 'rate-limiter-flexible';
-import { ConfigError } from '../errors.js';
+import { ConfigError, StoreError } from '../errors.js';
 import type { Money } from '../money.js';
 import { coveringSubscription, hardCapLimit } from './admission.js';
+import {
+  counterBytes,
+  customerBytes,
+  deadLetterBytes,
+  idBytes,
+  lruCacheBytes,
+  outboxEntryBytes,
+  periodBytes,
+  RESERVATION_BYTES,
+  RESTAMP_ROOM_BYTES,
+  SETTLEMENT_ALLOWANCE_BYTES,
+  subscriptionBytes,
+  webhookBytes,
+} from './memory-bytes.js';
 import { type CapHold, Reservations } from './memory-reservations.js';
 import { subscriptionPeriod } from './subscription-period.js';
 import type {
@@ -32,8 +47,12 @@ import type {
 
 export interface MemoryStoreOptions {
   /**
-   * Most customers kept; the least recently used is forgotten beyond it (its balance is then
-   * refetched from Dodo). Bounds memory however many customers call.
+   * Most customers kept. Beyond it the least recently used customer with nothing live and
+   * nothing pending is forgotten (its balance is then refetched from Dodo). A customer with a
+   * live reservation, or usage settled here that Dodo has not confirmed deducting, is never
+   * forgotten: Dodo's balance does not include that usage yet, and refetching it would let the
+   * customer spend it again. When every customer is so pinned, this count is exceeded rather
+   * than money forgotten, and `maxBytes` bounds them.
    * @default 100_000
    */
   maxCustomers?: number;
@@ -42,6 +61,18 @@ export interface MemoryStoreOptions {
    * @default 100_000
    */
   maxWebhookIds?: number;
+  /**
+   * Approximate bytes of heap the store may hold: customers, reservations, applied ids,
+   * counters, subscriptions, webhook ids, the outbox (usage events waiting for Dodo, dead
+   * letters), and what its caches allocate up front (32 bytes × `maxCustomers` and ×
+   * `maxWebhookIds`). At the bound, `reserve` throws a `StoreError` (so new paid requests are answered
+   * 503) until the outbox drains; `settle` always accepts, so usage that was served is never
+   * dropped. Each live reservation counts the settlement it will add, so requests admitted under
+   * the bound settle within it. Size it as (the Dodo ingest outage to ride out) × (requests per
+   * second) × about 3 kB, within the process's heap (`--max-old-space-size`).
+   * @default a quarter of V8's heap limit (`v8.getHeapStatistics().heap_size_limit / 4`)
+   */
+  maxBytes?: number;
   /** Clock in ms since the epoch; tests inject a fake one. @default Date.now */
   now?: () => number;
 }
@@ -57,10 +88,13 @@ interface BalanceRecord {
 interface UsagePeriod {
   counters: Map<string, bigint>;
   expiresAt: number;
+  /** Accounted bytes of the period and its counters. */
+  bytes: number;
 }
 
 /** Everything kept for one customer: evicted together, so one bound covers it all. */
 interface CustomerState {
+  id: string;
   balance: BalanceRecord | undefined;
   /** Usage settled here that Dodo has not confirmed deducting; kept even before a first sync. */
   pending: Money;
@@ -73,16 +107,28 @@ interface CustomerState {
   refundIds: Set<string>;
   subscriptions: Map<string, SubscriptionState>;
   usage: Map<string, UsagePeriod>;
+  /** Accounted bytes of the ids, periods and subscriptions kept (reservations are counted apart). */
+  keptBytes: number;
+  /** Accounted bytes of the whole customer, as last added to the store's total. */
+  bytes: number;
 }
 
+/**
+ * An event in the outbox, kept as its JSON: one flat string takes a fraction of the memory of
+ * the object graph (and of the strings a request id built by concatenation keeps alive), and the
+ * caller's object can no longer change what is delivered — as in RedisStore.
+ */
 interface OutboxEntry {
-  event: OutboxEvent;
+  eventId: string;
+  json: string;
   attempts: number;
   enqueuedAt: number;
   availableAt: number;
   /** Set while leased. */
   leaseId: string | undefined;
   leaseExpiresAt: number;
+  /** Accounted bytes of the entry and its event. */
+  bytes: number;
 }
 
 interface WebhookRecord {
@@ -90,8 +136,33 @@ interface WebhookRecord {
   expiresAt: number;
 }
 
+interface StoredDeadLetter {
+  json: string;
+  reason: string;
+  attempts: number;
+  deadAt: number;
+  bytes: number;
+}
+
+/**
+ * A flat copy of a string kept for long. V8 keeps a string built by concatenation (a template
+ * literal, `crypto.randomUUID()`'s) as a tree of its parts: about 500 bytes for a UUID, against
+ * about 60 for the copy.
+ */
+function flat(text: string): string {
+  return JSON.parse(JSON.stringify(text)) as string;
+}
+
 /** Settlement and adjustment ids remembered per customer, at most (the oldest go first). */
 const MAX_APPLIED_IDS_PER_CUSTOMER = 1_000_000;
+/**
+ * Dead letters kept, at most: the oldest go first. Each was reported when Dodo refused it (the
+ * flusher logs it and calls `onDeadLetter`); an endless trickle of them must not take the
+ * memory that paid requests need.
+ */
+const MAX_DEAD_LETTERS = 10_000;
+/** Pinned customers re-examined per new customer, so those whose holds lapsed become evictable. */
+const PINNED_SWEEP = 2;
 
 function positiveInteger(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -104,47 +175,167 @@ function positiveInteger(value: unknown, name: string, fallback: number): number
   return value;
 }
 
+function mebibytes(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/** Approximate heap use of the store, by what holds it. */
+export interface MemoryStoreUsage {
+  /** Everything accounted: customers, webhook ids, the outbox and dead letters. */
+  bytes: number;
+  /** The bound (`maxBytes`). */
+  maxBytes: number;
+  /** Customers kept, and how many of them are pinned (live reservations or pending usage). */
+  customers: number;
+  pinnedCustomers: number;
+}
+
 /**
- * A `BillingStore` in this process's memory, bounded with `lru-cache`. For one process and for
- * tests; several processes or machines need `RedisStore`. Each operation runs synchronously
- * inside one call, so it is atomic with respect to every other request of the process.
+ * A `BillingStore` in this process's memory, bounded in memory (`maxBytes`) and in customers
+ * (`maxCustomers`, with `lru-cache`). For one process and for tests; several processes or
+ * machines need `RedisStore`. Each operation runs synchronously inside one call, so it is atomic
+ * with respect to every other request of the process.
  */
 export class MemoryStore implements BillingStore {
   readonly now: () => number;
-  private readonly customers: LRUCache<string, CustomerState>;
+  private readonly maxCustomers: number;
+  private readonly maxBytes: number;
+  /** Customers with nothing live and nothing pending, least recently used first out. */
+  private readonly idle: LRUCache<string, CustomerState>;
+  /** Customers with live reservations or pending usage: never evicted (see `maxCustomers`). */
+  private readonly pinned = new Map<string, CustomerState>();
   private readonly webhooks: LRUCache<string, WebhookRecord>;
   /**
-   * Events waiting for delivery, in insertion order (oldest first), and events leased to a
-   * flusher: kept apart so that a claim walks the leases, not a backlog of waiting events.
+   * Every event still to deliver, in enqueue order (the first is the oldest), never reordered:
+   * an event goes back to its place when its lease ends, and a claim takes the oldest due.
    */
-  private readonly waiting = new Map<string, OutboxEntry>();
+  private readonly outbox = new Map<string, OutboxEntry>();
+  /** The events leased to a flusher (a batch or a few): a claim walks them for lapsed leases. */
   private readonly leased = new Map<string, OutboxEntry>();
-  private readonly deadLetters = new Map<string, DeadLetter>();
+  private readonly deadLetters = new Map<string, StoredDeadLetter>();
+  /** Accounted bytes of everything kept, and of the outbox (dead letters included) alone. */
+  private bytes = 0;
+  private outboxBytes = 0;
+  /** What the caches allocate up front, whatever they hold. */
+  private readonly fixedBytes: number;
 
   constructor(options: Readonly<MemoryStoreOptions> = {}) {
     this.now = options.now ?? Date.now;
-    this.customers = new LRUCache({ max: positiveInteger(options.maxCustomers, 'maxCustomers', 100_000) });
-    this.webhooks = new LRUCache({ max: positiveInteger(options.maxWebhookIds, 'maxWebhookIds', 100_000) });
+    this.maxCustomers = positiveInteger(options.maxCustomers, 'maxCustomers', 100_000);
+    const maxWebhookIds = positiveInteger(options.maxWebhookIds, 'maxWebhookIds', 100_000);
+    this.maxBytes = positiveInteger(
+      options.maxBytes,
+      'maxBytes',
+      Math.floor(getHeapStatistics().heap_size_limit / 4),
+    );
+    // The customer and webhook caches allocate their index up front.
+    this.fixedBytes = lruCacheBytes(this.maxCustomers) + lruCacheBytes(maxWebhookIds);
+    this.bytes = this.fixedBytes;
+    if (this.bytes * 2 > this.maxBytes) {
+      throw new ConfigError(
+        'ERR_ELB_INVALID_OPTION',
+        `\`maxBytes\` (${this.maxBytes}) leaves too little room: the caches of \`maxCustomers\` and \`maxWebhookIds\` take ${this.bytes} bytes up front. Raise \`maxBytes\` to at least ${this.bytes * 2}, or lower them.`,
+      );
+    }
+    this.idle = new LRUCache({
+      max: this.maxCustomers,
+      dispose: (state, _id, reason) => {
+        if (reason === 'evict') this.bytes -= state.bytes;
+      },
+    });
+    this.webhooks = new LRUCache({
+      max: maxWebhookIds,
+      dispose: (_record, webhookId, reason) => {
+        if (reason !== 'set') this.bytes -= webhookBytes(webhookId);
+      },
+    });
+  }
+
+  /** Approximate heap use of the store (see `maxBytes`). */
+  usage(): MemoryStoreUsage {
+    return {
+      bytes: this.bytes,
+      maxBytes: this.maxBytes,
+      customers: this.idle.size + this.pinned.size,
+      pinnedCustomers: this.pinned.size,
+    };
+  }
+
+  /** A customer's state if kept (marking it recently used), else `undefined`. */
+  private find(customerId: string): CustomerState | undefined {
+    return this.pinned.get(customerId) ?? this.idle.get(customerId);
   }
 
   private customer(customerId: string): CustomerState {
-    let state = this.customers.get(customerId);
-    if (!state) {
-      state = {
-        balance: undefined,
-        pending: 0n,
-        reservations: new Reservations(),
-        appliedIds: new Map(),
-        spend: 0n,
-        firstPaymentAt: undefined,
-        paymentIds: new Set(),
-        refundIds: new Set(),
-        subscriptions: new Map(),
-        usage: new Map(),
-      };
-      this.customers.set(customerId, state);
-    }
+    const found = this.find(customerId);
+    if (found) return found;
+    const state: CustomerState = {
+      id: customerId,
+      balance: undefined,
+      pending: 0n,
+      reservations: new Reservations(),
+      appliedIds: new Map(),
+      spend: 0n,
+      firstPaymentAt: undefined,
+      paymentIds: new Set(),
+      refundIds: new Set(),
+      subscriptions: new Map(),
+      usage: new Map(),
+      keptBytes: 0,
+      bytes: 0,
+    };
+    this.sweepPinned();
+    this.idle.set(customerId, state);
+    this.settled(state);
     return state;
+  }
+
+  /**
+   * Whether forgetting the customer would forget money: a live hold (credits, or a request's
+   * share of a hard cap), or usage Dodo may not have deducted.
+   */
+  private mustKeep(state: CustomerState): boolean {
+    return state.pending > 0n || state.reservations.count(this.now()).reservations > 0;
+  }
+
+  /**
+   * After every change to a customer: recounts its bytes, pins or unpins it, and forgets the
+   * least recently used idle customers beyond `maxCustomers`.
+   */
+  private settled(state: CustomerState): void {
+    const { reservations, idChars } = state.reservations.count(this.now());
+    const bytes =
+      customerBytes(state.id) +
+      state.keptBytes +
+      reservations * (RESERVATION_BYTES + SETTLEMENT_ALLOWANCE_BYTES) +
+      2 * idChars;
+    this.bytes += bytes - state.bytes;
+    state.bytes = bytes;
+    const keep = this.mustKeep(state);
+    if (keep && !this.pinned.has(state.id)) {
+      this.idle.delete(state.id);
+      this.pinned.set(state.id, state);
+    } else if (!keep && this.pinned.has(state.id)) {
+      this.pinned.delete(state.id);
+      this.idle.set(state.id, state);
+    }
+    // The customer being changed is the most recently used: never the one forgotten.
+    const spare = keep ? 0 : 1;
+    while (this.idle.size > spare && this.idle.size + this.pinned.size > this.maxCustomers) this.idle.pop();
+  }
+
+  /**
+   * Reservations lapse without a call: re-examines the longest-pinned customers, unpinning those
+   * that hold nothing any more, and moves the others to the back of the line.
+   */
+  private sweepPinned(): void {
+    let examined = 0;
+    for (const state of this.pinned.values()) {
+      if (examined++ >= PINNED_SWEEP) break;
+      this.pinned.delete(state.id);
+      this.pinned.set(state.id, state);
+      this.settled(state);
+    }
   }
 
   /** Applies `id` once: true the first time, false while it is remembered. */
@@ -152,13 +343,15 @@ export class MemoryStore implements BillingStore {
     const now = this.now();
     const forgetAt = state.appliedIds.get(id);
     if (forgetAt !== undefined && forgetAt > now) return false;
+    if (forgetAt === undefined) state.keptBytes += idBytes(id);
     state.appliedIds.delete(id);
-    state.appliedIds.set(id, now + retentionMs);
+    state.appliedIds.set(flat(id), now + retentionMs);
     // Ids are kept in insertion order with (mostly) one retention, so the expired ones are at
     // the front: dropping them from there keeps this O(1) per call.
     for (const [oldest, at] of state.appliedIds) {
       if (at > now && state.appliedIds.size <= MAX_APPLIED_IDS_PER_CUSTOMER) break;
       state.appliedIds.delete(oldest);
+      state.keptBytes -= idBytes(oldest);
     }
     return true;
   }
@@ -177,7 +370,7 @@ export class MemoryStore implements BillingStore {
   }
 
   async getBalance(customerId: string): Promise<BalanceView | undefined> {
-    const state = this.customers.get(customerId);
+    const state = this.find(customerId);
     return state && this.view(state);
   }
 
@@ -189,6 +382,7 @@ export class MemoryStore implements BillingStore {
     if (applied) {
       state.balance = { balance: dodoBalance - state.pending, syncedAt: observedAt, stale: false };
     }
+    this.settled(state);
     return { applied, view: this.view(state)! };
   }
 
@@ -202,11 +396,12 @@ export class MemoryStore implements BillingStore {
     // The id is remembered even without a view, so a replay after the next sync adds nothing.
     if (this.applyOnce(state, `adjust:${adjustmentId}`, retentionMs) && state.balance)
       state.balance.balance += delta;
+    this.settled(state);
     return this.view(state);
   }
 
   async markBalanceStale(customerId: string): Promise<void> {
-    const balance = this.customers.get(customerId)?.balance;
+    const balance = this.find(customerId)?.balance;
     if (balance) balance.stale = true;
   }
 
@@ -218,21 +413,31 @@ export class MemoryStore implements BillingStore {
   ): Promise<void> {
     const state = this.customer(customerId);
     // Remembered even with nothing pending: usage settled later is not what this confirmed.
-    if (!this.applyOnce(state, `deducted:${deductionId}`, retentionMs)) return;
-    state.pending = state.pending > amount ? state.pending - amount : 0n;
+    if (this.applyOnce(state, `deducted:${deductionId}`, retentionMs)) {
+      state.pending = state.pending > amount ? state.pending - amount : 0n;
+    }
+    this.settled(state);
   }
 
+  /**
+   * Refuses a new request (not a re-admission) with a `StoreError` at the memory bound (see
+   * `maxBytes`), before holding anything: it is answered 503 rather than admitted into usage
+   * the store could not keep.
+   */
   async admit(admission: Admission): Promise<AdmissionResult> {
     const { customerId, requestId } = admission;
     const now = this.now();
-    const existing = this.customers.get(customerId);
+    const existing = this.find(customerId);
     // A re-admission replaces what the request held; refused, it then holds nothing.
-    if (existing && admission.replace) existing.reservations.remove(requestId);
-    else if (existing) {
+    if (existing && admission.replace) {
+      existing.reservations.remove(requestId);
+      this.settled(existing);
+    } else if (existing) {
       if (existing.reservations.has(requestId, now)) return { duplicate: 'in_flight', credits: undefined };
       const forgetAt = existing.appliedIds.get(`settle:${requestId}`);
       if (forgetAt !== undefined && forgetAt > now) return { duplicate: 'settled', credits: undefined };
     }
+    if (!admission.replace) this.refuseAtBound();
     const result: AdmissionResult = { credits: undefined };
     if (admission.readProfile) result.profile = this.profileOf(existing);
     let chargeCredits = true;
@@ -264,7 +469,9 @@ export class MemoryStore implements BillingStore {
       credit = outcome.reserved;
     }
     if (credit > 0n || cap) {
-      this.customer(customerId).reservations.hold(requestId, credit, now + admission.ttlMs, cap);
+      const state = this.customer(customerId);
+      state.reservations.hold(requestId, credit, now + admission.ttlMs, cap);
+      this.settled(state);
     }
     return result;
   }
@@ -282,33 +489,57 @@ export class MemoryStore implements BillingStore {
     return { ok: true, reserved, available: available - reserved, syncedAt };
   }
 
+  /**
+   * Refuses with a `StoreError` at the memory bound (see `maxBytes`): a new paid request is
+   * answered 503 rather than admitted into usage the store could not keep.
+   */
   async reserve(
     customerId: string,
     reservationId: string,
     amount: Money,
     ttlMs: number,
   ): Promise<ReserveResult> {
-    const state = this.customers.get(customerId);
+    const state = this.find(customerId);
     if (!state?.balance) return { ok: false, reason: 'no_balance' };
+    this.refuseAtBound();
     const now = this.now();
     state.reservations.remove(reservationId);
     const available = state.balance.balance - state.reservations.live(now);
     const syncedAt = state.balance.stale ? 0 : state.balance.syncedAt;
-    if (available <= 0n || available < amount)
+    if (available <= 0n || available < amount) {
+      this.settled(state);
       return { ok: false, reason: 'insufficient', available, syncedAt };
+    }
     state.reservations.hold(reservationId, amount, now + ttlMs);
+    this.settled(state);
     return { ok: true, available: available - amount, syncedAt };
   }
 
-  async release(customerId: string, reservationId: string): Promise<boolean> {
-    const state = this.customers.get(customerId);
-    if (!state) return false;
-    return state.reservations.remove(reservationId, this.now());
+  private refuseAtBound(): void {
+    if (this.bytes + RESERVATION_BYTES + SETTLEMENT_ALLOWANCE_BYTES <= this.maxBytes) return;
+    throw new StoreError(
+      `MemoryStore is at its memory bound (maxBytes ${mebibytes(this.maxBytes)}; holding about ${mebibytes(this.bytes)}: ` +
+        `${this.outbox.size} usage events waiting for Dodo, ${this.deadLetters.size} dead letters, ` +
+        `${this.pinned.size} customers with live reservations or usage Dodo has not confirmed deducting). ` +
+        'New paid requests are refused until the outbox drains. Check that Dodo accepts usage events ' +
+        '(and that credit.deducted webhooks reach dodoWebhooks), raise `maxBytes` within the heap, ' +
+        'or use RedisStore.',
+    );
   }
 
+  async release(customerId: string, reservationId: string): Promise<boolean> {
+    const state = this.find(customerId);
+    if (!state) return false;
+    const released = state.reservations.remove(reservationId, this.now());
+    this.settled(state);
+    return released;
+  }
+
+  /** Always accepts, even past the memory bound: usage that was served is never dropped. */
   async settle(settlement: Settlement): Promise<SettleResult> {
     const state = this.customer(settlement.customerId);
     if (!this.applyOnce(state, `settle:${settlement.settlementId}`, settlement.retentionMs)) {
+      this.settled(state);
       return { applied: false, view: this.view(state) };
     }
     if (settlement.reservationId !== undefined) state.reservations.remove(settlement.reservationId);
@@ -316,39 +547,65 @@ export class MemoryStore implements BillingStore {
     state.pending += settlement.cost;
     const now = this.now();
     for (const event of settlement.events) {
-      if (this.waiting.has(event.event_id) || this.leased.has(event.event_id)) continue;
-      this.waiting.set(event.event_id, {
-        event,
+      if (this.outbox.has(event.event_id)) continue;
+      const eventId = flat(event.event_id);
+      const json = JSON.stringify(event);
+      const entry: OutboxEntry = {
+        eventId,
+        json,
         attempts: 0,
         enqueuedAt: now,
         availableAt: now,
         leaseId: undefined,
         leaseExpiresAt: 0,
-      });
+        bytes: outboxEntryBytes(eventId, json) + RESTAMP_ROOM_BYTES,
+      };
+      this.outbox.set(eventId, entry);
+      this.addOutboxBytes(entry.bytes);
     }
     if (settlement.usage) this.addUsageTo(state, settlement.usage);
+    this.settled(state);
     return { applied: true, view: this.view(state) };
+  }
+
+  private addOutboxBytes(bytes: number): void {
+    this.bytes += bytes;
+    this.outboxBytes += bytes;
   }
 
   private addUsageTo(state: CustomerState, usage: UsageIncrement): void {
     const now = this.now();
+    // Expired periods are dropped as new ones are counted, so old months do not pile up.
+    for (const [name, expired] of state.usage) {
+      if (expired.expiresAt > now) continue;
+      state.usage.delete(name);
+      state.keptBytes -= expired.bytes;
+    }
     let period = state.usage.get(usage.period);
-    if (!period || period.expiresAt <= now) {
-      period = { counters: new Map(), expiresAt: 0 };
+    if (!period) {
+      period = { counters: new Map(), expiresAt: 0, bytes: periodBytes(usage.period) };
       state.usage.set(usage.period, period);
+      state.keptBytes += period.bytes;
     }
     period.expiresAt = now + usage.ttlMs;
     for (const [name, amount] of Object.entries(usage.counters)) {
-      period.counters.set(name, (period.counters.get(name) ?? 0n) + amount);
+      const current = period.counters.get(name);
+      if (current === undefined) {
+        period.bytes += counterBytes(name);
+        state.keptBytes += counterBytes(name);
+      }
+      period.counters.set(name, (current ?? 0n) + amount);
     }
   }
 
   async addUsage(customerId: string, usage: UsageIncrement): Promise<void> {
-    this.addUsageTo(this.customer(customerId), usage);
+    const state = this.customer(customerId);
+    this.addUsageTo(state, usage);
+    this.settled(state);
   }
 
   async getUsage(customerId: string, period: string): Promise<Record<string, bigint>> {
-    const state = this.customers.get(customerId);
+    const state = this.find(customerId);
     return state ? this.usageOf(state, period) : {};
   }
 
@@ -367,17 +624,20 @@ export class MemoryStore implements BillingStore {
       entry.leaseId = leaseId;
       entry.leaseExpiresAt = now + leaseMs;
       entry.attempts += 1;
-      events.push({ event: entry.event, attempts: entry.attempts, enqueuedAt: entry.enqueuedAt });
+      events.push({
+        event: JSON.parse(entry.json) as OutboxEvent,
+        attempts: entry.attempts,
+        enqueuedAt: entry.enqueuedAt,
+      });
     };
     // Events whose lease lapsed (their worker died) go first: they are the oldest.
     for (const entry of this.leased.values()) {
       if (events.length >= max) break;
       if (entry.leaseExpiresAt <= now) take(entry);
     }
-    for (const [id, entry] of this.waiting) {
+    for (const [id, entry] of this.outbox) {
       if (events.length >= max) break;
-      if (entry.availableAt > now) continue;
-      this.waiting.delete(id);
+      if (entry.leaseId !== undefined || entry.availableAt > now) continue;
       this.leased.set(id, entry);
       take(entry);
     }
@@ -392,8 +652,15 @@ export class MemoryStore implements BillingStore {
     }
   }
 
+  /** Takes a leased event out of the outbox (delivered or dead-lettered). */
+  private removeLeased(entry: OutboxEntry): void {
+    this.leased.delete(entry.eventId);
+    this.outbox.delete(entry.eventId);
+    this.addOutboxBytes(-entry.bytes);
+  }
+
   async ackOutbox(batch: OutboxBatch, eventIds: readonly string[]): Promise<void> {
-    for (const entry of this.leasedUnder(batch, eventIds)) this.leased.delete(entry.event.event_id);
+    for (const entry of this.leasedUnder(batch, eventIds)) this.removeLeased(entry);
   }
 
   async nackOutbox(
@@ -404,12 +671,18 @@ export class MemoryStore implements BillingStore {
   ): Promise<void> {
     const replacements = new Map(replace.map((event) => [event.event_id, event]));
     for (const entry of this.leasedUnder(batch, eventIds)) {
-      const id = entry.event.event_id;
+      const id = entry.eventId;
       entry.leaseId = undefined;
       entry.availableAt = this.now() + backoffMs;
-      entry.event = replacements.get(id) ?? entry.event;
+      const replacement = replacements.get(id);
+      if (replacement) {
+        entry.json = JSON.stringify(replacement);
+        // Counted with room for a re-stamp when it was settled: a re-stamp fits in it.
+        const bytes = Math.max(entry.bytes, outboxEntryBytes(id, entry.json));
+        this.addOutboxBytes(bytes - entry.bytes);
+        entry.bytes = bytes;
+      }
       this.leased.delete(id);
-      this.waiting.set(id, entry);
     }
   }
 
@@ -419,13 +692,28 @@ export class MemoryStore implements BillingStore {
   ): Promise<void> {
     const reasons = new Map(failures.map((failure) => [failure.eventId, failure.reason]));
     for (const entry of this.leasedUnder(batch, [...reasons.keys()])) {
-      this.leased.delete(entry.event.event_id);
-      this.deadLetters.set(entry.event.event_id, {
-        event: entry.event,
-        reason: reasons.get(entry.event.event_id)!,
+      this.removeLeased(entry);
+      const id = entry.eventId;
+      const reason = reasons.get(id)!;
+      const previous = this.deadLetters.get(id);
+      if (previous) {
+        this.deadLetters.delete(id);
+        this.addOutboxBytes(-previous.bytes);
+      }
+      const deadLetter: StoredDeadLetter = {
+        json: entry.json,
+        reason,
         attempts: entry.attempts,
         deadAt: this.now(),
-      });
+        bytes: deadLetterBytes(id, entry.json, reason),
+      };
+      this.deadLetters.set(id, deadLetter);
+      this.addOutboxBytes(deadLetter.bytes);
+      for (const [oldestId, oldest] of this.deadLetters) {
+        if (this.deadLetters.size <= MAX_DEAD_LETTERS) break;
+        this.deadLetters.delete(oldestId);
+        this.addOutboxBytes(-oldest.bytes);
+      }
     }
   }
 
@@ -434,14 +722,21 @@ export class MemoryStore implements BillingStore {
     let live = 0;
     for (const entry of this.leased.values()) if (entry.leaseExpiresAt > now) live += 1;
     return {
-      waiting: this.waiting.size + this.leased.size - live,
+      waiting: this.outbox.size - live,
       leased: live,
       dead: this.deadLetters.size,
+      bytes: this.outboxBytes,
+      oldestEnqueuedAt: this.outbox.values().next().value?.enqueuedAt,
     };
   }
 
   async listDeadLetters(limit = 100): Promise<DeadLetter[]> {
-    return [...this.deadLetters.values()].slice(0, limit);
+    return [...this.deadLetters.values()].slice(0, limit).map(({ json, reason, attempts, deadAt }) => ({
+      event: JSON.parse(json) as OutboxEvent,
+      reason,
+      attempts,
+      deadAt,
+    }));
   }
 
   async recordPayment(
@@ -454,9 +749,11 @@ export class MemoryStore implements BillingStore {
     const applied = !state.paymentIds.has(paymentId);
     if (applied) {
       state.paymentIds.add(paymentId);
+      state.keptBytes += idBytes(paymentId);
       state.spend += amount;
       if (state.firstPaymentAt === undefined || paidAt < state.firstPaymentAt) state.firstPaymentAt = paidAt;
     }
+    this.settled(state);
     return { applied, spend: state.spend, firstPaymentAt: state.firstPaymentAt };
   }
 
@@ -465,13 +762,15 @@ export class MemoryStore implements BillingStore {
     const applied = !state.refundIds.has(refundId);
     if (applied) {
       state.refundIds.add(refundId);
+      state.keptBytes += idBytes(refundId);
       state.spend -= amount;
     }
+    this.settled(state);
     return { applied, spend: state.spend, firstPaymentAt: state.firstPaymentAt };
   }
 
   async getSpend(customerId: string): Promise<Spend> {
-    const state = this.customers.get(customerId);
+    const state = this.find(customerId);
     return { spend: state?.spend ?? 0n, firstPaymentAt: state?.firstPaymentAt };
   }
 
@@ -479,12 +778,17 @@ export class MemoryStore implements BillingStore {
     const now = this.now();
     const record = this.webhooks.get(webhookId);
     if (record && record.expiresAt > now) return record.state;
-    this.webhooks.set(webhookId, { state: 'processing', expiresAt: now + processingTtlMs });
+    this.rememberWebhook(webhookId, { state: 'processing', expiresAt: now + processingTtlMs });
     return 'claimed';
   }
 
   async completeWebhook(webhookId: string, retentionMs: number): Promise<void> {
-    this.webhooks.set(webhookId, { state: 'done', expiresAt: this.now() + retentionMs });
+    this.rememberWebhook(webhookId, { state: 'done', expiresAt: this.now() + retentionMs });
+  }
+
+  private rememberWebhook(webhookId: string, record: WebhookRecord): void {
+    if (!this.webhooks.has(webhookId)) this.bytes += webhookBytes(webhookId);
+    this.webhooks.set(webhookId, record);
   }
 
   async releaseWebhook(webhookId: string): Promise<void> {
@@ -495,17 +799,19 @@ export class MemoryStore implements BillingStore {
     const state = this.customer(customerId);
     const current = state.subscriptions.get(subscription.subscriptionId);
     if (current && current.updatedAt > subscription.updatedAt) return false;
+    state.keptBytes += subscriptionBytes(subscription) - (current ? subscriptionBytes(current) : 0);
     state.subscriptions.set(subscription.subscriptionId, { ...subscription });
+    this.settled(state);
     return true;
   }
 
   async getSubscriptions(customerId: string): Promise<SubscriptionState[]> {
-    const state = this.customers.get(customerId);
+    const state = this.find(customerId);
     return state ? [...state.subscriptions.values()].map((subscription) => ({ ...subscription })) : [];
   }
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
-    return this.profileOf(this.customers.get(customerId));
+    return this.profileOf(this.find(customerId));
   }
 
   private profileOf(state: CustomerState | undefined): CustomerProfile {
@@ -527,7 +833,9 @@ export class MemoryStore implements BillingStore {
   }
 
   async close(): Promise<void> {
-    this.customers.clear();
+    this.idle.clear();
+    this.pinned.clear();
     this.webhooks.clear();
+    this.bytes = this.fixedBytes + this.outboxBytes;
   }
 }

@@ -74,6 +74,8 @@ export interface OutboxKeys {
   meta: string;
   /** HASH: event id → the event's JSON, as given. */
   events: string;
+  /** ZSET: member → enqueuedAt, for every event still to deliver (ready, delayed or leased). */
+  enqueued: string;
   /** STRING: enqueue sequence, so events enqueued in the same ms keep their order. */
   sequence: string;
   /** ZSET: member → deadAt. */
@@ -129,6 +131,7 @@ export class RedisKeyspace {
       leased: `${base}:leased`,
       meta: `${base}:meta`,
       events: `${base}:events`,
+      enqueued: `${base}:enqueued`,
       sequence: `${base}:sequence`,
       deadOrder: `${base}:dead`,
       deadRecords: `${base}:dead-records`,

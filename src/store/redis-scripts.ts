@@ -21,11 +21,14 @@ import putSubscription from './scripts/put-subscription.lua';
 import recordPayment from './scripts/record-payment.lua';
 import recordRefund from './scripts/record-refund.lua';
 import release from './scripts/release.lua';
+import releaseAbandoned from './scripts/release-abandoned.lua';
 import releaseWebhook from './scripts/release-webhook.lua';
+import releaseWebhookClaim from './scripts/release-webhook-claim.lua';
 import reserve from './scripts/reserve.lua';
 import settle from './scripts/settle.lua';
 import subscriptions from './scripts/subscriptions.lua';
 import syncBalance from './scripts/sync-balance.lua';
+import unleaseOutbox from './scripts/unlease-outbox.lua';
 import usage from './scripts/usage.lua';
 
 interface ScriptDefinition {
@@ -49,19 +52,22 @@ const SCRIPTS = {
   admit: { libraries: [bignum, customer, subscriptions], body: admit, keys: 7 },
   reserve: { libraries: [bignum, customer], body: reserve, keys: 3 },
   release: { libraries: [bignum, customer], body: release, keys: 3 },
+  releaseAbandoned: { libraries: [bignum, customer], body: releaseAbandoned, keys: 3 },
   settle: { libraries: [bignum, customer, outbox, usage], body: settle, keys: undefined },
   addUsage: { libraries: [bignum, usage], body: addUsage, keys: 1 },
   peekOutbox: { libraries: [outbox], body: peekOutbox, keys: 4 },
-  claimOutbox: { libraries: [outbox], body: claimOutbox, keys: 4 },
-  ackOutbox: { libraries: [outbox], body: ackOutbox, keys: 5 },
+  claimOutbox: { libraries: [outbox], body: claimOutbox, keys: 5 },
+  unleaseOutbox: { libraries: [outbox], body: unleaseOutbox, keys: 4 },
+  ackOutbox: { libraries: [outbox], body: ackOutbox, keys: 6 },
   nackOutbox: { libraries: [outbox], body: nackOutbox, keys: 5 },
-  deadLetterOutbox: { libraries: [outbox], body: deadLetterOutbox, keys: 7 },
-  outboxStats: { libraries: [], body: outboxStats, keys: 4 },
+  deadLetterOutbox: { libraries: [outbox], body: deadLetterOutbox, keys: 8 },
+  outboxStats: { libraries: [], body: outboxStats, keys: 8 },
   listDeadLetters: { libraries: [outbox], body: listDeadLetters, keys: 2 },
   recordPayment: { libraries: [bignum], body: recordPayment, keys: 2 },
   recordRefund: { libraries: [bignum], body: recordRefund, keys: 2 },
   claimWebhook: { libraries: [], body: claimWebhook, keys: 1 },
   releaseWebhook: { libraries: [], body: releaseWebhook, keys: 1 },
+  releaseWebhookClaim: { libraries: [], body: releaseWebhookClaim, keys: 1 },
   putSubscription: { libraries: [], body: putSubscription, keys: 1 },
   customerProfile: { libraries: [subscriptions], body: customerProfile, keys: 2 },
 } satisfies Record<string, ScriptDefinition>;

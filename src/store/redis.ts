@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
-import { type RateLimiterAbstract, RateLimiterRedis } from 'rate-limiter-flexible';
-import { StoreError } from '../errors.js';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Money } from '../money.js';
+import { type Attempt, RedisCalls } from './redis-calls.js';
 import { type CustomerKeys, type OutboxKeys, RedisKeyspace } from './redis-keys.js';
 import { type RedisStoreOptions, resolveRedisStoreOptions } from './redis-options.js';
+import { RedisStoreRateLimiter } from './redis-rate-limiter.js';
 import { defineScripts, type ScriptArgument, type ScriptCommand, type ScriptName } from './redis-scripts.js';
 
 import type {
@@ -88,10 +89,6 @@ function toSpendChange(reply: unknown): SpendChange {
   };
 }
 
-function describeError(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 interface DeadLetterRecord {
   event: string;
   reason: string;
@@ -113,96 +110,23 @@ export class RedisStore implements BillingStore {
   readonly now: () => number;
   private readonly client: Redis | Cluster;
   private readonly keys: RedisKeyspace;
-  private readonly commandTimeoutMs: number;
+  private readonly calls: RedisCalls;
   private readonly scripts: Record<ScriptName, ScriptCommand>;
   /** The shard each claimed event came from, per batch, for ack/nack/dead-letter. */
   private readonly batchShards = new WeakMap<OutboxBatch, Map<string, number>>();
-  /** Whether the client has connected once: after that, not ready means Redis is down. */
-  private wasReady: boolean;
 
   constructor(options: Readonly<RedisStoreOptions>) {
     const { client, prefix, shards, commandTimeoutMs, now } = resolveRedisStoreOptions(options);
     this.client = client;
     this.now = now;
     this.keys = new RedisKeyspace(prefix, shards);
-    this.commandTimeoutMs = commandTimeoutMs;
     this.scripts = defineScripts(client);
-    // A `lazyConnect` client connects on its first command, which `run` never sends while the
-    // client is not ready: start connecting now instead (failures surface as its error events).
-    if (client.status === 'wait') client.connect().catch(() => {});
-    this.wasReady = client.status === 'ready';
-    if (!this.wasReady) {
-      client.once('ready', () => {
-        this.wasReady = true;
-      });
-    }
+    this.calls = new RedisCalls(client, commandTimeoutMs, now);
   }
 
-  /**
-   * Runs one store operation under the deadline. A client that is not connected fails at once
-   * (ioredis would otherwise park the call in its offline queue); any failure becomes a
-   * `StoreError` carrying the cause.
-   */
-  private async run<T>(operation: string, work: () => Promise<T>): Promise<T> {
-    if (this.client.status !== 'ready') await this.firstConnection(operation);
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new StoreError(`Redis did not answer ${operation} within ${this.commandTimeoutMs} ms.`)),
-        this.commandTimeoutMs,
-      );
-      timer.unref();
-    });
-    try {
-      return await Promise.race([work(), deadline]);
-    } catch (error) {
-      if (error instanceof StoreError) throw error;
-      throw new StoreError(`Redis failed during ${operation}: ${describeError(error)}`, { cause: error });
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /**
-   * At startup the client is still connecting: calls wait for it, within the deadline. Once it
-   * has been ready, a client that is not ready means Redis is down, and calls fail at once.
-   */
-  private async firstConnection(operation: string): Promise<void> {
-    const { status } = this.client;
-    const starting = !this.wasReady && (status === 'wait' || status === 'connecting' || status === 'connect');
-    if (!starting) {
-      throw new StoreError(`Redis is not ready (status "${status}"); ${operation} was not attempted.`);
-    }
-    const client = this.client;
-    let timer: NodeJS.Timeout | undefined;
-    let onReady: () => void = () => {};
-    let onFailure: (error?: unknown) => void = () => {};
-    try {
-      await new Promise<void>((resolve, reject) => {
-        onReady = resolve;
-        // A refused or dropped first connection fails the call now, not at the deadline.
-        onFailure = (error) =>
-          reject(new StoreError(`Redis is unreachable; ${operation} was not attempted.`, { cause: error }));
-        client.once('ready', onReady);
-        client.once('error', onFailure);
-        client.once('end', onFailure);
-        timer = setTimeout(
-          () =>
-            reject(
-              new StoreError(
-                `Redis did not connect within ${this.commandTimeoutMs} ms; ${operation} was not attempted.`,
-              ),
-            ),
-          this.commandTimeoutMs,
-        );
-        timer.unref();
-      });
-    } finally {
-      clearTimeout(timer);
-      client.off('ready', onReady);
-      client.off('error', onFailure);
-      client.off('end', onFailure);
-    }
+  /** Runs one operation under the store's deadline; see {@link RedisCalls.run}. */
+  private run<T>(operation: string, work: (attempt: Attempt) => Promise<T>): Promise<T> {
+    return this.calls.run(operation, work);
   }
 
   private call(operation: string, script: ScriptName, args: ScriptArgument[]): Promise<unknown> {
@@ -276,6 +200,7 @@ export class RedisStore implements BillingStore {
     const keys = this.keys.customer(admission.customerId);
     const now = this.now();
     const { credits, plans } = admission;
+    const expiresAt = now + admission.ttlMs;
     const args: ScriptArgument[] = [
       keys.balance,
       keys.reservationExpiries,
@@ -289,7 +214,7 @@ export class RedisStore implements BillingStore {
       admission.replace ? '1' : '0',
       admission.readProfile ? '1' : '0',
       keys.usagePrefix,
-      now + admission.ttlMs,
+      expiresAt,
       gcTtl(admission.ttlMs),
       credits ? '1' : '0',
       (credits?.min ?? 0n).toString(),
@@ -310,10 +235,13 @@ export class RedisStore implements BillingStore {
         plan.hardCap?.perSeat ? '1' : '0',
       );
     }
-    const [duplicate, profile, coveringRecord, capped, creditReply] = (await this.call(
-      'admit',
-      'admit',
-      args,
+    // Abandoned at its deadline, the admission would still hold credits (and a cap share) under
+    // the request id when a stalled Redis resumes, and refuse the client's retry as in flight:
+    // its undo, queued behind it, releases the hold that very call made (same expiry).
+    const undo = () =>
+      this.scripts.releaseAbandoned(...customerArgs(keys), this.now(), admission.requestId, expiresAt, '');
+    const [duplicate, profile, coveringRecord, capped, creditReply] = (await this.run('admit', (attempt) =>
+      attempt.write(() => this.scripts.admit(...args), { send: undo, kind: 'idempotent', until: expiresAt }),
     )) as [string, ProfileReply | [], string, [string, string, string] | [], string[]];
     if (duplicate !== '') return { duplicate: duplicate as 'in_flight' | 'settled', credits: undefined };
     const result: AdmissionResult = { credits: toCreditOutcome(creditReply) };
@@ -337,14 +265,26 @@ export class RedisStore implements BillingStore {
   ): Promise<ReserveResult> {
     const keys = this.keys.customer(customerId);
     const now = this.now();
-    const reply = (await this.call('reserve', 'reserve', [
-      ...customerArgs(keys),
-      now,
-      reservationId,
-      amount.toString(),
-      now + ttlMs,
-      gcTtl(ttlMs),
-    ])) as [string, string?, string?];
+    const expiresAt = now + ttlMs;
+    const args = [...customerArgs(keys), now, reservationId, amount.toString(), expiresAt, gcTtl(ttlMs)];
+    // A reserve abandoned at its deadline still runs when a stalled Redis resumes (or when
+    // ioredis resends it after a reconnect), for a request already answered 503: its undo,
+    // queued behind it, releases that very reservation (same expiry, same amount).
+    const undo = () =>
+      this.scripts.releaseAbandoned(
+        ...customerArgs(keys),
+        this.now(),
+        reservationId,
+        expiresAt,
+        amount.toString(),
+      );
+    const reply = (await this.run('reserve', (attempt) =>
+      attempt.write(() => this.scripts.reserve(...args), {
+        send: undo,
+        kind: 'idempotent',
+        until: expiresAt,
+      }),
+    )) as [string, string?, string?];
     const [outcome, available, syncedAt] = reply;
     if (outcome === 'no_balance') return { ok: false, reason: 'no_balance' };
     const result = { available: BigInt(available!), syncedAt: Number(syncedAt) };
@@ -357,6 +297,11 @@ export class RedisStore implements BillingStore {
     return reply === 1;
   }
 
+  /**
+   * A settle abandoned at its deadline is not undone: if it runs late it is exactly the effect
+   * the request owes (served usage, billed once), and every retry of it — the flusher's
+   * settlement backlog, a caller's — is a no-op by `settlementId`. Undoing it would lose usage.
+   */
   async settle(settlement: Settlement): Promise<SettleResult> {
     const keys = this.keys.customer(settlement.customerId);
     const now = this.now();
@@ -368,6 +313,7 @@ export class RedisStore implements BillingStore {
       outbox.meta,
       outbox.events,
       outbox.sequence,
+      outbox.enqueued,
     ];
     const args: ScriptArgument[] = [
       now,
@@ -428,7 +374,7 @@ export class RedisStore implements BillingStore {
     const shardOfEvent = new Map<string, number>();
     this.batchShards.set(batch, shardOfEvent);
     if (max <= 0) return batch;
-    await this.run('claimOutbox', async () => {
+    await this.run('claimOutbox', async (attempt) => {
       // Peeked events may be taken by a concurrent claimer before this one claims them; then
       // peek again. Every round either claims or sees fewer candidates, so this ends.
       for (let round = 0; round < MAX_CLAIM_ROUNDS && batch.events.length < max; round += 1) {
@@ -438,7 +384,7 @@ export class RedisStore implements BillingStore {
           max - batch.events.length,
         );
         if (candidates.length === 0) break;
-        const claimed = await this.claimCandidates(candidates, now, now + leaseMs, batch.leaseId);
+        const claimed = await this.claimCandidates(attempt, candidates, now, now + leaseMs, batch.leaseId);
         for (const candidate of candidates) {
           const claim = claimed.get(candidate.shard)?.get(candidate.member);
           if (!claim) continue;
@@ -483,8 +429,14 @@ export class RedisStore implements BillingStore {
     return [...candidates('lapsed'), ...candidates('ready')];
   }
 
-  /** Claims candidates shard by shard; returns what each shard granted, by member. */
+  /**
+   * Claims candidates shard by shard; returns what each shard granted, by member. A claim
+   * abandoned at its deadline would lease events to a batch nobody holds (they would wait out
+   * the lease): its undo, queued behind it on the shard's connection, returns the events still
+   * leased under this batch's lease id.
+   */
   private async claimCandidates(
+    attempt: Attempt,
     candidates: readonly OutboxCandidate[],
     now: number,
     leaseExpiresAt: number,
@@ -500,16 +452,25 @@ export class RedisStore implements BillingStore {
     await Promise.all(
       [...membersByShard].map(async ([shard, members]) => {
         const keys = this.keys.outbox(shard);
-        const reply = (await this.scripts.claimOutbox(
-          keys.ready,
-          keys.leased,
-          keys.meta,
-          keys.events,
-          now,
-          leaseExpiresAt,
-          leaseId,
-          ...members,
-        )) as string[];
+        const undo = () =>
+          this.scripts.unleaseOutbox(keys.ready, keys.delayed, keys.leased, keys.meta, leaseId, ...members);
+        const claim = () =>
+          this.scripts.claimOutbox(
+            keys.ready,
+            keys.leased,
+            keys.meta,
+            keys.events,
+            keys.enqueued,
+            now,
+            leaseExpiresAt,
+            leaseId,
+            ...members,
+          );
+        const reply = (await attempt.write(claim, {
+          send: undo,
+          kind: 'idempotent',
+          until: leaseExpiresAt,
+        })) as string[];
         const claims = new Map<string, { event: ClaimedEvent }>();
         for (let index = 0; index < reply.length; index += 4) {
           claims.set(reply[index]!, {
@@ -551,7 +512,8 @@ export class RedisStore implements BillingStore {
     if (groups.size === 0) return;
     await this.run('ackOutbox', async () => {
       for (const [shard, ids] of groups) {
-        await this.scripts.ackOutbox(...outboxArgs(this.keys.outbox(shard)), batch.leaseId, ...ids);
+        const keys = this.keys.outbox(shard);
+        await this.scripts.ackOutbox(...outboxArgs(keys), keys.enqueued, batch.leaseId, ...ids);
       }
     });
   }
@@ -593,6 +555,7 @@ export class RedisStore implements BillingStore {
         const pairs = ids.flatMap((id) => [id, reasons.get(id)!]);
         await this.scripts.deadLetterOutbox(
           ...outboxArgs(keys),
+          keys.enqueued,
           keys.deadOrder,
           keys.deadRecords,
           batch.leaseId,
@@ -613,17 +576,29 @@ export class RedisStore implements BillingStore {
       Promise.all(
         this.allShards().map(
           (keys) =>
-            this.scripts.outboxStats(keys.ready, keys.delayed, keys.leased, keys.deadOrder, now) as Promise<
-              [number, number, number]
-            >,
+            this.scripts.outboxStats(
+              keys.ready,
+              keys.delayed,
+              keys.leased,
+              keys.deadOrder,
+              keys.meta,
+              keys.events,
+              keys.deadRecords,
+              keys.enqueued,
+              now,
+            ) as Promise<[number, number, number, number, string]>,
         ),
       ),
     );
-    const stats: OutboxStats = { waiting: 0, leased: 0, dead: 0 };
-    for (const [waiting, leased, dead] of perShard) {
+    const stats: OutboxStats = { waiting: 0, leased: 0, dead: 0, bytes: 0, oldestEnqueuedAt: undefined };
+    for (const [waiting, leased, dead, bytes, oldest] of perShard) {
       stats.waiting += waiting;
       stats.leased += leased;
       stats.dead += dead;
+      stats.bytes += bytes;
+      if (oldest !== '' && !(Number(oldest) >= (stats.oldestEnqueuedAt ?? Number.POSITIVE_INFINITY))) {
+        stats.oldestEnqueuedAt = Number(oldest);
+      }
     }
     return stats;
   }
@@ -688,13 +663,23 @@ export class RedisStore implements BillingStore {
   // ── Webhook deliveries ────────────────────────────────────────────────────────────────────
 
   async claimWebhook(webhookId: string, processingTtlMs: number): Promise<WebhookClaim> {
+    const key = this.keys.webhook(webhookId);
     const now = this.now();
-    const reply = await this.call('claimWebhook', 'claimWebhook', [
-      this.keys.webhook(webhookId),
-      now,
-      Math.ceil(now + processingTtlMs),
-      gcTtl(processingTtlMs),
-    ]);
+    const processingUntil = Math.ceil(now + processingTtlMs);
+    const token = randomUUID();
+    // A claim abandoned at its deadline would run late and hold the id `processing` while Dodo
+    // retries (answered 409 until the processing TTL): its undo deletes that claim, and only it.
+    const undo = () => this.scripts.releaseWebhookClaim(key, `processing:${processingUntil}:${token}`);
+    const reply = await this.run('claimWebhook', (attempt) =>
+      attempt.write(
+        () => this.scripts.claimWebhook(key, now, processingUntil, gcTtl(processingTtlMs), token),
+        {
+          send: undo,
+          kind: 'idempotent',
+          until: processingUntil,
+        },
+      ),
+    );
     return reply as WebhookClaim;
   }
 
@@ -746,20 +731,25 @@ export class RedisStore implements BillingStore {
 
   // ── Rate limiting ─────────────────────────────────────────────────────────────────────────
 
+  /**
+   * A `rate-limiter-flexible` limiter on this store's client, under the store's deadline: every
+   * method waits for the first connection within it, a consume abandoned at it is given back,
+   * and a failure rejects with a `StoreError` — or is answered by `insuranceLimiter` when given.
+   */
   createRateLimiter(options: RateLimiterOptions): RateLimiterAbstract {
-    return new RateLimiterRedis({
+    return new RedisStoreRateLimiter(this.calls, {
       storeClient: this.client,
       keyPrefix: this.keys.rateLimiter(options.keyPrefix),
       points: options.points,
       duration: options.duration,
-      // Fail at once when Redis is not connected (to the insurance limiter, if any).
-      rejectIfRedisNotReady: true,
       ...(options.insuranceLimiter ? { insuranceLimiter: options.insuranceLimiter } : {}),
     });
   }
 
-  /** Nothing to release: the client was injected and belongs to the caller. */
-  async close(): Promise<void> {}
+  /** Stops retrying undos; the client was injected and belongs to the caller (never quit). */
+  async close(): Promise<void> {
+    this.calls.close();
+  }
 }
 
 /** The profile reply of `customer-profile.lua` and `admit.lua`. */

@@ -133,7 +133,11 @@ export interface BillingStore {
     failures: readonly { eventId: string; reason: string }[],
   ): Promise<void>;
 
-  /** Counts of events waiting (due or not), leased and dead-lettered. */
+  /**
+   * The outbox's depth: counts of events waiting (due or not), leased and dead-lettered, the
+   * bytes they take, and when the oldest event still to deliver was enqueued (alert on its age:
+   * Dodo refuses events older than an hour, see `docs/reliability.md`).
+   */
   outboxStats(): Promise<OutboxStats>;
 
   /** Dead-lettered events, oldest first. */
@@ -336,9 +340,22 @@ export interface OutboxBatch {
 }
 
 export interface OutboxStats {
+  /** Events to deliver that no worker holds: due, backing off, or whose lease lapsed. */
   waiting: number;
+  /** Events a worker holds under a running lease. */
   leased: number;
+  /** Events Dodo refused, kept in the dead letters. */
   dead: number;
+  /**
+   * Approximate bytes the outbox takes, dead letters included: MemoryStore's own accounting, or
+   * what Redis reports (`MEMORY USAGE`, sampled) for the outbox keys. 0 when it is empty.
+   */
+  bytes: number;
+  /**
+   * When the oldest event still to deliver (waiting or leased) was enqueued (ms, the store's
+   * clock); `undefined` when there is none.
+   */
+  oldestEnqueuedAt: number | undefined;
 }
 
 export interface DeadLetter {

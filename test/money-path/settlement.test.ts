@@ -200,7 +200,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
     await app.billing.flush();
     const ids = dodo.emulator.ingestedEvents({ customerId: customer }).map((event) => event.event_id);
     expect(new Set(ids).size).toBe(40);
-    expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
+    expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 0 });
   });
 
   it('re-stamps events an outage kept past Dodo’s one-hour window, keeping the original time', async () => {

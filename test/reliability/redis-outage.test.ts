@@ -190,7 +190,7 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
 
     // Well within the lease: the ack kept in memory lands on the next drain.
     await app.meter.flush(5_000);
-    expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
+    expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 0 });
     const events = dodo.emulator.ingestedEvents({ customerId: customer });
     expectEachOnce(events, 10);
     const accepted = dodo.emulator.requests().filter((r) => r.path === '/events/ingest' && r.status === 200);
@@ -256,7 +256,7 @@ describe.runIf(canRun)('RedisStore when its Redis dies or forgets its scripts', 
         reserved: 0n,
         pending: 100n * COST,
       });
-      expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
+      expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 0 });
       // The scripts really were reloaded with EVAL after NOSCRIPT replies.
       const stats = await admin.info('commandstats');
       expect(Number(/cmdstat_eval:calls=(\d+)/.exec(stats)?.[1] ?? 0)).toBeGreaterThan(0);

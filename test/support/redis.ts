@@ -1,7 +1,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -22,6 +22,13 @@ const STARTUP_TIMEOUT_MS = 10_000;
 export interface RedisServer {
   url: string;
   port: number;
+  /**
+   * Stalls the server (SIGSTOP), as a long GC pause, a swapped-out or CPU-starved host would:
+   * connections stay open, the kernel still accepts what clients write, nothing is answered.
+   */
+  pause(): void;
+  /** Resumes a paused server (SIGCONT): it then runs what it was sent, in order. */
+  resume(): void;
   /** Stops the server gracefully and waits for it to exit. */
   stop(): Promise<void>;
   /** Kills the server abruptly (SIGKILL), as a crash would, and waits for it to exit. */
@@ -142,10 +149,19 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     return answersPing(url);
   });
   const stopWith = async (signal: NodeJS.Signals) => {
+    // A stopped process does not act on SIGTERM until it is continued.
+    child.kill('SIGCONT');
     child.kill(signal);
     await exited(child);
   };
-  return { url, port, stop: () => stopWith('SIGTERM'), kill: () => stopWith('SIGKILL') };
+  return {
+    url,
+    port,
+    pause: () => child.kill('SIGSTOP'),
+    resume: () => child.kill('SIGCONT'),
+    stop: () => stopWith('SIGTERM'),
+    kill: () => stopWith('SIGKILL'),
+  };
 }
 
 let sharedUrl: Promise<string | undefined> | undefined;
@@ -293,4 +309,52 @@ export async function whenReady(client: Redis | Cluster): Promise<void> {
     client.once('ready', resolve);
     client.once('end', () => reject(new Error('Redis connection ended before it was ready.')));
   });
+}
+
+/** A TCP proxy in front of a server, slow to let connections through. */
+export interface SlowProxy {
+  url: string;
+  port: number;
+  /** Closes the listener and every connection through it. */
+  close(): Promise<void>;
+}
+
+/**
+ * A proxy that holds each new connection `acceptDelayMs` before it connects it to the target:
+ * the client's TCP connection opens at once, but nothing it writes is answered until then, as
+ * with a Redis slow to accept (deploy, failover, TLS handshake, a full accept queue).
+ */
+export async function startSlowProxy(target: { port: number }, acceptDelayMs: number): Promise<SlowProxy> {
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+  };
+  const server = createServer({ pauseOnConnect: true }, (client) => {
+    track(client);
+    const timer = setTimeout(() => {
+      const upstream = createConnection({ host: '127.0.0.1', port: target.port });
+      track(upstream);
+      upstream.on('close', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+      upstream.once('connect', () => {
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.resume();
+      });
+    }, acceptDelayMs);
+    client.on('close', () => clearTimeout(timer));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }

@@ -2,7 +2,7 @@
 -- lapsed lease): concurrent claimers may have taken some since they were peeked, and each event
 -- goes to exactly one. Each claim counts one more attempt and stamps the batch's lease id,
 -- which ack/nack/dead-letter check.
--- KEYS: ready, leased, meta, events. ARGV: now, leaseExpiresAt, leaseId, member, ...
+-- KEYS: ready, leased, meta, events, enqueued. ARGV: now, leaseExpiresAt, leaseId, member, ...
 -- Returns a flat list: member, eventJson, attempts, enqueuedAt, ...
 local now, lease_expires_at, lease_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local claimed = {}
@@ -29,6 +29,7 @@ for index = 4, #ARGV do
     -- A member without metadata can never be delivered: drop it rather than offer it forever.
     redis.call('ZREM', KEYS[1], member)
     redis.call('ZREM', KEYS[2], member)
+    redis.call('ZREM', KEYS[5], member)
   end
 end
 return claimed

@@ -4,6 +4,8 @@
 --   ready   (due now; score enqueuedAt, so ZRANGE yields the oldest first, ties in enqueue order),
 --   delayed (nacked, waiting out a backoff; score availableAt),
 --   leased  (claimed by a worker; score lease expiry).
+-- Every event still to deliver (ready, delayed or leased) is also in the enqueued ZSET (score
+-- enqueuedAt), so the oldest one, and hence how far delivery lags, is one ZRANGE away.
 
 local OUTBOX_SEQUENCE_WIDTH = 16
 
@@ -28,7 +30,7 @@ local function outbox_leased_meta(meta_key, event_id, lease_id)
   return nil
 end
 
-local function outbox_append(ready_key, meta_key, events_key, sequence_key, now, event_id, event_json)
+local function outbox_append(ready_key, meta_key, events_key, sequence_key, enqueued_key, now, event_id, event_json)
   if redis.call('HEXISTS', meta_key, event_id) == 1 then
     return
   end
@@ -38,6 +40,7 @@ local function outbox_append(ready_key, meta_key, events_key, sequence_key, now,
   redis.call('HSET', meta_key, event_id,
     cjson.encode({ attempts = 0, enqueuedAt = now, leaseId = '', member = member }))
   redis.call('ZADD', ready_key, now, member)
+  redis.call('ZADD', enqueued_key, now, member)
 end
 
 -- Moves delayed events whose backoff is over back to ready, at their enqueue position.
@@ -60,8 +63,9 @@ local function outbox_forget(ready_key, delayed_key, leased_key, member)
 end
 
 -- Removes an event from the outbox altogether: its place in every queue, its meta, its body.
-local function outbox_delete(ready_key, delayed_key, leased_key, meta_key, events_key, event_id, member)
+local function outbox_delete(ready_key, delayed_key, leased_key, meta_key, events_key, enqueued_key, event_id, member)
   outbox_forget(ready_key, delayed_key, leased_key, member)
+  redis.call('ZREM', enqueued_key, member)
   redis.call('HDEL', meta_key, event_id)
   redis.call('HDEL', events_key, event_id)
 end

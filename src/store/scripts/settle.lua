@@ -4,7 +4,7 @@
 -- `pending` grows even without a view: Dodo has not deducted this usage either, and the next
 -- sync must subtract it.
 -- KEYS: balance, reservation expiries, reservation amounts, applied ids, outbox ready,
---       outbox meta, outbox events, outbox sequence, [usage period].
+--       outbox meta, outbox events, outbox sequence, outbox enqueued, [usage period].
 -- ARGV: now, settlementId, forgetAt, gcTtlMs, hasReservation ('1'|'0'), reservationId, cost,
 --       eventCount, eventId, eventJson, ..., then when a usage key is given:
 --       usageExpiresAt, usageGcTtlMs, counterName, amount, ...
@@ -27,11 +27,11 @@ redis.call('HSET', KEYS[1], 'pending', bignum_tostring(bignum_add(bignum_or_zero
 local event_count = tonumber(ARGV[8])
 local index = 9
 for _ = 1, event_count do
-  outbox_append(KEYS[5], KEYS[6], KEYS[7], KEYS[8], now, ARGV[index], ARGV[index + 1])
+  outbox_append(KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], now, ARGV[index], ARGV[index + 1])
   index = index + 2
 end
 
-if KEYS[9] then
-  usage_add(KEYS[9], now, ARGV[index], ARGV[index + 1], ARGV, index + 2)
+if KEYS[10] then
+  usage_add(KEYS[10], now, ARGV[index], ARGV[index + 1], ARGV, index + 2)
 end
 return { 1, balance_view(KEYS[1]) }

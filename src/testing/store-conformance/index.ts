@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { StoreError } from '../../errors.js';
 import { parseUsd } from '../../money.js';
 import { subscriptionPeriod } from '../../store/subscription-period.js';
@@ -262,7 +263,7 @@ export function describeStoreConformance(
           pending: usd('0.12'),
         });
         expect(await store.getUsage('cus_1', '2026-11')).toEqual({ tokens: 1500n, cost: usd('0.12') });
-        expect(await store.outboxStats()).toEqual({ waiting: 2, leased: 0, dead: 0 });
+        expect(await store.outboxStats()).toMatchObject({ waiting: 2, leased: 0, dead: 0 });
       });
 
       it('applies a settlement id once, however often it is retried', async () => {
@@ -385,7 +386,7 @@ export function describeStoreConformance(
         expect(batch.events[0]?.event).toEqual(event('cus_0', 'evt_0', 0));
         const rest = await store.claimOutbox(10, MINUTE);
         expect(rest.events.map((claimed) => claimed.event.event_id)).toEqual(ids.slice(3));
-        expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 5, dead: 0 });
+        expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 5, dead: 0 });
         expect((await store.claimOutbox(10, MINUTE)).events).toEqual([]);
       });
 
@@ -393,7 +394,7 @@ export function describeStoreConformance(
         await enqueue(2);
         const batch = await store.claimOutbox(10, MINUTE);
         await store.ackOutbox(batch, ['evt_0', 'evt_1', 'evt_unknown']);
-        expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
+        expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 0 });
         advance(2 * MINUTE);
         expect((await store.claimOutbox(10, MINUTE)).events).toEqual([]);
       });
@@ -403,7 +404,7 @@ export function describeStoreConformance(
         const batch = await store.claimOutbox(10, MINUTE);
         const restamped = { ...event('cus_0', 'evt_0', 0), timestamp: '2026-11-26T01:00:00.000Z' };
         await store.nackOutbox(batch, ['evt_0', 'evt_1'], 5000, [restamped]);
-        expect(await store.outboxStats()).toEqual({ waiting: 2, leased: 0, dead: 0 });
+        expect(await store.outboxStats()).toMatchObject({ waiting: 2, leased: 0, dead: 0 });
         expect((await store.claimOutbox(10, MINUTE)).events).toEqual([]);
         advance(5000);
         const retry = await store.claimOutbox(10, MINUTE);
@@ -425,7 +426,38 @@ export function describeStoreConformance(
         await store.ackOutbox(deadWorker, ['evt_0', 'evt_1']);
         expect((await store.outboxStats()).leased).toBe(2);
         await store.ackOutbox(rescuer, ['evt_0', 'evt_1']);
-        expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 0 });
+        expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 0 });
+      });
+
+      it('keeps one dead letter per event however many of a customer it refuses, the newest refusal', async () => {
+        for (const id of ['evt_a', 'evt_b']) {
+          await store.settle({
+            customerId: 'cus_1',
+            settlementId: `s_${id}`,
+            cost: 0n,
+            events: [event('cus_1', id)],
+            retentionMs: DAY,
+          });
+        }
+        const batch = await store.claimOutbox(10, MINUTE);
+        await store.deadLetterOutbox(batch, [{ eventId: 'evt_a', reason: 'first' }]);
+        await store.deadLetterOutbox(batch, [{ eventId: 'evt_b', reason: 'second' }]);
+        // The same event settled again (another settlement) and refused again: one record, the newest.
+        await store.settle({
+          customerId: 'cus_1',
+          settlementId: 's_again',
+          cost: 0n,
+          events: [event('cus_1', 'evt_a')],
+          retentionMs: DAY,
+        });
+        advance(1);
+        const again = await store.claimOutbox(10, MINUTE);
+        await store.deadLetterOutbox(again, [{ eventId: 'evt_a', reason: 'third' }]);
+        expect((await store.outboxStats()).dead).toBe(2);
+        expect((await store.listDeadLetters()).map((dead) => [dead.event.event_id, dead.reason])).toEqual([
+          ['evt_b', 'second'],
+          ['evt_a', 'third'],
+        ]);
       });
 
       it('dead-letters refused events with the reason and never claims them again', async () => {
@@ -433,13 +465,51 @@ export function describeStoreConformance(
         const batch = await store.claimOutbox(10, MINUTE);
         await store.deadLetterOutbox(batch, [{ eventId: 'evt_1', reason: 'metadata value too long' }]);
         await store.ackOutbox(batch, ['evt_0']);
-        expect(await store.outboxStats()).toEqual({ waiting: 0, leased: 0, dead: 1 });
+        expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 1 });
         const dead = await store.listDeadLetters();
         expect(dead).toEqual([
           { event: event('cus_1', 'evt_1', 1), reason: 'metadata value too long', attempts: 1, deadAt: now },
         ]);
         advance(DAY);
         expect((await store.claimOutbox(10, MINUTE)).events).toEqual([]);
+      });
+
+      it('reports its depth: the bytes it holds and when the oldest event still to deliver was enqueued', async () => {
+        expect(await store.outboxStats()).toEqual({
+          waiting: 0,
+          leased: 0,
+          dead: 0,
+          bytes: 0,
+          oldestEnqueuedAt: undefined,
+        });
+        const enqueuedAt = now;
+        const ids = await enqueue(3);
+        const three = await store.outboxStats();
+        expect(three).toMatchObject({ waiting: 3, oldestEnqueuedAt: enqueuedAt });
+        expect(three.bytes).toBeGreaterThan(0);
+        await store.settle(settlement('cus_9'));
+        expect((await store.outboxStats()).bytes).toBeGreaterThan(three.bytes);
+
+        // Leased, then backing off after a failed delivery: still to deliver, still the oldest.
+        const first = await store.claimOutbox(1, MINUTE);
+        expect(first.events.map((claimed) => claimed.event.event_id)).toEqual([ids[0]]);
+        expect((await store.outboxStats()).oldestEnqueuedAt).toBe(enqueuedAt);
+        await store.nackOutbox(first, [ids[0]!], 5_000);
+        expect((await store.outboxStats()).oldestEnqueuedAt).toBe(enqueuedAt);
+
+        advance(5_000);
+        const all = await store.claimOutbox(10, MINUTE);
+        await store.ackOutbox(all, [ids[0]!]);
+        expect((await store.outboxStats()).oldestEnqueuedAt).toBe(enqueuedAt + 1);
+        await store.deadLetterOutbox(all, [{ eventId: ids[1]!, reason: 'refused' }]);
+        await store.ackOutbox(
+          all,
+          all.events.map((claimed) => claimed.event.event_id).filter((id) => id !== ids[1]),
+        );
+        // Dead letters take bytes but are not waiting for delivery.
+        const onlyDead = await store.outboxStats();
+        expect(onlyDead).toMatchObject({ waiting: 0, leased: 0, dead: 1, oldestEnqueuedAt: undefined });
+        expect(onlyDead.bytes).toBeGreaterThan(0);
       });
 
       it('never hands one event to two concurrent claims', async () => {
@@ -651,6 +721,32 @@ export function describeStoreConformance(
               await expect(call()).rejects.toBeInstanceOf(StoreError);
               expect(performance.now() - started).toBeLessThan(1000);
             }
+          } finally {
+            await unreachable.close();
+          }
+        });
+
+        it('fails its rate limiters with a StoreError, never a RateLimiterRes, unless an insurance limiter answers', async () => {
+          const unreachable = await createUnreachableStore();
+          try {
+            const limiter = unreachable.createRateLimiter({ keyPrefix: 'rl', points: 1, duration: 60 });
+            for (const call of [
+              () => limiter.consume('cus_1'),
+              () => limiter.reward('cus_1'),
+              () => limiter.get('cus_1'),
+            ]) {
+              const started = performance.now();
+              await expect(call()).rejects.toBeInstanceOf(StoreError);
+              expect(performance.now() - started).toBeLessThan(1000);
+            }
+            const insured = unreachable.createRateLimiter({
+              keyPrefix: 'rl',
+              points: 1,
+              duration: 60,
+              insuranceLimiter: new RateLimiterMemory({ points: 1, duration: 60 }),
+            });
+            await expect(insured.consume('cus_1')).resolves.toMatchObject({ remainingPoints: 0 });
+            await expect(insured.consume('cus_1')).rejects.toBeInstanceOf(RateLimiterRes);
           } finally {
             await unreachable.close();
           }
