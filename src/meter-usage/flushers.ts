@@ -22,11 +22,11 @@ export class Flushers {
   for(options: OutboxFlusherOptions): OutboxFlusher {
     const existing = this.flushers.get(options.store);
     if (existing) {
-      if (existing.dodo !== options.dodo) throw mixedClients();
+      if (!sameAccount(existing.dodo, options.dodo)) throw mixedClients();
       return existing;
     }
     const bound = clientOfStore.get(options.store);
-    if (bound && bound.dodo !== options.dodo) throw mixedClients();
+    if (bound && !sameAccount(bound.dodo, options.dodo)) throw mixedClients();
     if (bound) bound.owners += 1;
     else clientOfStore.set(options.store, { dodo: options.dodo, owners: 1 });
     const flusher = new OutboxFlusher(options);
@@ -58,6 +58,11 @@ export class Flushers {
       this.stop();
     }
   }
+}
+
+/** Two clients of one Dodo account (the same API and key), however many objects the app made. */
+function sameAccount(a: DodoPayments, b: DodoPayments): boolean {
+  return a === b || (a.baseURL === b.baseURL && a.bearerToken === b.bearerToken);
 }
 
 function mixedClients(): ConfigError {
