@@ -1,3 +1,4 @@
+export type { AlertsOptions, BalanceAlert, BillingAlert } from './alerts/index.js';
 export {
   type ApiAccount,
   type ApiAccountCheckout,
@@ -7,7 +8,6 @@ export {
   findApiAccount,
 } from './api-account.js';
 export { enableRequestBillingContext, RequestBilling, type UsageRecord } from './billing-context.js';
-export type { AlertsOptions, BalanceAlert, BillingAlert } from './alerts/index.js';
 export { type Billing, type ChainOptions, createBilling } from './create-billing.js';
 export {
   type DodoWebhookEventOf,

@@ -1,10 +1,10 @@
 import type DodoPayments from 'dodopayments';
 import type { Request } from 'express';
+import type { AlertsOptions } from './alerts/index.js';
 import { ConfigError } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { type MetersOption, type ResolvedMetering, resolveMetering } from './metering.js';
 import { type ModelPrice, type Money, type PricingInput, resolvePricing, unitsPerCredit } from './money.js';
-import type { AlertsOptions } from './alerts/index.js';
 import type { RequestSettingsOptions } from './request-settings.js';
 import type { BillingStore } from './store/types.js';
 

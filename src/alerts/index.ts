@@ -41,9 +41,14 @@ export class BalanceAlerts {
     private readonly logger: Logger,
   ) {
     if (typeof options?.on !== 'function') {
-      throw new ConfigError('ERR_ELB_INVALID_OPTION', '`alerts.on` must be a function called with each alert.');
+      throw new ConfigError(
+        'ERR_ELB_INVALID_OPTION',
+        '`alerts.on` must be a function called with each alert.',
+      );
     }
-    this.thresholds = (options.balanceBelow ?? []).map((value, index) => parseUsd(value, `alerts.balanceBelow[${index}]`));
+    this.thresholds = (options.balanceBelow ?? []).map((value, index) =>
+      parseUsd(value, `alerts.balanceBelow[${index}]`),
+    );
   }
 
   /** A settlement of `cost` left the customer's balance at `balance`. */

@@ -89,7 +89,10 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
       60_000,
     ),
     costHeaders: options.costHeaders ?? true,
-    alerts: options.alerts === undefined ? undefined : new BalanceAlerts(options.alerts, resolveLogger(options.logger)),
+    alerts:
+      options.alerts === undefined
+        ? undefined
+        : new BalanceAlerts(options.alerts, resolveLogger(options.logger)),
     flushIntervalMs: positiveInteger(options.flushIntervalMs, 'flushIntervalMs', NAME, 1_000),
     batchSize,
     ingestTimeoutMs: positiveInteger(options.ingestTimeoutMs, 'ingestTimeoutMs', NAME, 10_000),
