@@ -92,3 +92,8 @@ export function lruCacheBytes(max: number): number {
 export function webhookBytes(webhookId: string): number {
   return OBJECT + 2 * MAP_ENTRY + stringBytes(webhookId) + BOXED;
 }
+
+/** A key's budget: its name and three small fields. */
+export function budgetBytes(key: string): number {
+  return stringBytes(key) + OBJECT + MAP_ENTRY + 3 * BOXED;
+}

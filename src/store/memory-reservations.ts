@@ -1,7 +1,10 @@
 import type { Money } from '../money.js';
 
-/** What a request holds against its subscription's hard cap, in the cap's unit. */
-export interface CapHold {
+/**
+ * What a request holds against a limit counted in a usage period — a subscription's hard cap,
+ * an API key's budget — in the limit's unit.
+ */
+export interface LimitHold {
   period: string;
   unit: 'tokens' | 'cost';
   amount: bigint;
@@ -10,11 +13,11 @@ export interface CapHold {
 interface Reservation {
   amount: Money;
   expiresAt: number;
-  cap: CapHold | undefined;
+  limits: readonly LimitHold[];
 }
 
 /**
- * One customer's live request holds — credits, and what a hard cap holds — with the running
+ * One customer's live request holds — credits, and what hard caps and budgets hold — with the running
  * total of the credits. Expired ones are dropped when the earliest expiry has passed, so reading
  * the total is O(1) however many requests are in flight.
  */
@@ -48,18 +51,19 @@ export class Reservations {
     return this.held.size;
   }
 
-  /** What live holds of `period` add up to against a cap in `unit`. */
-  capHeld(period: string, unit: CapHold['unit'], now: number): bigint {
+  /** What live holds of `period` add up to against a limit in `unit`. */
+  limitHeld(period: string, unit: LimitHold['unit'], now: number): bigint {
     let sum = 0n;
-    for (const { cap, expiresAt } of this.held.values()) {
-      if (cap && expiresAt > now && cap.period === period && cap.unit === unit) sum += cap.amount;
+    for (const { limits, expiresAt } of this.held.values()) {
+      if (expiresAt <= now) continue;
+      for (const limit of limits) if (limit.period === period && limit.unit === unit) sum += limit.amount;
     }
     return sum;
   }
 
-  hold(id: string, amount: Money, expiresAt: number, cap?: CapHold): void {
+  hold(id: string, amount: Money, expiresAt: number, limits: readonly LimitHold[] = []): void {
     this.remove(id);
-    this.held.set(id, { amount, expiresAt, cap });
+    this.held.set(id, { amount, expiresAt, limits });
     this.idChars += id.length;
     this.total += amount;
     if (expiresAt < this.earliestExpiry) this.earliestExpiry = expiresAt;

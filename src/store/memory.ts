@@ -6,6 +6,7 @@ import { ConfigError, StoreError } from '../errors.js';
 import type { Money } from '../money.js';
 import { coveringSubscription, hardCapLimit } from './admission.js';
 import {
+  budgetBytes,
   counterBytes,
   customerBytes,
   deadLetterBytes,
@@ -19,11 +20,15 @@ import {
   subscriptionBytes,
   webhookBytes,
 } from './memory-bytes.js';
-import { type CapHold, Reservations } from './memory-reservations.js';
+import { type LimitHold, Reservations } from './memory-reservations.js';
+import { budgetPeriod } from './budget-period.js';
 import { subscriptionPeriod } from './subscription-period.js';
 import type {
   Admission,
   AdmissionResult,
+  BudgetLimits,
+  BudgetPeriods,
+  BudgetView,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
@@ -106,6 +111,8 @@ interface CustomerState {
   paymentIds: Set<string>;
   refundIds: Set<string>;
   subscriptions: Map<string, SubscriptionState>;
+  /** Budgets set per API key. */
+  budgets: Map<string, BudgetLimits>;
   usage: Map<string, UsagePeriod>;
   /** Accounted bytes of the ids, periods and subscriptions kept (reservations are counted apart). */
   keptBytes: number;
@@ -280,6 +287,7 @@ export class MemoryStore implements BillingStore {
       paymentIds: new Set(),
       refundIds: new Set(),
       subscriptions: new Map(),
+      budgets: new Map(),
       usage: new Map(),
       keptBytes: 0,
       bytes: 0,
@@ -441,7 +449,7 @@ export class MemoryStore implements BillingStore {
     const result: AdmissionResult = { credits: undefined };
     if (admission.readProfile) result.profile = this.profileOf(existing);
     let chargeCredits = true;
-    let cap: CapHold | undefined;
+    const limits: LimitHold[] = [];
     const covering =
       admission.plans &&
       existing &&
@@ -454,12 +462,21 @@ export class MemoryStore implements BillingStore {
         const { unit } = plan.hardCap;
         const period = subscriptionPeriod(subscription);
         const limit = hardCapLimit(plan.hardCap, subscription);
-        const used =
-          (this.usageOf(existing!, period)[unit] ?? 0n) + existing!.reservations.capHeld(period, unit, now);
+        const used = this.limitUsed(existing!, period, unit, now);
         // Refused once used and held reach the cap: passed by no more than one request's estimate.
         if (used >= limit) return { ...result, capped: { unit, used, limit } };
-        cap = { period, unit, amount: admission.plans!.estimate[unit] };
+        limits.push({ period, unit, amount: admission.plans!.estimate[unit] });
       }
+    }
+    const budget = admission.budget && chargeCredits ? existing?.budgets.get(admission.budget.key) : undefined;
+    if (budget) {
+      const { key, periods, amount } = admission.budget!;
+      const period = budgetPeriod(key, periods[budget.period]);
+      const used = this.limitUsed(existing!, period, 'cost', now);
+      result.budget = { used, period, ...(budget.hard === undefined ? {} : { hard: budget.hard }), ...(budget.soft === undefined ? {} : { soft: budget.soft }) };
+      // Refused once spent and held reach the hard limit: passed by no more than one request.
+      if (budget.hard !== undefined && used >= budget.hard) return { ...result, budgetExceeded: true };
+      limits.push({ period, unit: 'cost', amount });
     }
     let credit: Money = 0n;
     if (admission.credits && chargeCredits) {
@@ -468,12 +485,42 @@ export class MemoryStore implements BillingStore {
       if (!outcome.ok) return result;
       credit = outcome.reserved;
     }
-    if (credit > 0n || cap) {
+    if (credit > 0n || limits.length > 0) {
       const state = this.customer(customerId);
-      state.reservations.hold(requestId, credit, now + admission.ttlMs, cap);
+      state.reservations.hold(requestId, credit, now + admission.ttlMs, limits);
       this.settled(state);
     }
     return result;
+  }
+
+  /** What a limit's period has used (settled) and what requests in flight hold against it. */
+  private limitUsed(state: CustomerState, period: string, unit: LimitHold['unit'], now: number): bigint {
+    return (this.usageOf(state, period)[unit] ?? 0n) + state.reservations.limitHeld(period, unit, now);
+  }
+
+  async setBudget(customerId: string, key: string, limits: BudgetLimits | undefined): Promise<void> {
+    const state = this.customer(customerId);
+    const had = state.budgets.has(key);
+    if (limits) state.budgets.set(key, { ...limits });
+    else state.budgets.delete(key);
+    state.keptBytes += (state.budgets.has(key) ? 1 : 0) * budgetBytes(key) - (had ? budgetBytes(key) : 0);
+    this.settled(state);
+  }
+
+  async getBudget(customerId: string, key: string, periods: BudgetPeriods): Promise<BudgetView | undefined> {
+    const state = this.find(customerId);
+    const limits = state?.budgets.get(key);
+    if (!state || !limits) return undefined;
+    const periodId = periods[limits.period];
+    const period = budgetPeriod(key, periodId);
+    const now = this.now();
+    return {
+      key,
+      ...limits,
+      periodId,
+      spent: this.usageOf(state, period).cost ?? 0n,
+      held: state.reservations.limitHeld(period, 'cost', now),
+    };
   }
 
   /** How much of `admission.credits` the balance covers, without holding it yet. */

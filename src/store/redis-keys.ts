@@ -43,8 +43,10 @@ export interface CustomerKeys {
   reservationExpiries: string;
   /** HASH: reservation id → amount. */
   reservationAmounts: string;
-  /** HASH: request id → `<period key>\n<unit>\n<amount>` held against a hard cap. */
+  /** HASH: request id → what it holds against limits: `<period key>\n<unit>\n<amount>`, joined by `\r`. */
   capHolds: string;
+  /** HASH: API key → its budget, `<hard>|<soft>|<period>`. */
+  budgets: string;
   /** ZSET: `adjust:<id>` / `settle:<id>` → when the id may be forgotten. */
   appliedIds: string;
   /** HASH: spend, firstPaymentAt. */
@@ -112,6 +114,7 @@ export class RedisKeyspace {
       reservationExpiries: `${base}:reservations:${customerId}`,
       reservationAmounts: `${base}:reservation-amounts:${customerId}`,
       capHolds: `${base}:cap-holds:${customerId}`,
+      budgets: `${base}:budgets:${customerId}`,
       appliedIds: `${base}:applied:${customerId}`,
       spend: `${base}:spend:${customerId}`,
       spendIds: `${base}:spend-ids:${customerId}`,

@@ -9,6 +9,7 @@ import claimWebhook from './scripts/claim-webhook.lua';
 import confirmDeducted from './scripts/confirm-deducted.lua';
 import customer from './scripts/customer.lua';
 import customerProfile from './scripts/customer-profile.lua';
+import getBudget from './scripts/get-budget.lua';
 import deadLetterOutbox from './scripts/dead-letter-outbox.lua';
 import getBalance from './scripts/get-balance.lua';
 import listDeadLetters from './scripts/list-dead-letters.lua';
@@ -25,6 +26,7 @@ import releaseAbandoned from './scripts/release-abandoned.lua';
 import releaseWebhook from './scripts/release-webhook.lua';
 import releaseWebhookClaim from './scripts/release-webhook-claim.lua';
 import reserve from './scripts/reserve.lua';
+import setBudget from './scripts/set-budget.lua';
 import settle from './scripts/settle.lua';
 import subscriptions from './scripts/subscriptions.lua';
 import syncBalance from './scripts/sync-balance.lua';
@@ -49,7 +51,9 @@ const SCRIPTS = {
   adjustBalance: { libraries: [bignum, customer], body: adjustBalance, keys: 4 },
   markBalanceStale: { libraries: [], body: markBalanceStale, keys: 1 },
   confirmDeducted: { libraries: [bignum, customer], body: confirmDeducted, keys: 2 },
-  admit: { libraries: [bignum, customer, subscriptions], body: admit, keys: 7 },
+  admit: { libraries: [bignum, customer, subscriptions], body: admit, keys: 8 },
+  setBudget: { libraries: [], body: setBudget, keys: 1 },
+  getBudget: { libraries: [bignum], body: getBudget, keys: 3 },
   reserve: { libraries: [bignum, customer], body: reserve, keys: 3 },
   release: { libraries: [bignum, customer], body: release, keys: 3 },
   releaseAbandoned: { libraries: [bignum, customer], body: releaseAbandoned, keys: 3 },

@@ -11,6 +11,9 @@ import { defineScripts, type ScriptArgument, type ScriptCommand, type ScriptName
 import type {
   Admission,
   AdmissionResult,
+  BudgetLimits,
+  BudgetPeriods,
+  BudgetView,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
@@ -209,6 +212,7 @@ export class RedisStore implements BillingStore {
       keys.appliedIds,
       keys.spend,
       keys.subscriptions,
+      keys.budgets,
       now,
       admission.requestId,
       admission.replace ? '1' : '0',
@@ -221,7 +225,10 @@ export class RedisStore implements BillingStore {
       (credits?.max ?? 0n).toString(),
       (credits?.overdraft ?? 0n).toString(),
       (plans?.estimate.tokens ?? 0n).toString(),
-      (plans?.estimate.cost ?? 0n).toString(),
+      (plans?.estimate.cost ?? admission.budget?.amount ?? 0n).toString(),
+      admission.budget?.key ?? '',
+      admission.budget?.periods.month ?? '',
+      admission.budget?.periods.day ?? '',
       plans?.activeStatuses.length ?? 0,
       ...(plans?.activeStatuses ?? []),
       plans?.byProduct.size ?? 0,
@@ -240,9 +247,11 @@ export class RedisStore implements BillingStore {
     // its undo, queued behind it, releases the hold that very call made (same expiry).
     const undo = () =>
       this.scripts.releaseAbandoned(...customerArgs(keys), this.now(), admission.requestId, expiresAt, '');
-    const [duplicate, profile, coveringRecord, capped, creditReply] = (await this.run('admit', (attempt) =>
-      attempt.write(() => this.scripts.admit(...args), { send: undo, kind: 'idempotent', until: expiresAt }),
-    )) as [string, ProfileReply | [], string, [string, string, string] | [], string[]];
+    const [duplicate, profile, coveringRecord, capped, creditReply, budgetReply] = (await this.run(
+      'admit',
+      (attempt) =>
+        attempt.write(() => this.scripts.admit(...args), { send: undo, kind: 'idempotent', until: expiresAt }),
+    )) as [string, ProfileReply | [], string, [string, string, string] | [], string[], string[]];
     if (duplicate !== '') return { duplicate: duplicate as 'in_flight' | 'settled', credits: undefined };
     const result: AdmissionResult = { credits: toCreditOutcome(creditReply) };
     const parsed = profile.length > 0 ? this.toProfile(profile as ProfileReply) : undefined;
@@ -252,7 +261,51 @@ export class RedisStore implements BillingStore {
       const [unit, used, limit] = capped as [string, string, string];
       result.capped = { unit: unit as 'tokens' | 'cost', used: BigInt(used), limit: BigInt(limit) };
     }
+    if (budgetReply.length > 0) {
+      const [state, used, hard, soft, period] = budgetReply as [string, string, string, string, string];
+      result.budget = {
+        used: BigInt(used),
+        period: period.slice(keys.usagePrefix.length),
+        ...(hard === '' ? {} : { hard: BigInt(hard) }),
+        ...(soft === '' ? {} : { soft: BigInt(soft) }),
+      };
+      if (state === 'exceeded') result.budgetExceeded = true;
+    }
     return result;
+  }
+
+  // ── Budgets per API key ───────────────────────────────────────────────────────────────────
+
+  async setBudget(customerId: string, key: string, limits: BudgetLimits | undefined): Promise<void> {
+    const value = limits
+      ? `${limits.hard?.toString() ?? ''}|${limits.soft?.toString() ?? ''}|${limits.period}`
+      : '';
+    await this.call('setBudget', 'setBudget', [this.keys.customer(customerId).budgets, key, value]);
+  }
+
+  async getBudget(customerId: string, key: string, periods: BudgetPeriods): Promise<BudgetView | undefined> {
+    const keys = this.keys.customer(customerId);
+    const reply = (await this.call('getBudget', 'getBudget', [
+      keys.budgets,
+      keys.reservationExpiries,
+      keys.capHolds,
+      key,
+      keys.usagePrefix,
+      periods.month,
+      periods.day,
+      this.now(),
+    ])) as string[];
+    if (reply.length === 0) return undefined;
+    const [hard, soft, period, periodId, spent, held] = reply as [string, string, string, string, string, string];
+    return {
+      key,
+      period: period as BudgetLimits['period'],
+      periodId,
+      spent: BigInt(spent),
+      held: BigInt(held),
+      ...(hard === '' ? {} : { hard: BigInt(hard) }),
+      ...(soft === '' ? {} : { soft: BigInt(soft) }),
+    };
   }
 
   // ── Reservations ──────────────────────────────────────────────────────────────────────────

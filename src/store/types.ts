@@ -70,6 +70,14 @@ export interface BillingStore {
    */
   admit(admission: Admission): Promise<AdmissionResult>;
 
+  // ── Budgets per API key ─────────────────────────────────────────────────────────────────────
+
+  /** Sets (or, with `undefined`, removes) the budget of a customer's key. */
+  setBudget(customerId: string, key: string, limits: BudgetLimits | undefined): Promise<void>;
+
+  /** A key's budget and its current period's spend and holds; `undefined` when none is set. */
+  getBudget(customerId: string, key: string, periods: BudgetPeriods): Promise<BudgetView | undefined>;
+
   // ── Reservations ────────────────────────────────────────────────────────────────────────────
 
   /**
@@ -231,6 +239,11 @@ export interface Admission {
   credits?: CreditHold;
   /** Subscription plans: a subscription to one of them covers the request, and may cap it. */
   plans?: AdmissionPlans;
+  /**
+   * The API key (or project) the request is billed to: its budget, when one is set, holds the
+   * request's cost alongside the credits, and refuses it once spend and holds reach the limit.
+   */
+  budget?: BudgetCharge;
   /** How long the holds live if nobody settles or releases them (ms). */
   ttlMs: number;
 }
@@ -259,6 +272,50 @@ export interface AdmissionPlan {
   hardCap?: { unit: 'tokens' | 'cost'; amount: bigint; perSeat: boolean };
 }
 
+/** A request's charge against its key's budget. */
+export interface BudgetCharge {
+  key: string;
+  /** What the request may cost at most, held against the budget. */
+  amount: Money;
+  /** The current periods' names, for a budget counted per month or per day (`budgetPeriods`). */
+  periods: BudgetPeriods;
+}
+
+export interface BudgetPeriods {
+  month: string;
+  day: string;
+}
+
+/** A budget set for a key: per calendar month (UTC) by default, or per day. */
+export interface BudgetLimits {
+  /** Refuse the key's requests once its spend and holds reach this. */
+  hard?: Money;
+  /** Past this, requests pass with a warning header and an alert fires. */
+  soft?: Money;
+  period: 'month' | 'day';
+}
+
+/** A key's budget and what it spent in the current period. */
+export interface BudgetView extends BudgetLimits {
+  key: string;
+  /** The current period's name (`2026-11`, `2026-11-30`). */
+  periodId: string;
+  /** Settled spend of the period. */
+  spent: Money;
+  /** What requests in flight hold against it. */
+  held: Money;
+}
+
+/** What admitting a request found of its key's budget. */
+export interface BudgetOutcome {
+  /** Spend settled in the period plus what requests in flight hold, before this request. */
+  used: Money;
+  hard?: Money;
+  soft?: Money;
+  /** The usage period the request's cost is counted in (give it to the settlement). */
+  period: string;
+}
+
 export interface AdmissionResult {
   /** The request id is already in flight or was settled: nothing was held. */
   duplicate?: 'in_flight' | 'settled';
@@ -268,6 +325,10 @@ export interface AdmissionResult {
   subscription?: SubscriptionState;
   /** The hard cap refused the request: nothing was held. */
   capped?: { unit: 'tokens' | 'cost'; used: bigint; limit: bigint };
+  /** The key's budget, when the admission named a key with a budget. */
+  budget?: BudgetOutcome;
+  /** The key's hard budget refused the request: nothing was held. */
+  budgetExceeded?: boolean;
   /** The credit hold; `undefined` when none was asked, or a subscription covers the request. */
   credits: CreditOutcome | undefined;
 }

@@ -298,5 +298,84 @@ export function describeAdmissionConformance(
         (await store.admit(admission('cus_sub', { plans: charging, credits: cheap }))).capped,
       ).toBeUndefined();
     });
+
+    describe('budgets per API key', () => {
+      const periods = { month: '2026-11', day: '2026-11-30' };
+      const budgeted = (key: string, amount = usd('0.4')) => ({ key, amount, periods });
+
+      it('holds a key’s requests against its hard budget: passed by no more than one request', async () => {
+        const { store, now } = context();
+        await store.syncBalance('cus_1', usd('100'), now);
+        await store.setBudget('cus_1', 'key_a', { hard: usd('1'), soft: usd('0.5'), period: 'month' });
+        const results = await Promise.all(
+          Array.from({ length: 10 }, () => store.admit(admission('cus_1', { budget: budgeted('key_a') }))),
+        );
+        // Admitted at 0, 0.4 and 0.8 held; then 1.2 reaches the limit.
+        expect(results.filter((result) => !result.budgetExceeded)).toHaveLength(3);
+        const refused = results.find((result) => result.budgetExceeded)!;
+        expect(refused.budget).toMatchObject({ used: usd('1.2'), hard: usd('1'), soft: usd('0.5') });
+        expect(refused.credits).toBeUndefined();
+        expect((await store.getBalance('cus_1'))?.reserved).toBe(usd('3'));
+        expect(await store.getBudget('cus_1', 'key_a', periods)).toEqual({
+          key: 'key_a',
+          hard: usd('1'),
+          soft: usd('0.5'),
+          period: 'month',
+          periodId: '2026-11',
+          spent: 0n,
+          held: usd('1.2'),
+        });
+        // Another key, and a key without a budget, are not held by it.
+        expect((await store.admit(admission('cus_1', { budget: budgeted('key_b') }))).budget).toBeUndefined();
+      });
+
+      it('gives a key’s hold back on release and on expiry, and counts per day when asked', async () => {
+        const { store, now, advance } = context();
+        await store.syncBalance('cus_1', usd('100'), now);
+        await store.setBudget('cus_1', 'daily', { hard: usd('0.5'), period: 'day' });
+        const first = admission('cus_1', { budget: budgeted('daily') });
+        expect((await store.admit(first)).budgetExceeded).toBeUndefined();
+        expect(
+          (await store.admit(admission('cus_1', { budget: budgeted('daily') }))).budgetExceeded,
+        ).toBeUndefined();
+        expect((await store.admit(admission('cus_1', { budget: budgeted('daily') }))).budgetExceeded).toBe(
+          true,
+        );
+        await store.release('cus_1', first.requestId);
+        expect((await store.getBudget('cus_1', 'daily', periods))?.held).toBe(usd('0.4'));
+        expect(
+          (await store.admit(admission('cus_1', { budget: budgeted('daily') }))).budgetExceeded,
+        ).toBeUndefined();
+        // The next day is another period.
+        expect(
+          (
+            await store.admit(
+              admission('cus_1', {
+                budget: { ...budgeted('daily'), periods: { ...periods, day: '2026-12-01' } },
+              }),
+            )
+          ).budgetExceeded,
+        ).toBeUndefined();
+        advance(MINUTE);
+        expect((await store.getBudget('cus_1', 'daily', periods))?.held).toBe(0n);
+        await store.setBudget('cus_1', 'daily', undefined);
+        expect(await store.getBudget('cus_1', 'daily', periods)).toBeUndefined();
+      });
+
+      it('holds nothing when the budget passes but the credits do not, and holds no budget for a covered subscriber', async () => {
+        const { store, now } = context();
+        await store.syncBalance('cus_1', usd('0.3'), now);
+        await store.setBudget('cus_1', 'key_a', { hard: usd('0.5'), period: 'month' });
+        const refused = await store.admit(admission('cus_1', { budget: budgeted('key_a') }));
+        expect(refused.credits).toMatchObject({ ok: false, reason: 'insufficient' });
+        expect((await store.getBudget('cus_1', 'key_a', periods))?.held).toBe(0n);
+        await store.putSubscription('cus_sub', plus);
+        await store.setBudget('cus_sub', 'key_a', { hard: usd('0.1'), period: 'month' });
+        const covered = await store.admit(
+          admission('cus_sub', { plans: plans(), budget: budgeted('key_a') }),
+        );
+        expect(covered).toEqual({ subscription: plus, credits: undefined });
+      });
+    });
   });
 }
