@@ -56,6 +56,8 @@ export class RequestBilling {
   profile: CustomerProfile | undefined;
   /** The subscription that covers the request, if any. */
   subscription: SubscriptionState | undefined;
+  /** The API key the request is billed to, and the usage period its budget counts it in. */
+  budget: { key: string; period: string | undefined } | undefined;
   /** Billing period key for the usage counters (a subscription period, else the UTC month). */
   usagePeriod: string | undefined;
   /** False when the request is covered by a subscription and must not spend credits. */

@@ -2,16 +2,20 @@ import type { RequestHandler, Router } from 'express';
 import { RequestSettingsScope } from './chain/context.js';
 import { type ChainContext, type ChainSteps, createChain } from './chain/index.js';
 import { type DodoWebhooksOptions, dodoWebhooks } from './dodo-webhooks/index.js';
+import { ConfigError } from './errors.js';
 import { Flushers } from './meter-usage/flushers.js';
 import { flusherOptions, type MeterUsageMiddleware, withFlusherControls } from './meter-usage/index.js';
 import { type MeterUsageOptions, resolveMeterUsageOptions } from './meter-usage/options.js';
 import { MeterStep } from './meter-usage/step.js';
+import { formatUsd, parseUsd } from './money.js';
 import { resolveLogger, resolveStore, type SharedOptions } from './options.js';
 import type { RequestSettingsOptions } from './request-settings.js';
 import { type RequireCreditsOptions, resolveRequireCreditsOptions } from './require-credits/options.js';
 import { CreditStep } from './require-credits/step.js';
 import { resolveSoftCapRouterOptions, type SoftCapRouterOptions } from './soft-cap-router/options.js';
 import { SoftCapStep } from './soft-cap-router/step.js';
+import { budgetPeriods } from './store/budget-period.js';
+import type { BudgetLimits } from './store/types.js';
 import { resolveTierRateLimitOptions, type TierRateLimitOptions } from './tier-rate-limit/options.js';
 import { TierStep } from './tier-rate-limit/step.js';
 
@@ -30,6 +34,28 @@ export interface ChainOptions {
   meterUsage?: Own<MeterUsageOptions> | false;
 }
 
+/** A budget as the app sets it: US dollars as decimal strings (or exact numbers). */
+export interface BudgetInput {
+  hard?: string | number;
+  soft?: string | number;
+  /** @default 'month' */
+  period?: 'month' | 'day';
+}
+
+/** A key's budget and its current period, exact decimal USD. */
+export interface Budget {
+  key: string;
+  period: 'month' | 'day';
+  /** The current period: `2026-11` or `2026-11-30` (UTC). */
+  periodId: string;
+  spent: string;
+  held: string;
+  hard?: string;
+  soft?: string;
+  /** What the hard limit leaves, never below zero. */
+  remaining?: string;
+}
+
 /** The five middlewares and the chain, with shared settings bound, and the usage flusher's controls. */
 export interface Billing {
   /**
@@ -44,6 +70,16 @@ export interface Billing {
   tierRateLimit(options: Own<TierRateLimitOptions>): RequestHandler;
   softCapRouter(options: Own<SoftCapRouterOptions>): RequestHandler;
   dodoWebhooks(options?: Own<DodoWebhooksOptions>): Router;
+  /**
+   * Sets a budget on one of a customer's API keys (the key `budgetKey(req)` names): a `hard`
+   * limit refuses the key's requests once its spend and holds reach it (402 `budget_exceeded`),
+   * a `soft` one adds a header (and fires a budget alert); per calendar month (UTC) by default.
+   * `undefined` removes it.
+   * @example await billing.setBudget('cus_123', 'sk-dev', { hard: '1.00', soft: '0.80' })
+   */
+  setBudget(customerId: string, key: string, budget: BudgetInput | undefined): Promise<void>;
+  /** A key's budget and what it spent (and holds) this period, exact decimal USD; `undefined` without one. */
+  budget(customerId: string, key: string): Promise<Budget | undefined>;
   /** Resolves once every queued usage event has been accepted by Dodo, or rejects with why not. */
   flush(timeoutMs?: number): Promise<void>;
   /** Flushes, then stops the flushers' timers (and the store's, not an injected Redis client). */
@@ -125,6 +161,22 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
     softCapRouter: (options) =>
       chainOf({ softCapRouter: steps.softCapRouter(options) }, { softCapRouter: options }, 'softCapRouter'),
     dodoWebhooks: (options = {}) => dodoWebhooks({ ...shared, ...options } as DodoWebhooksOptions),
+    setBudget: (customerId, key, budget) => store.setBudget(customerId, key, budget && resolveBudget(budget)),
+    budget: async (customerId, key) => {
+      const view = await store.getBudget(customerId, key, budgetPeriods(store.now()));
+      if (!view) return undefined;
+      const left = view.hard === undefined ? undefined : view.hard - view.spent - view.held;
+      return {
+        key,
+        period: view.period,
+        periodId: view.periodId,
+        spent: formatUsd(view.spent),
+        held: formatUsd(view.held),
+        ...(view.hard === undefined ? {} : { hard: formatUsd(view.hard) }),
+        ...(view.soft === undefined ? {} : { soft: formatUsd(view.soft) }),
+        ...(left === undefined ? {} : { remaining: formatUsd(left > 0n ? left : 0n) }),
+      };
+    },
     flush: async (timeoutMs) => {
       ensureFlusher();
       await flushers.flush(timeoutMs);
@@ -137,4 +189,18 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
       }
     },
   };
+}
+
+function resolveBudget(budget: BudgetInput): BudgetLimits {
+  const period = budget.period ?? 'month';
+  if (period !== 'month' && period !== 'day') {
+    throw new ConfigError(
+      'ERR_ELB_INVALID_OPTION',
+      `setBudget: \`period\` must be 'month' or 'day' (got ${String(period)}).`,
+    );
+  }
+  const limits: BudgetLimits = { period };
+  if (budget.hard !== undefined) limits.hard = parseUsd(budget.hard, 'hard');
+  if (budget.soft !== undefined) limits.soft = parseUsd(budget.soft, 'soft');
+  return limits;
 }

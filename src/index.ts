@@ -8,7 +8,13 @@ export {
   findApiAccount,
 } from './api-account.js';
 export { enableRequestBillingContext, RequestBilling, type UsageRecord } from './billing-context.js';
-export { type Billing, type ChainOptions, createBilling } from './create-billing.js';
+export {
+  type Billing,
+  type Budget,
+  type BudgetInput,
+  type ChainOptions,
+  createBilling,
+} from './create-billing.js';
 export {
   type DodoWebhookEventOf,
   type DodoWebhooksOptions,

@@ -4,6 +4,7 @@ import { type TokenEstimator, utf8ByteTokens } from './estimate/input.js';
 import type { OutputLimitField } from './estimate/output.js';
 import type { PriceInput, PricingInput } from './money.js';
 import {
+  optionalFunction,
   positiveInteger,
   type ResolvedPricing,
   requireFunction,
@@ -78,6 +79,12 @@ export interface RequestSettingsOptions {
   pricing?: PricingInput;
   /** Price for models missing from `pricing`; without it they are refused with 400. */
   defaultPrice?: PriceInput;
+  /**
+   * The API key (or project, team…) a request is billed to, for its budget: a key with a budget
+   * set (`billing.setBudget`) holds each request against it, and refuses past its hard limit.
+   * @example (req) => req.apiKey?.id
+   */
+  budgetKey?: (req: Request) => string | undefined;
 }
 
 export interface RequestSettings {
@@ -93,6 +100,7 @@ export interface RequestSettings {
   maxJsonBytes: number;
   /** `undefined` when no pricing was given (a rate limit alone needs none). */
   pricing: ResolvedPricing | undefined;
+  budgetKey: ((req: Request) => string | undefined) | undefined;
   /** The settings the options gave; the others are defaults, which never contradict a given one. */
   explicit: ReadonlySet<(typeof REQUEST_SETTING_KEYS)[number]>;
 }
@@ -111,6 +119,7 @@ export const REQUEST_SETTING_KEYS = [
   'maxJsonBytes',
   'pricing',
   'defaultPrice',
+  'budgetKey',
 ] as const satisfies readonly (keyof RequestSettingsOptions)[];
 
 const OUTPUT_LIMIT_FIELDS: readonly OutputLimitField[] = [
@@ -162,6 +171,12 @@ export function resolveRequestSettings(options: RequestSettingsOptions, middlewa
       options.pricing === undefined && options.defaultPrice === undefined
         ? undefined
         : resolveModelPricing(options.pricing, options.defaultPrice, middleware),
+    budgetKey: optionalFunction(
+      options.budgetKey,
+      'budgetKey',
+      middleware,
+      'a function of the request returning its API key or project',
+    ),
     explicit: new Set(REQUEST_SETTING_KEYS.filter((key) => options[key] !== undefined)),
   };
 }

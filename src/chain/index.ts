@@ -7,7 +7,14 @@ import type { MeterStep } from '../meter-usage/step.js';
 import type { RequestSettings } from '../request-settings.js';
 import type { CreditStep } from '../require-credits/step.js';
 import type { SoftCapStep } from '../soft-cap-router/step.js';
-import type { Admission, AdmissionResult, BillingStore, CreditOutcome } from '../store/types.js';
+import { budgetPeriods } from '../store/budget-period.js';
+import type {
+  Admission,
+  AdmissionResult,
+  BillingStore,
+  BudgetOutcome,
+  CreditOutcome,
+} from '../store/types.js';
 import type { TierCounts, TierStep } from '../tier-rate-limit/step.js';
 import { answeredBadRequest, checkSameSettings, openBilling } from './open.js';
 
@@ -34,6 +41,13 @@ export interface ChainContext {
 class DuplicateRequest extends Error {
   constructor(readonly duplicate: 'in_flight' | 'settled') {
     super(`request id ${duplicate}`);
+  }
+}
+
+/** A re-admission found the key's budget spent meanwhile. */
+class BudgetExceeded extends Error {
+  constructor(readonly budget: BudgetOutcome) {
+    super('budget exceeded');
   }
 }
 
@@ -143,6 +157,15 @@ async function admit(
   }
   if (result?.profile) billing.profile = result.profile;
   if (result && admission) noteHolds(billing, admission, result);
+  if (result?.budgetExceeded && credits) {
+    if (tier && counts) tier.giveBack(billing, counts);
+    credits.refuseBudget(res, billing.budget!.key, result.budget!);
+    return false;
+  }
+  if (result?.budget && billing.budget) {
+    billing.budget.period = result.budget.period;
+    credits?.budgetHeaders(res, result.budget);
+  }
 
   if (tier && counts) {
     const decision = await tier.decide(billing, estimate, counts, billing.profile, req, res);
@@ -173,6 +196,7 @@ async function admit(
       const replace = billing.reservation !== undefined;
       const again = await store.admit({ ...admission!, replace, readProfile: false });
       if (again.duplicate) throw new DuplicateRequest(again.duplicate);
+      if (again.budgetExceeded) throw new BudgetExceeded(again.budget!);
       if (again.capped) return { ok: false, reason: 'insufficient', available: 0n, syncedAt: store.now() };
       noteHolds(billing, admission!, again);
       return again.credits;
@@ -181,6 +205,10 @@ async function admit(
     if (error instanceof DuplicateRequest) {
       if (tier && counts) tier.giveBack(billing, counts);
       return refuseDuplicate(res, error.duplicate);
+    }
+    if (error instanceof BudgetExceeded) {
+      credits.refuseBudget(res, billing.budget!.key, error.budget);
+      return false;
     }
     if (credits.unavailable(billing, res, error)) return true;
     release(context, billing);
@@ -225,6 +253,13 @@ function admissionOf(
   if (held) admission.replace = true;
   if (creditHold) admission.credits = creditHold;
   if (plans) admission.plans = plans;
+  if (creditHold && billing.budget) {
+    admission.budget = {
+      key: billing.budget.key,
+      amount: creditHold.max,
+      periods: budgetPeriods(Date.now()),
+    };
+  }
   return admission;
 }
 

@@ -73,6 +73,13 @@ export async function openBilling(
     );
     billing.model = model;
     billing.estimate = new RequestEstimate(model, req.body, settings);
+    const budgetKey = settings.budgetKey?.(req);
+    if (budgetKey !== undefined) {
+      const keyProblem = requestIdProblem(budgetKey);
+      if (keyProblem)
+        throw new BadRequest(keyProblem.replace('request id', 'budget key'), null, 'invalid_budget_key');
+      billing.budget = { key: budgetKey, period: undefined };
+    }
   } catch (error) {
     if (!answeredBadRequest(error, res)) throw error;
     return undefined;

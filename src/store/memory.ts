@@ -5,6 +5,7 @@ import { type RateLimiterAbstract, RateLimiterMemory } from 'rate-limiter-flexib
 import { ConfigError, StoreError } from '../errors.js';
 import type { Money } from '../money.js';
 import { coveringSubscription, hardCapLimit } from './admission.js';
+import { budgetPeriod } from './budget-period.js';
 import {
   budgetBytes,
   counterBytes,
@@ -21,17 +22,16 @@ import {
   webhookBytes,
 } from './memory-bytes.js';
 import { type LimitHold, Reservations } from './memory-reservations.js';
-import { budgetPeriod } from './budget-period.js';
 import { subscriptionPeriod } from './subscription-period.js';
 import type {
   Admission,
   AdmissionResult,
-  BudgetLimits,
-  BudgetPeriods,
-  BudgetView,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
+  BudgetLimits,
+  BudgetPeriods,
+  BudgetView,
   ClaimedEvent,
   CreditOutcome,
   CustomerProfile,
@@ -468,12 +468,18 @@ export class MemoryStore implements BillingStore {
         limits.push({ period, unit, amount: admission.plans!.estimate[unit] });
       }
     }
-    const budget = admission.budget && chargeCredits ? existing?.budgets.get(admission.budget.key) : undefined;
+    const budget =
+      admission.budget && chargeCredits ? existing?.budgets.get(admission.budget.key) : undefined;
     if (budget) {
       const { key, periods, amount } = admission.budget!;
       const period = budgetPeriod(key, periods[budget.period]);
       const used = this.limitUsed(existing!, period, 'cost', now);
-      result.budget = { used, period, ...(budget.hard === undefined ? {} : { hard: budget.hard }), ...(budget.soft === undefined ? {} : { soft: budget.soft }) };
+      result.budget = {
+        used,
+        period,
+        ...(budget.hard === undefined ? {} : { hard: budget.hard }),
+        ...(budget.soft === undefined ? {} : { soft: budget.soft }),
+      };
       // Refused once spent and held reach the hard limit: passed by no more than one request.
       if (budget.hard !== undefined && used >= budget.hard) return { ...result, budgetExceeded: true };
       limits.push({ period, unit: 'cost', amount });

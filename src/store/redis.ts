@@ -11,12 +11,12 @@ import { defineScripts, type ScriptArgument, type ScriptCommand, type ScriptName
 import type {
   Admission,
   AdmissionResult,
-  BudgetLimits,
-  BudgetPeriods,
-  BudgetView,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
+  BudgetLimits,
+  BudgetPeriods,
+  BudgetView,
   ClaimedEvent,
   CreditOutcome,
   CustomerProfile,
@@ -250,7 +250,11 @@ export class RedisStore implements BillingStore {
     const [duplicate, profile, coveringRecord, capped, creditReply, budgetReply] = (await this.run(
       'admit',
       (attempt) =>
-        attempt.write(() => this.scripts.admit(...args), { send: undo, kind: 'idempotent', until: expiresAt }),
+        attempt.write(() => this.scripts.admit(...args), {
+          send: undo,
+          kind: 'idempotent',
+          until: expiresAt,
+        }),
     )) as [string, ProfileReply | [], string, [string, string, string] | [], string[], string[]];
     if (duplicate !== '') return { duplicate: duplicate as 'in_flight' | 'settled', credits: undefined };
     const result: AdmissionResult = { credits: toCreditOutcome(creditReply) };
@@ -296,7 +300,14 @@ export class RedisStore implements BillingStore {
       this.now(),
     ])) as string[];
     if (reply.length === 0) return undefined;
-    const [hard, soft, period, periodId, spent, held] = reply as [string, string, string, string, string, string];
+    const [hard, soft, period, periodId, spent, held] = reply as [
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
     return {
       key,
       period: period as BudgetLimits['period'],
