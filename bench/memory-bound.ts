@@ -42,7 +42,7 @@ for (let i = 0; i < CUSTOMERS; i++) {
         metadata: { model: 'gpt-4o', tokens: 100 },
       },
     ],
-    usage: { period: '2026-11', counters: { tokens: 150n, cost }, ttlMs: 60_000 },
+    usage: [{ period: '2026-11', counters: { tokens: 150n, cost }, ttlMs: 60_000 }],
     retentionMs: 86_400_000,
   });
   // Let the flusher run, as it does between requests.

@@ -131,7 +131,7 @@ describe('MemoryStore: bounded in memory', () => {
       settlementId: requestId,
       cost: CREDIT,
       events: usageEvents(customerId, requestId),
-      usage: { period: '2026-11', counters: { tokens: 2000n }, ttlMs: DAY },
+      usage: [{ period: '2026-11', counters: { tokens: 2000n }, ttlMs: DAY }],
       retentionMs: DAY,
     });
   }

@@ -3,7 +3,7 @@ import type { Logger } from '../logger.js';
 import type { ResolvedMetering } from '../metering.js';
 import { costOfTokens, type Money } from '../money.js';
 import { priceOf, type ResolvedPricing } from '../options.js';
-import type { Settlement } from '../store/types.js';
+import type { Settlement, UsageIncrement } from '../store/types.js';
 import { usageEvents } from './usage-events.js';
 
 /**
@@ -34,12 +34,37 @@ export interface UsageToSettle {
   chargeCredits: boolean;
   /** Billing period of the counters. @default the UTC month */
   usagePeriod?: string | undefined;
+  /** The usage period of the key's budget the request was admitted under, if any. */
+  budgetPeriod?: string | undefined;
   now: number;
 }
 
 /** UTC calendar month, the default billing period of the usage counters. */
 function calendarMonth(now: number): string {
   return new Date(now).toISOString().slice(0, 7);
+}
+
+/**
+ * The billing period's counters, and the key budget's spend when the request was admitted
+ * under one (only credit spend counts against a budget, as only it was held against it).
+ */
+function periodsOf(
+  config: SettlementPricing,
+  usage: UsageToSettle,
+  counters: Record<string, bigint>,
+  cost: Money,
+): UsageIncrement[] {
+  const periods: UsageIncrement[] = [
+    { period: usage.usagePeriod ?? calendarMonth(usage.now), counters, ttlMs: config.usageRetentionMs },
+  ];
+  if (usage.budgetPeriod !== undefined && usage.chargeCredits) {
+    periods.push({
+      period: usage.budgetPeriod,
+      counters: { cost, tokens: counters.tokens ?? 0n },
+      ttlMs: config.usageRetentionMs,
+    });
+  }
+  return periods;
 }
 
 /**
@@ -89,10 +114,7 @@ export function buildSettlement(config: SettlementPricing, usage: UsageToSettle)
           new Date(usage.now).toISOString(),
         )
       : [],
-    usage:
-      usage.records.length > 0
-        ? { period: usage.usagePeriod ?? calendarMonth(usage.now), counters, ttlMs: config.usageRetentionMs }
-        : undefined,
+    usage: usage.records.length > 0 ? periodsOf(config, usage, counters, cost) : undefined,
     retentionMs: SETTLEMENT_RETENTION_MS,
   };
 }

@@ -92,6 +92,7 @@ export class MeterStep {
         records,
         chargeCredits: billing.chargeCredits,
         usagePeriod: billing.usagePeriod,
+        budgetPeriod: billing.budget?.period,
         now: store.now(),
       });
     let settlement = settlementOf(requestId);

@@ -616,7 +616,7 @@ export class MemoryStore implements BillingStore {
       this.outbox.set(eventId, entry);
       this.addOutboxBytes(entry.bytes);
     }
-    if (settlement.usage) this.addUsageTo(state, settlement.usage);
+    for (const usage of settlement.usage ?? []) this.addUsageTo(state, usage);
     this.settled(state);
     return { applied: true, view: this.view(state) };
   }

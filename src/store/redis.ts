@@ -390,9 +390,9 @@ export class RedisStore implements BillingStore {
       settlement.events.length,
     ];
     for (const event of settlement.events) args.push(event.event_id, JSON.stringify(event));
-    if (settlement.usage) {
-      scriptKeys.push(keys.usage(settlement.usage.period));
-      args.push(...usageArgs(now, settlement.usage));
+    for (const usage of settlement.usage ?? []) {
+      scriptKeys.push(keys.usage(usage.period));
+      args.push(Object.keys(usage.counters).length, ...usageArgs(now, usage));
     }
     const [applied, view] = (await this.call('settle', 'settle', [
       scriptKeys.length,

@@ -354,8 +354,11 @@ export interface Settlement {
   cost: Money;
   /** Usage events bound for Dodo (their `customer_id` is `customerId`). */
   events: readonly OutboxEvent[];
-  /** Counters to add for the current billing period. */
-  usage?: UsageIncrement;
+  /**
+   * Counters to add, each to its period: the customer's billing period, and the period of the
+   * key's budget when the request was billed to a key with one.
+   */
+  usage?: readonly UsageIncrement[];
   /** How long the settlement id is remembered. */
   retentionMs: number;
 }

@@ -137,7 +137,7 @@ async function outageHour(
         settlementId: requestId,
         cost: COST,
         events: usageEvents(customerId, requestId, new Date(clock.now()).toISOString()),
-        usage: { period: '2026-11', counters: { tokens: 1500n, cost: COST }, ttlMs: 31 * 86_400_000 },
+        usage: [{ period: '2026-11', counters: { tokens: 1500n, cost: COST }, ttlMs: 31 * 86_400_000 }],
         retentionMs: 86_400_000,
       });
       settled[second * REQUESTS_PER_SECOND + k] = 1;

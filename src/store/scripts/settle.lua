@@ -1,13 +1,14 @@
 -- The end of one request, all or nothing and once per settlement id: releases the reservation,
 -- moves `cost` from the balance view to `pending`, appends the usage events to this customer's
--- outbox shard (same hash tag, hence same slot) and adds the period's usage counters.
+-- outbox shard (same hash tag, hence same slot) and adds the usage counters of each period
+-- given (the billing period's, a key budget's).
 -- `pending` grows even without a view: Dodo has not deducted this usage either, and the next
 -- sync must subtract it.
 -- KEYS: balance, reservation expiries, reservation amounts, applied ids, outbox ready,
---       outbox meta, outbox events, outbox sequence, outbox enqueued, [usage period].
+--       outbox meta, outbox events, outbox sequence, outbox enqueued, usage period...
 -- ARGV: now, settlementId, forgetAt, gcTtlMs, hasReservation ('1'|'0'), reservationId, cost,
---       eventCount, eventId, eventJson, ..., then when a usage key is given:
---       usageExpiresAt, usageGcTtlMs, counterName, amount, ...
+--       eventCount, eventId, eventJson, ..., then per usage period key:
+--       counterCount, usageExpiresAt, usageGcTtlMs, counterName, amount, ...
 -- Returns { applied (0|1), view }.
 local now = ARGV[1]
 reservations_prune(KEYS[1], KEYS[2], KEYS[3], now)
@@ -31,7 +32,11 @@ for _ = 1, event_count do
   index = index + 2
 end
 
-if KEYS[10] then
-  usage_add(KEYS[10], now, ARGV[index], ARGV[index + 1], ARGV, index + 2)
+for key_index = 10, #KEYS do
+  local counter_count = tonumber(ARGV[index])
+  local first = index + 3
+  local last = first + 2 * counter_count - 1
+  usage_add(KEYS[key_index], now, ARGV[index + 1], ARGV[index + 2], ARGV, first, last)
+  index = last + 1
 end
 return { 1, balance_view(KEYS[1]) }

@@ -2,14 +2,15 @@
 -- `@expiresAt` (logical, from the store's clock). Counters may exceed int64 (money units), so
 -- they are summed with the bignum library, never HINCRBY. An expired period restarts at zero.
 
-local function usage_add(usage_key, now, expires_at, gc_ttl_ms, counters, first)
+-- Adds the counters from `counters[first]` (name, amount pairs) up to `counters[last]`.
+local function usage_add(usage_key, now, expires_at, gc_ttl_ms, counters, first, last)
   local current_expiry = redis.call('HGET', usage_key, '@expiresAt')
   if current_expiry and tonumber(current_expiry) <= tonumber(now) then
     redis.call('DEL', usage_key)
   end
   redis.call('HSET', usage_key, '@expiresAt', expires_at)
   local index = first
-  while index < #counters do
+  while index < last do
     local field = 'c:' .. counters[index]
     redis.call('HSET', usage_key, field, bignum_add_strings(redis.call('HGET', usage_key, field), counters[index + 1]))
     index = index + 2

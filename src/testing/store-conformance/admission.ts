@@ -1,7 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { parseUsd } from '../../money.js';
 import { subscriptionPeriod } from '../../store/subscription-period.js';
-import type { Admission, AdmissionPlans, BillingStore, SubscriptionState } from '../../store/types.js';
+import type {
+  Admission,
+  AdmissionPlans,
+  BillingStore,
+  Settlement,
+  SubscriptionState,
+} from '../../store/types.js';
 import type { ConformanceTestApi } from './test-api.js';
 
 const MINUTE = 60_000;
@@ -262,7 +268,7 @@ export function describeAdmissionConformance(
         reservationId: second.requestId,
         cost: 0n,
         events: [],
-        usage: { period: subscriptionPeriod(plus), counters: { tokens: 30n }, ttlMs: DAY },
+        usage: [{ period: subscriptionPeriod(plus), counters: { tokens: 30n }, ttlMs: DAY }],
         retentionMs: DAY,
       });
       // 30 used (settled) + 100 held (the third) + 100 asked = 230.
@@ -360,6 +366,44 @@ export function describeAdmissionConformance(
         expect((await store.getBudget('cus_1', 'daily', periods))?.held).toBe(0n);
         await store.setBudget('cus_1', 'daily', undefined);
         expect(await store.getBudget('cus_1', 'daily', periods)).toBeUndefined();
+      });
+
+      it('turns a key’s hold into its spend when the request settles, once, next to the billing period', async () => {
+        const { store, now } = context();
+        await store.syncBalance('cus_1', usd('100'), now);
+        await store.setBudget('cus_1', 'key_a', { hard: usd('1'), period: 'month' });
+        const request = admission('cus_1', { budget: budgeted('key_a') });
+        const admitted = await store.admit(request);
+        const budgetPeriod = admitted.budget!.period;
+        const settlement: Settlement = {
+          customerId: 'cus_1',
+          settlementId: request.requestId,
+          reservationId: request.requestId,
+          cost: usd('0.25'),
+          events: [],
+          usage: [
+            { period: '2026-11', counters: { cost: usd('0.25'), tokens: 900n }, ttlMs: DAY },
+            { period: budgetPeriod, counters: { cost: usd('0.25') }, ttlMs: DAY },
+          ],
+          retentionMs: DAY,
+        };
+        expect((await store.settle(settlement)).applied).toBe(true);
+        expect((await store.settle(settlement)).applied).toBe(false);
+        expect(await store.getBudget('cus_1', 'key_a', periods)).toMatchObject({
+          spent: usd('0.25'),
+          held: 0n,
+        });
+        expect(await store.getUsage('cus_1', '2026-11')).toEqual({ cost: usd('0.25'), tokens: 900n });
+        // 0.25 spent + 0.4 asked, twice: the third (1.05) reaches the limit.
+        expect(
+          (await store.admit(admission('cus_1', { budget: budgeted('key_a') }))).budgetExceeded,
+        ).toBeUndefined();
+        expect(
+          (await store.admit(admission('cus_1', { budget: budgeted('key_a') }))).budgetExceeded,
+        ).toBeUndefined();
+        expect((await store.admit(admission('cus_1', { budget: budgeted('key_a') }))).budgetExceeded).toBe(
+          true,
+        );
       });
 
       it('holds nothing when the budget passes but the credits do not, and holds no budget for a covered subscriber', async () => {

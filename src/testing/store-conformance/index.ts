@@ -252,7 +252,7 @@ export function describeStoreConformance(
             settlementId: 's1',
             reservationId: 'r1',
             cost: usd('0.12'),
-            usage: { period: '2026-11', counters: { tokens: 1500n, cost: usd('0.12') }, ttlMs: DAY },
+            usage: [{ period: '2026-11', counters: { tokens: 1500n, cost: usd('0.12') }, ttlMs: DAY }],
           }),
         );
         expect(result.applied).toBe(true);
@@ -269,7 +269,7 @@ export function describeStoreConformance(
       it('applies a settlement id once, however often it is retried', async () => {
         const first = settlement('cus_1', {
           settlementId: 's1',
-          usage: { period: 'p', counters: { tokens: 10n }, ttlMs: DAY },
+          usage: [{ period: 'p', counters: { tokens: 10n }, ttlMs: DAY }],
         });
         await store.settle(first);
         const again = await store.settle(first);
@@ -335,7 +335,7 @@ export function describeStoreConformance(
               settlement('cus_1', {
                 settlementId: `s${i}`,
                 cost: 1_500_000n + BigInt(i),
-                usage: { period: 'p', counters: { tokens: BigInt(i) }, ttlMs: DAY },
+                usage: [{ period: 'p', counters: { tokens: BigInt(i) }, ttlMs: DAY }],
               }),
             ),
           ),
