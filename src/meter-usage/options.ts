@@ -1,8 +1,8 @@
 import type DodoPayments from 'dodopayments';
 import { BalanceAlerts } from '../alerts/index.js';
 import { ConfigError } from '../errors.js';
-import type { Logger } from '../logger.js';
-import type { ResolvedMetering } from '../metering.js';
+import { type Logger, warnOnce } from '../logger.js';
+import { defaultMetersProblem, type ResolvedMetering } from '../metering.js';
 import {
   positiveInteger,
   type ResolvedPricing,
@@ -77,6 +77,9 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
     );
   }
   const pricing = resolveModelPricing(options.pricing, options.defaultPrice, NAME);
+  const logger = resolveLogger(options.logger);
+  const oneRate = defaultMetersProblem(options.meters, pricing.table);
+  if (oneRate) warnOnce(logger, `${NAME}: ${oneRate}`);
   return {
     store: resolveStore(options, NAME),
     dodo: requireOption(options.dodo, 'dodo', NAME, 'a DodoPayments client, to send usage events'),
