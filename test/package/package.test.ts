@@ -169,7 +169,7 @@ afterAll(async () => {
 });
 
 describe('the published tarball', () => {
-  it('holds only what "files" allows: dist, package.json, README, CHANGELOG, LICENSE', () => {
+  it('holds only what "files" allows: dist, docs, package.json, README, CHANGELOG, LICENSE', () => {
     const allowedDirs = (packedManifest.files ?? []).filter((entry) => !entry.includes('.'));
     const allowed = (path: string) =>
       path === 'package.json' ||
@@ -211,7 +211,9 @@ describe('the published tarball', () => {
       }
     }
     const docs = (path: string) =>
-      path === 'package.json' || /^(README|CHANGELOG|LICEN[CS]E)(\.[a-z]+)?$/i.test(path);
+      path === 'package.json' ||
+      /^(README|CHANGELOG|LICEN[CS]E)(\.[a-z]+)?$/i.test(path) ||
+      /^docs\/[\w-]+\.md$/.test(path);
     expect(packedFiles.filter((path) => !docs(path) && !reachable.has(path))).toEqual([]);
     // What the package weighs once installed (printed for the record; 0.94 MB on 2026-11-30, 2.3 MB with maps).
     const unpacked = [...packedSizes.values()].reduce((sum, size) => sum + size, 0);
