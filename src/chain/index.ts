@@ -164,6 +164,8 @@ async function admit(
   }
   if (result?.budget && billing.budget) {
     billing.budget.period = result.budget.period;
+    billing.budget.hard = result.budget.hard;
+    billing.budget.soft = result.budget.soft;
     credits?.budgetHeaders(res, result.budget);
   }
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { RequestBilling } from '../billing-context.js';
 import { formatUsd } from '../money.js';
-import type { Settlement } from '../store/types.js';
+import type { Settlement, SettleResult } from '../store/types.js';
 import type { ResolvedMeterUsageOptions } from './options.js';
 import type { OutboxFlusher } from './outbox-flusher.js';
 import { captureResponse, type ResponseCapture } from './response-capture.js';
@@ -109,7 +109,7 @@ export class MeterStep {
         result = await store.settle(settlement);
       }
       this.noteCost(billing, settlement, result.view?.balance, res);
-      if (result.applied) this.config.alerts?.settled(customerId, settlement.cost, result.view?.balance);
+      if (result.applied) this.alert(customerId, billing, settlement, result);
     } catch (error) {
       logger.error('settling a request failed: it will be retried in the background', {
         customerId,
@@ -121,6 +121,24 @@ export class MeterStep {
   }
 
   /** Keeps what the request cost and, for a JSON answer whose headers are not sent, says it. */
+  /** Alerts the settlement fired: the balance it lowered, the key budget it added to. */
+  private alert(
+    customerId: string,
+    billing: RequestBilling,
+    settlement: Settlement,
+    result: SettleResult,
+  ): void {
+    const alerts = this.config.alerts;
+    if (!alerts) return;
+    alerts.settled(customerId, settlement.cost, result.view?.balance);
+    const budget = billing.budget;
+    if (!budget?.period) return;
+    // The budget's period is the settlement's, as `buildSettlement` lists it.
+    const position = settlement.usage?.findIndex((usage) => usage.period === budget.period) ?? -1;
+    const spent = position < 0 ? undefined : result.costAfter?.[position];
+    if (spent !== undefined) alerts.budgetSettled(customerId, budget, settlement.cost, spent);
+  }
+
   private noteCost(
     billing: RequestBilling,
     settlement: Settlement,
