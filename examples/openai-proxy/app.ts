@@ -9,10 +9,11 @@ import {
   unitsPerCredit,
 } from '../../src/index.js';
 import { ActivityLog, activityRoute } from './activity.js';
-import { apiKeyAuth, customerIdOf } from './api-keys.js';
+import { apiKeyAuth, apiKeyIdOf, customerIdOf } from './api-keys.js';
 import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { accountRoute, balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
+import { createKeyRoute, listKeysRoute } from './key-routes.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 
@@ -52,6 +53,7 @@ export function buildApp(
     dodo: wiring.dodo,
     creditEntitlementId: wiring.creditEntitlementId,
     customerId: customerIdOf,
+    budgetKey: apiKeyIdOf, // each API key's own budget, when it has one
     pricing: PRICING,
     creditsPerDollar: CREDITS_PER_DOLLAR,
     meters: METERS,
@@ -120,6 +122,8 @@ export function buildApp(
   app.get('/billing/activity', auth, activityRoute(activity));
   app.post('/billing/account', auth, accountRoute(wiring));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
+  app.get('/billing/keys', auth, listKeysRoute(wiring.apiKeys, billing));
+  app.post('/billing/keys', json, auth, createKeyRoute(wiring.apiKeys, billing));
 
   // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.
   const parts = Object.fromEntries(Object.entries(wiring.parts).map(([name, part]) => [name, part.kind]));

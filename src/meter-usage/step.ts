@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { RequestBilling } from '../billing-context.js';
-import { formatUsd } from '../money.js';
+import { formatUsd, type Money } from '../money.js';
 import type { Settlement, SettleResult } from '../store/types.js';
 import type { ResolvedMeterUsageOptions } from './options.js';
 import type { OutboxFlusher } from './outbox-flusher.js';
@@ -109,6 +109,7 @@ export class MeterStep {
         result = await store.settle(settlement);
       }
       this.noteCost(billing, settlement, result.view?.balance, res);
+      this.noteBudget(billing, budgetSpentAfter(billing, settlement, result), res);
       if (result.applied) this.alert(customerId, billing, settlement, result);
     } catch (error) {
       logger.error('settling a request failed: it will be retried in the background', {
@@ -131,12 +132,23 @@ export class MeterStep {
     const alerts = this.config.alerts;
     if (!alerts) return;
     alerts.settled(customerId, settlement.cost, result.view?.balance);
+    const spent = budgetSpentAfter(billing, settlement, result);
+    if (spent !== undefined) alerts.budgetSettled(customerId, billing.budget!, settlement.cost, spent);
+  }
+
+  /**
+   * A JSON answer's budget headers say what the key's budget leaves after this request's settled
+   * cost (the admission set them from its hold; other requests in flight may still hold part).
+   */
+  private noteBudget(billing: RequestBilling, spent: Money | undefined, res: Response): void {
     const budget = billing.budget;
-    if (!budget?.period) return;
-    // The budget's period is the settlement's, as `buildSettlement` lists it.
-    const position = settlement.usage?.findIndex((usage) => usage.period === budget.period) ?? -1;
-    const spent = position < 0 ? undefined : result.costAfter?.[position];
-    if (spent !== undefined) alerts.budgetSettled(customerId, budget, settlement.cost, spent);
+    if (spent === undefined || !budget || res.headersSent) return;
+    if (budget.hard !== undefined) {
+      const left = budget.hard - spent;
+      res.setHeader('x-billing-budget-remaining', formatUsd(left > 0n ? left : 0n));
+    }
+    if (budget.soft !== undefined && spent >= budget.soft)
+      res.setHeader('x-billing-budget-soft-limit', 'reached');
   }
 
   private noteCost(
@@ -152,4 +164,17 @@ export class MeterStep {
     if (balance !== undefined) res.setHeader('x-billing-balance', formatUsd(balance));
     if (estimated) res.setHeader('x-billing-estimated', 'true');
   }
+}
+
+/** The key budget's spend this period after the settlement, when the request was billed to one. */
+function budgetSpentAfter(
+  billing: RequestBilling,
+  settlement: Settlement,
+  result: SettleResult,
+): Money | undefined {
+  const period = billing.budget?.period;
+  if (period === undefined) return undefined;
+  // The budget's period is one of the settlement's, as `buildSettlement` lists them.
+  const position = settlement.usage?.findIndex((usage) => usage.period === period) ?? -1;
+  return position < 0 ? undefined : result.costAfter?.[position];
 }

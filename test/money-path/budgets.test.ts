@@ -74,7 +74,12 @@ describe.each(stores)('budgets per API key (%s)', (_name, createStore) => {
     await billing.setBudget(customer, 'sk-soft', { hard: '1.00', soft: '0.03' });
     const headers = { 'x-api-key': 'sk-soft' };
     const first = await chat(customer, ask, headers);
-    expect(first.headers.get('x-billing-budget-remaining')).toBe('1');
+    // What the budget leaves after this request's settled cost.
+    const spent = parseUsd((await billing.budget(customer, 'sk-soft'))!.spent, 'spent');
+    expect(spent).toBeGreaterThan(0n);
+    expect(parseUsd(first.headers.get('x-billing-budget-remaining')!, 'remaining')).toBe(
+      parseUsd('1', 'hard') - spent,
+    );
     expect(first.headers.get('x-billing-budget-soft-limit')).toBeNull();
     for (let i = 0; i < 3; i++) await chat(customer, ask, headers);
     const past = await chat(customer, ask, headers);
