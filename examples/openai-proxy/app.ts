@@ -8,7 +8,7 @@ import {
   trackOpenAI,
   unitsPerCredit,
 } from '../../src/index.js';
-import { ActivityLog, activityRoute } from './activity.js';
+import { ActivityLog, activityRoute, billingActivity } from './activity.js';
 import { apiKeyAuth, customerIdOf } from './api-keys.js';
 import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { accountRoute, balanceRoute, topUpRoute } from './billing-routes.js';
@@ -58,7 +58,7 @@ export function buildApp(
     webhookKey: wiring.webhookKey,
   });
   const auth = apiKeyAuth(wiring.apiKeys);
-  // Each customer's recent requests and daily spend, for the status page.
+  // Each customer's recent requests, for the status page (spend per day comes from billing.spend).
   const activity = new ActivityLog({ pricing: PRICING });
   const json = express.json({ limit: '4mb' });
   const app = express();
@@ -117,7 +117,7 @@ export function buildApp(
     plans: wiring.plans,
   };
   app.get('/billing/balance', auth, balanceRoute(sources));
-  app.get('/billing/activity', auth, activityRoute(activity));
+  app.get('/billing/activity', auth, activityRoute(billingActivity(billing, activity)));
   app.post('/billing/account', auth, accountRoute(wiring));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
 

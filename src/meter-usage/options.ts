@@ -14,6 +14,7 @@ import {
   resolveStore,
   type SharedOptions,
 } from '../options.js';
+import { SPEND_RETENTION_MS } from '../spend/day-period.js';
 import type { BillingStore, DeadLetter } from '../store/types.js';
 
 export interface MeterUsageOptions extends SharedOptions {
@@ -41,6 +42,11 @@ export interface MeterUsageOptions extends SharedOptions {
   leaseMs?: number;
   /** How long the counters of a billing period are kept. @default 62 days */
   usageRetentionMs?: number;
+  /**
+   * How long each UTC day's spend (what `billing.spend` reads) is kept after its last request.
+   * @default 400 days
+   */
+  spendRetentionMs?: number;
   /** Called for each event Dodo refuses as invalid; it stays in the store's dead letters. */
   onDeadLetter?: (deadLetter: DeadLetter) => void;
 }
@@ -59,6 +65,7 @@ export interface ResolvedMeterUsageOptions {
   maxBackoffMs: number;
   leaseMs: number;
   usageRetentionMs: number;
+  spendRetentionMs: number;
   onDeadLetter: ((deadLetter: DeadLetter) => void) | undefined;
   logger: Logger;
 }
@@ -104,6 +111,7 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
       NAME,
       62 * 24 * 60 * 60_000,
     ),
+    spendRetentionMs: positiveInteger(options.spendRetentionMs, 'spendRetentionMs', NAME, SPEND_RETENTION_MS),
     onDeadLetter:
       options.onDeadLetter === undefined
         ? undefined
