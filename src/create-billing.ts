@@ -7,6 +7,7 @@ import { Flushers } from './meter-usage/flushers.js';
 import { flusherOptions, type MeterUsageMiddleware, withFlusherControls } from './meter-usage/index.js';
 import { type MeterUsageOptions, resolveMeterUsageOptions } from './meter-usage/options.js';
 import { MeterStep } from './meter-usage/step.js';
+import { resolveObserver } from './metrics/observer.js';
 import { formatUsd, parseUsd } from './money.js';
 import { resolveLogger, resolveStore, type SharedOptions } from './options.js';
 import type { RequestSettingsOptions } from './request-settings.js';
@@ -108,6 +109,7 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
   const scope = new RequestSettingsScope(shared);
   const store = resolveStore(shared, 'createBilling');
   const logger = resolveLogger(shared.logger);
+  const metrics = resolveObserver(shared, logger, 'createBilling');
   const flushers = new Flushers();
   const steps = {
     tierRateLimit: (options: Own<TierRateLimitOptions>) =>
@@ -130,7 +132,7 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
     const parts = Object.entries(options)
       .filter(([step]) => chainSteps[step as keyof ChainSteps] !== undefined)
       .map(([middleware, own]) => ({ options: (own ?? {}) as RequestSettingsOptions, middleware }));
-    const context: ChainContext = { settings: scope.forChain(parts), store, logger };
+    const context: ChainContext = { settings: scope.forChain(parts), store, logger, metrics };
     return createChain(context, chainSteps, name);
   };
   // Without a route mounting metering yet, `flush` still delivers the store's outbox.

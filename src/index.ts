@@ -35,6 +35,13 @@ export {
   type WeightedStrategy,
   weightedMeters,
 } from './metering.js';
+export type { BillingObserver, ObservedStore } from './metrics/observer.js';
+export {
+  type PrometheusMetrics,
+  type PrometheusMetricsOptions,
+  prometheusMetrics,
+  usdForMetrics,
+} from './metrics/prometheus.js';
 export {
   costOfTokens,
   type DisplayUsdOptions,

@@ -1,9 +1,12 @@
 import { fileURLToPath } from 'node:url';
 import express, { type ErrorRequestHandler, type Express } from 'express';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import {
   type Billing,
   createBilling,
   GUIDE_TIERS,
+  type PrometheusMetrics,
+  prometheusMetrics,
   type Tier,
   trackOpenAI,
   unitsPerCredit,
@@ -45,8 +48,13 @@ const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
 export function buildApp(
   wiring: Wiring,
   options: { tiers?: readonly Tier[] } = {},
-): { app: Express; billing: Billing; activity: ActivityLog } {
+): { app: Express; billing: Billing; activity: ActivityLog; metrics: PrometheusMetrics } {
   const tiers = options.tiers ?? GUIDE_TIERS;
+  // Prometheus metrics of the billing (llm_billing_*) and of the process, on a registry of this
+  // app's own, served at GET /metrics.
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const metrics = prometheusMetrics({ registry });
   const billing = createBilling({
     store: wiring.store,
     dodo: wiring.dodo,
@@ -56,6 +64,7 @@ export function buildApp(
     creditsPerDollar: CREDITS_PER_DOLLAR,
     meters: METERS,
     webhookKey: wiring.webhookKey,
+    metrics,
   });
   const auth = apiKeyAuth(wiring.apiKeys);
   // Each customer's recent requests, for the status page (spend per day comes from billing.spend).
@@ -123,6 +132,8 @@ export function buildApp(
 
   // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.
   const parts = Object.fromEntries(Object.entries(wiring.parts).map(([name, part]) => [name, part.kind]));
+  // For the operator's Prometheus: put it behind your network's access rules in production.
+  app.get('/metrics', metrics.handler());
   app.get('/healthz', async (_req, res) => {
     try {
       res.json({ status: 'ok', parts, outbox: await wiring.store.outboxStats() });
@@ -132,5 +143,5 @@ export function buildApp(
   });
   app.use(express.static(PUBLIC_DIR, { index: 'index.html' }));
   app.use(jsonErrors);
-  return { app, billing, activity };
+  return { app, billing, activity, metrics };
 }

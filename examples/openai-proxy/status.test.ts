@@ -158,6 +158,45 @@ describe('GET /billing/activity', () => {
   });
 });
 
+describe('GET /metrics', () => {
+  /** One sample's value from the exposition text (0 when absent). */
+  function sample(text: string, line: string): number {
+    const found = text.split('\n').find((row) => row.startsWith(`${line} `));
+    return found === undefined ? 0 : Number(found.slice(line.length + 1));
+  }
+
+  it('serves the billing metrics in Prometheus text: admissions, refusals by reason, settled dollars', async () => {
+    const before = await (await fetch(`${example.url}/metrics`)).text();
+    const customer = example.embedded!.addCustomer({ dollars: '5.00' });
+    const broke = example.embedded!.addCustomer({ dollars: '0' });
+    const openai = new OpenAI({ apiKey: customer.apiKey, baseURL: `${example.url}/v1`, maxRetries: 0 });
+    const answer = await openai.chat.completions.create({ model: 'gpt-4o', messages: hello });
+    const refused = await new OpenAI({
+      apiKey: broke.apiKey,
+      baseURL: `${example.url}/v1`,
+      maxRetries: 0,
+    }).chat.completions
+      .create({ model: 'gpt-4o', messages: hello })
+      .catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(OpenAI.APIError);
+    expect((refused as InstanceType<typeof OpenAI.APIError>).status).toBe(402);
+
+    const response = await fetch(`${example.url}/metrics`);
+    expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await response.text();
+    const grew = (line: string) => sample(text, line) - sample(before, line);
+    expect(grew('llm_billing_requests_admitted_total{model="gpt-4o"}')).toBe(1);
+    expect(grew('llm_billing_requests_refused_total{reason="insufficient_quota"}')).toBe(1);
+    expect(grew('llm_billing_settled_usd_total{model="gpt-4o",estimated="false"}')).toBeCloseTo(
+      Number(formatUsd(costOf('gpt-4o', answer.usage!))),
+      12,
+    );
+    expect(text).toContain('llm_billing_outbox_events{state="waiting"}');
+    expect(text).toContain('process_cpu_user_seconds_total'); // the process's own metrics beside them
+    expect(text).not.toContain(customer.customerId);
+  });
+});
+
 describe("the top-up checkout's return URL", () => {
   /** Buys the $5 pack as the demo customer (node:http, so the Host header can be a proxy's) and pays it. */
   async function returnUrlOf(running: RunningExample, host?: string): Promise<string> {

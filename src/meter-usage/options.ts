@@ -3,6 +3,7 @@ import { BalanceAlerts } from '../alerts/index.js';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ResolvedMetering } from '../metering.js';
+import { type BillingObserver, resolveObserver } from '../metrics/observer.js';
 import {
   positiveInteger,
   type ResolvedPricing,
@@ -68,6 +69,7 @@ export interface ResolvedMeterUsageOptions {
   spendRetentionMs: number;
   onDeadLetter: ((deadLetter: DeadLetter) => void) | undefined;
   logger: Logger;
+  metrics: Required<BillingObserver> | undefined;
 }
 
 const NAME = 'meterUsage';
@@ -122,5 +124,6 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
             'a function called with each dead-lettered event',
           ),
     logger: resolveLogger(options.logger),
+    metrics: resolveObserver(options, resolveLogger(options.logger), NAME),
   };
 }
