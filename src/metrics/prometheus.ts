@@ -41,11 +41,13 @@ const PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 /** Label values from our own codes and Dodo's event types; anything else is `other`. */
 const CODE = /^[a-zA-Z][a-zA-Z0-9_.]{0,63}$/;
 
-/** Loads the optional peer where this package is installed, in either module format. */
+/**
+ * Loads the optional peer as this package's own code would import it (the CommonJS build gets
+ * `import.meta.url` from tsup's shims), only when `prometheusMetrics()` is called.
+ */
 function loadClient(): Client {
-  const load = typeof require === 'function' ? require : createRequire(import.meta.url);
   try {
-    return load('prom-client') as Client;
+    return createRequire(import.meta.url)('prom-client') as Client;
   } catch (error) {
     throw new ConfigError(
       'ERR_ELB_MISSING_PEER',
