@@ -213,6 +213,25 @@ describe.each(stores)('Prometheus metrics (%s)', (_name, createStore) => {
     expect(after.value('llm_billing_outbox_oldest_event_age_seconds')).toBe(0);
   });
 
+  it('names each refusal by its reason: the rate tier, the credits, concurrently', async () => {
+    const { url, chat, customerWith } = await start(await createStore(), {
+      tierRateLimit: { tiers: [{ name: 'one', minSpend: '0', rpm: 2 }] },
+    });
+    const customer = customerWith('5');
+    const broke = customerWith('0');
+    const statuses = await Promise.all([
+      ...Array.from({ length: 5 }, () => chat(customer, ask('gpt-4o')).then((r) => r.status)),
+      chat(broke, ask('gpt-4o')).then((r) => r.status),
+    ]);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(2);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(3);
+    expect(statuses.at(-1)).toBe(402);
+    const { value } = await scrape(url);
+    expect(value('llm_billing_requests_admitted_total')).toBe(2);
+    expect(value('llm_billing_requests_refused_total', { reason: 'rate_limit_exceeded' })).toBe(3);
+    expect(value('llm_billing_requests_refused_total', { reason: 'insufficient_quota' })).toBe(1);
+  });
+
   it('counts the events Dodo refuses as dead letters', async () => {
     const { url, chat, customerWith, billing } = await start(await createStore(), { requireCredits: false });
     const customer = customerWith('5');
