@@ -4,6 +4,7 @@ import type { AlertsOptions } from './alerts/index.js';
 import { ConfigError } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { type MetersOption, type ResolvedMetering, resolveMetering } from './metering.js';
+import type { BillingObserver } from './metrics/observer.js';
 import { type ModelPrice, type Money, type PricingInput, resolvePricing, unitsPerCredit } from './money.js';
 import type { RequestSettingsOptions } from './request-settings.js';
 import type { BillingStore } from './store/types.js';
@@ -45,6 +46,13 @@ export interface SharedOptions extends RequestSettingsOptions {
    * @example alerts: { balanceBelow: ['5.00', '1.00'], on: (alert) => notify(alert.customerId, alert) }
    */
   alerts?: AlertsOptions;
+  /**
+   * An observer told what the middlewares do (admissions, refusals, reserved and settled
+   * amounts, webhooks, Dodo calls, the outbox): `prometheusMetrics()` for Prometheus
+   * (docs/metrics.md), or an object of your own. Without it, nothing is measured.
+   * @example metrics: prometheusMetrics()
+   */
+  metrics?: BillingObserver;
 }
 
 /** What a middleware named `middleware` requires of the shared options, checked at startup. */

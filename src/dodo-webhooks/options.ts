@@ -3,6 +3,7 @@ import type { UnwrapWebhookEvent } from 'dodopayments/resources/webhooks/webhook
 import { Webhook } from 'standardwebhooks';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { type BillingObserver, resolveObserver } from '../metrics/observer.js';
 import type { Money } from '../money.js';
 import {
   positiveInteger,
@@ -59,6 +60,7 @@ export interface ResolvedDodoWebhooksOptions {
   seatAddonId: string | undefined;
   dodoTimeoutMs: number;
   logger: Logger;
+  metrics: Required<BillingObserver> | undefined;
 }
 
 const NAME = 'dodoWebhooks';
@@ -113,5 +115,6 @@ export function resolveDodoWebhooksOptions(
     seatAddonId: options.seatAddonId,
     dodoTimeoutMs: positiveInteger(options.dodoTimeoutMs, 'dodoTimeoutMs', NAME, 5_000),
     logger: resolveLogger(options.logger),
+    metrics: resolveObserver(options, resolveLogger(options.logger), NAME),
   };
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { RequestBilling } from '../billing-context.js';
+import type { BillingObserver } from '../metrics/observer.js';
 import { formatUsd, type Money } from '../money.js';
 import type { Settlement, SettleResult } from '../store/types.js';
 import type { ResolvedMeterUsageOptions } from './options.js';
@@ -30,6 +31,25 @@ function askUsageOfStream(req: Request): boolean | undefined {
       include_usage: true,
     };
   return asked;
+}
+
+/**
+ * Tells the observer what a settled request spent, per model (from the settlement's own
+ * `cost:<model>` counters: no second pricing), and how far its hold was from it.
+ */
+function reportSettled(
+  metrics: Required<BillingObserver>,
+  billing: RequestBilling,
+  settlement: Settlement,
+): void {
+  if (!billing.chargeCredits) return;
+  const estimated = billing.settledCost?.estimated ?? false;
+  const counters = settlement.usage?.[0]?.counters ?? {};
+  for (const name in counters) {
+    if (name.startsWith('cost:')) metrics.settled(name.slice(5), counters[name]!, estimated);
+  }
+  const held = billing.reservation?.amount;
+  if (held !== undefined && held > 0n) metrics.estimateError(billing.model, settlement.cost - held);
 }
 
 /**
@@ -111,6 +131,7 @@ export class MeterStep {
       this.noteCost(billing, settlement, result.view?.balance, res);
       this.noteBudget(billing, budgetSpentAfter(billing, settlement, result), res);
       if (result.applied) this.alert(customerId, billing, settlement, result);
+      if (result.applied && this.config.metrics) reportSettled(this.config.metrics, billing, settlement);
     } catch (error) {
       logger.error('settling a request failed: it will be retried in the background', {
         customerId,
