@@ -72,7 +72,12 @@ export {
   type UsageCap,
 } from './soft-cap-router/index.js';
 export { MemoryStore, type MemoryStoreOptions, type MemoryStoreUsage } from './store/memory.js';
-export { RedisStore, type RedisStoreOptions } from './store/redis.js';
+export {
+  type NodeRedisClient,
+  type NodeRedisCluster,
+  RedisStore,
+  type RedisStoreOptions,
+} from './store/redis.js';
 export { subscriptionPeriod } from './store/subscription-period.js';
 export type * from './store/types.js';
 export {
