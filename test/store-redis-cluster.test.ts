@@ -6,6 +6,11 @@ import { RedisStore } from '../src/store/redis.js';
 import { RedisKeyspace } from '../src/store/redis-keys.js';
 import { describeStoreConformance } from '../src/testing/index.js';
 import {
+  closeNodeRedisClients,
+  connectedNodeRedisCluster,
+  type NodeRedisClusterForTests,
+} from './support/node-redis.js';
+import {
   type RedisClusterForTests,
   requireRedisBinaries,
   startRedisCluster,
@@ -13,8 +18,11 @@ import {
 } from './support/redis.js';
 
 /*
- * The same conformance suite on a real three-master Redis Cluster: any script whose keys span
- * two slots fails here with CROSSSLOT, so this is what proves the hash-tag layout.
+ * The same conformance suite on a real three-master Redis Cluster, through both clients
+ * RedisStore accepts (ioredis's `Cluster` and node-redis's `createCluster`, on one cluster to
+ * keep the run lean): any script whose keys span two slots fails here with CROSSSLOT, and a
+ * command routed to the wrong node with MOVED, so this is what proves the hash-tag layout and
+ * the routing by first key.
  */
 
 if (!requireRedisBinaries('RedisStore on Redis Cluster')) {
@@ -24,14 +32,17 @@ if (!requireRedisBinaries('RedisStore on Redis Cluster')) {
 } else {
   let cluster: RedisClusterForTests;
   let client: Cluster;
+  let nodeRedis: NodeRedisClusterForTests;
 
   beforeAll(async () => {
     cluster = await startRedisCluster();
     client = cluster.client();
     await whenReady(client);
+    nodeRedis = await connectedNodeRedisCluster(cluster.nodes);
   });
 
   afterAll(async () => {
+    closeNodeRedisClients();
     await cluster?.stop();
   });
 
@@ -39,6 +50,14 @@ if (!requireRedisBinaries('RedisStore on Redis Cluster')) {
     'redis-cluster',
     {
       createStore: (now) => new RedisStore({ client, prefix: `elb-test:${randomUUID()}:`, now }),
+    },
+    vitest,
+  );
+
+  describeStoreConformance(
+    'redis-cluster (node-redis)',
+    {
+      createStore: (now) => new RedisStore({ client: nodeRedis, prefix: `elb-test:${randomUUID()}:`, now }),
     },
     vitest,
   );

@@ -41,7 +41,7 @@ export interface NodeRedisCluster extends EventSource {
   sendCommand(
     firstKey: string | undefined,
     isReadonly: boolean | undefined,
-    args: readonly string[],
+    args: string[],
     options?: CommandOptions,
   ): Promise<unknown>;
 }
