@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
-import { RESP_TYPES } from 'redis';
+import { createClientPool, createSentinel, RESP_TYPES } from 'redis';
 import * as vitest from 'vitest';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, StoreError } from '../src/errors.js';
@@ -74,6 +74,20 @@ if (!redisUrl) {
       const refused = () => new RedisStore({ client: { sendCommand: () => {} } as never });
       expect(refused).toThrow(ConfigError);
       expect(refused).toThrow(/ioredis client .* or a node-redis client .*createClient/);
+    });
+
+    it('refuses a client pool and a Sentinel client, which may send an undo on another connection than its write', () => {
+      const pool = createClientPool({ url: redisUrl });
+      const sentinel = createSentinel({
+        name: 'mymaster',
+        sentinelRootNodes: [{ host: '127.0.0.1', port: 1 }],
+      });
+      expect(() => new RedisStore({ client: pool as never })).toThrow(
+        /node-redis client pool, which RedisStore does not support/,
+      );
+      expect(() => new RedisStore({ client: sentinel as never })).toThrow(
+        /node-redis Sentinel client, .*createClient/,
+      );
     });
   });
 

@@ -48,6 +48,15 @@ export interface NodeRedisCluster extends EventSource {
 
 type Members = Record<string, unknown>;
 
+/** A node-redis client kind RedisStore refuses (pools and Sentinel spread commands over connections). */
+export function unsupportedNodeRedisClient(client: object): 'client pool' | 'Sentinel client' | undefined {
+  const { sendCommand, getMasterNode, totalClients } = client as Members;
+  if (typeof sendCommand !== 'function') return undefined;
+  if (typeof getMasterNode === 'function') return 'Sentinel client';
+  if (typeof totalClients === 'number') return 'client pool';
+  return undefined;
+}
+
 export function isNodeRedisClient(client: object): boolean {
   const { sendCommand, isReady, isOpen } = client as Members;
   return typeof sendCommand === 'function' && typeof isReady === 'boolean' && typeof isOpen === 'boolean';

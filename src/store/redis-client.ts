@@ -6,6 +6,7 @@ import {
   type NodeRedisClient,
   type NodeRedisCluster,
   NodeRedisConnection,
+  unsupportedNodeRedisClient,
 } from './redis-client-node-redis.js';
 import type { ScriptArgument, ScriptName } from './redis-scripts.js';
 
@@ -72,6 +73,13 @@ function isIoredisClient(client: object): boolean {
 export function connectionFor(client: unknown): RedisConnection {
   if (client !== null && typeof client === 'object') {
     if (isIoredisClient(client)) return new IoredisConnection(client as never);
+    const unsupported = unsupportedNodeRedisClient(client);
+    if (unsupported) {
+      throw new ConfigError(
+        'ERR_ELB_INVALID_OPTION',
+        `\`client\` is a node-redis ${unsupported}, which RedisStore does not support: it sends the undo of a call abandoned at its deadline behind that call on the same connection, and ${unsupported === 'client pool' ? 'a pool' : 'Sentinel'} may use another. Pass a single client (\`createClient({ url })\`${unsupported === 'client pool' ? '' : ' on the master'}) or a cluster client (\`createCluster({ rootNodes })\`).`,
+      );
+    }
     if (isNodeRedisCluster(client)) return new NodeRedisConnection(client as NodeRedisCluster, true);
     if (isNodeRedisClient(client)) return new NodeRedisConnection(client as NodeRedisClient, false);
   }
