@@ -178,6 +178,50 @@ if (!redisUrl) {
     });
   });
 
+  describe('an ioredis store and a node-redis store on one Redis and prefix', () => {
+    it('share customers: concurrent reserves through both hold at most the balance, settled once, read by either', async () => {
+      const prefix = `elb-test:${randomUUID()}:`;
+      prefixes.push(prefix);
+      const onNodeRedis = new RedisStore({ client, prefix });
+      const onIoredis = new RedisStore({ client: admin, prefix });
+      await onIoredis.syncBalance('cus_1', 1_000n, 1);
+      const outcomes = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          (i % 2 === 0 ? onNodeRedis : onIoredis).reserve('cus_1', `r${i}`, 100n, MINUTE),
+        ),
+      );
+      expect(outcomes.filter((outcome) => outcome.ok)).toHaveLength(10);
+      const settlement = {
+        customerId: 'cus_1',
+        reservationId: 'r0',
+        settlementId: 'r0',
+        cost: 60n,
+        events: [],
+        retentionMs: MINUTE,
+      };
+      const settled = await Promise.all([onNodeRedis.settle(settlement), onIoredis.settle(settlement)]);
+      expect(settled.filter((result) => result.applied)).toHaveLength(1);
+      expect(await onNodeRedis.getBalance('cus_1')).toEqual(await onIoredis.getBalance('cus_1'));
+      expect(await onIoredis.getBalance('cus_1')).toMatchObject({ balance: 940n });
+    });
+
+    it('share rate-limit counts: six concurrent requests through both at 3 RPM, three admitted', async () => {
+      const prefix = `elb-test:${randomUUID()}:`;
+      prefixes.push(prefix);
+      const limiters = [client, admin].map((each) =>
+        new RedisStore({ client: each, prefix }).createRateLimiter({
+          keyPrefix: 'rpm',
+          points: 3,
+          duration: 60,
+        }),
+      );
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 6 }, (_, i) => limiters[i % 2]!.consume('cus_1')),
+      );
+      expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(3);
+    });
+  });
+
   describe('RedisStore connecting a node-redis client', () => {
     it('lets calls made while the client is still connecting wait for it, within the deadline', async () => {
       const fresh = nodeRedisClient(redisUrl);
