@@ -22,7 +22,7 @@ import {
 } from './support/redis.js';
 
 /*
- * RedisStore on a node-redis (`redis` v5) client: the same conformance suite as on ioredis, on
+ * RedisStore on a node-redis (`redis` 5 or 6) client: the same conformance suite as on ioredis, on
  * the same Lua and key layout, plus what differs between the two libraries (how scripts are
  * sent, connecting, a Redis that dies).
  */
@@ -145,12 +145,13 @@ if (!redisUrl) {
       expect(String((failure as StoreError).cause)).toMatch(/WRONGTYPE/);
     });
 
-    it('reads the same replies from a client that maps strings to Buffers, or speaks RESP3', async () => {
+    it('reads the same replies on RESP2 and RESP3 (node-redis 6’s default), and from a client that maps strings to Buffers', async () => {
       const buffers = await connectedNodeRedisClient(redisUrl, {
         commandOptions: { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } },
       });
+      const resp2 = await connectedNodeRedisClient(redisUrl, { RESP: 2 });
       const resp3 = await connectedNodeRedisClient(redisUrl, { RESP: 3 });
-      for (const other of [buffers, resp3]) {
+      for (const other of [buffers, resp2, resp3]) {
         const prefix = `elb-test:${randomUUID()}:`;
         prefixes.push(prefix);
         const store = new RedisStore({ client: other, prefix });

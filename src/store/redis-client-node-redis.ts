@@ -9,7 +9,7 @@ import {
 } from './redis-scripts.js';
 
 /*
- * node-redis (the `redis` package, v5+) is an optional peer: nothing here imports it. The types
+ * node-redis (the `redis` package, 5 and 6) is an optional peer: nothing here imports it. The types
  * below are the few members RedisStore uses, which `createClient()` and `createCluster()`
  * clients have, so an app without `redis` installed never needs its types.
  */
@@ -85,7 +85,7 @@ function isErrorReply(error: unknown): boolean {
 }
 
 /**
- * RedisStore on a node-redis v5+ client or cluster client.
+ * RedisStore on a node-redis (5 or 6) client or cluster client.
  *
  * Commands are sent raw (`sendCommand`), so the store needs none of node-redis's command
  * helpers or modules; a cluster routes each by its first key, which carries the customer's or

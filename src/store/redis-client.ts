@@ -85,6 +85,6 @@ export function connectionFor(client: unknown): RedisConnection {
   }
   throw new ConfigError(
     'ERR_ELB_INVALID_OPTION',
-    '`client` must be an ioredis client (`new Redis(url)` or `new Cluster(nodes)` from `ioredis`) or a node-redis client (`createClient({ url })` or `createCluster({ rootNodes })` from `redis`, v5 or later).',
+    '`client` must be an ioredis client (`new Redis(url)` or `new Cluster(nodes)` from `ioredis`) or a node-redis client (`createClient({ url })` or `createCluster({ rootNodes })` from `redis`, 5 or 6).',
   );
 }

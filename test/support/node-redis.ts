@@ -1,12 +1,17 @@
 import { createClient, createCluster, type RedisClientOptions } from 'redis';
 
 /*
- * node-redis (`redis` v5) clients for tests, next to the ioredis ones of ./redis.ts: the same
+ * node-redis (`redis` 5 or 6) clients for tests, next to the ioredis ones of ./redis.ts: the same
  * Redis servers and Cluster, reached through the other library RedisStore accepts.
  */
 
 export type NodeRedisClientForTests = ReturnType<typeof createClient>;
-export type NodeRedisClusterForTests = ReturnType<typeof createCluster>;
+/** Client options, either protocol (node-redis 6 types `RESP` as its default, 3). */
+export type NodeRedisOptions = Omit<RedisClientOptions, 'RESP'> & { RESP?: 2 | 3 };
+function newCluster(nodes: readonly { host: string; port: number }[]) {
+  return createCluster({ rootNodes: nodes.map(({ host, port }) => ({ url: `redis://${host}:${port}` })) });
+}
+export type NodeRedisClusterForTests = ReturnType<typeof newCluster>;
 
 /** Every client made here, closed by `closeNodeRedisClients` (an afterAll/afterEach of the file). */
 const open = new Set<{ destroy(): void }>();
@@ -15,8 +20,8 @@ const open = new Set<{ destroy(): void }>();
  * A node-redis client on `url`, its errors swallowed (a test that stops Redis makes some), not
  * connected: the caller connects it (`await client.connect()`), as an app must.
  */
-export function nodeRedisClient(url: string, options: RedisClientOptions = {}): NodeRedisClientForTests {
-  const client = createClient({ url, ...options }) as NodeRedisClientForTests;
+export function nodeRedisClient(url: string, options: NodeRedisOptions = {}): NodeRedisClientForTests {
+  const client = createClient({ url, ...options } as RedisClientOptions) as NodeRedisClientForTests;
   client.on('error', () => {});
   open.add(client);
   return client;
@@ -25,7 +30,7 @@ export function nodeRedisClient(url: string, options: RedisClientOptions = {}): 
 /** A connected node-redis client on `url`. */
 export async function connectedNodeRedisClient(
   url: string,
-  options: RedisClientOptions = {},
+  options: NodeRedisOptions = {},
 ): Promise<NodeRedisClientForTests> {
   const client = nodeRedisClient(url, options);
   await client.connect();
@@ -36,9 +41,7 @@ export async function connectedNodeRedisClient(
 export async function connectedNodeRedisCluster(
   nodes: readonly { host: string; port: number }[],
 ): Promise<NodeRedisClusterForTests> {
-  const cluster = createCluster({
-    rootNodes: nodes.map(({ host, port }) => ({ url: `redis://${host}:${port}` })),
-  });
+  const cluster = newCluster(nodes);
   cluster.on('error', () => {});
   open.add(cluster);
   await cluster.connect();
