@@ -4,16 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { StoreError } from '../../src/errors.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { type ScriptName, scriptSha } from '../../src/store/redis-scripts.js';
-import type { OutboxEvent } from '../../src/store/types.js';
 import {
   closeNodeRedisClients,
   connectedNodeRedisClient,
   type NodeRedisClientForTests,
 } from '../support/node-redis.js';
-import { type RedisServer, requireRedisBinaries, startRedisServer } from '../support/redis.js';
+import { requireRedisBinaries, startRedisServer } from '../support/redis.js';
+import { COST, DAY, DEADLINE_MS, failsAtDeadline, MINUTE, usageEvent } from './stall-support.js';
 
 /*
  * redis-stall.test.ts, on a node-redis client: a call abandoned at its deadline cannot take
@@ -26,37 +25,7 @@ import { type RedisServer, requireRedisBinaries, startRedisServer } from '../sup
  * the undos, sent again once the client is ready, find nothing to undo.
  */
 
-const DEADLINE_MS = 300;
-/** What a call may take beyond its deadline on a busy test machine. */
-const MARGIN_MS = 250;
-const MINUTE = 60_000;
-const DAY = 24 * 60 * MINUTE;
-const COST = 1_000_000n;
-
 const canRun = requireRedisBinaries('reliability: Redis stalls on node-redis');
-
-async function failsAtDeadline(call: () => Promise<unknown>): Promise<StoreError> {
-  const started = performance.now();
-  const error = await call().then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  const elapsed = performance.now() - started;
-  expect(error).toBeInstanceOf(StoreError);
-  expect(elapsed).toBeGreaterThanOrEqual(DEADLINE_MS - 5);
-  expect(elapsed).toBeLessThan(DEADLINE_MS + MARGIN_MS);
-  return error as StoreError;
-}
-
-function usageEvent(customerId: string, eventId: string): OutboxEvent {
-  return {
-    event_id: eventId,
-    customer_id: customerId,
-    event_name: 'llm.input_tokens',
-    timestamp: '2026-11-26T00:00:00.000Z',
-    metadata: { model: 'gpt-4o', tokens: 100 },
-  };
-}
 
 /** Calls `onSend` synchronously when the client is asked to run the given script, before it writes a byte. */
 function beforeSending(client: NodeRedisClientForTests, name: ScriptName, onSend: () => void): () => void {
