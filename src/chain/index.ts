@@ -1,4 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { AutoRecharger } from '../auto-recharge/index.js';
 import { billingOf, continueWithin, type RequestBilling } from '../billing-context.js';
 import type { RequestEstimate } from '../estimate/index.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
@@ -35,6 +36,8 @@ export interface ChainContext {
   settings(): RequestSettings;
   store: BillingStore;
   logger: Logger;
+  /** Told the available balance each admission leaves, when auto-recharge is on. */
+  recharger?: AutoRecharger | undefined;
 }
 
 /** A re-admission found the request id taken by another request meanwhile. */
@@ -214,6 +217,8 @@ async function admit(
     release(context, billing);
     return false;
   }
+  // A burst that takes the balance below the threshold recharges before it reaches zero.
+  if (outcome && 'available' in outcome) context.recharger?.watch(billing.customerId, outcome.available);
   if (!outcome?.ok) {
     release(context, billing);
     credits.refuse(res, outcome?.reason === 'insufficient' ? outcome.available : 0n, estimate);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
+import type { AutoRecharger } from '../auto-recharge/index.js';
 import type { RequestBilling } from '../billing-context.js';
 import { formatUsd } from '../money.js';
 import type { Settlement } from '../store/types.js';
@@ -43,6 +44,8 @@ export class MeterStep {
   constructor(
     readonly config: ResolvedMeterUsageOptions,
     readonly flusher: OutboxFlusher,
+    /** Told the available balance each settlement leaves, when auto-recharge is on. */
+    readonly recharger?: AutoRecharger,
   ) {}
 
   install(billing: RequestBilling, req: Request, res: Response): void {
@@ -109,7 +112,10 @@ export class MeterStep {
         result = await store.settle(settlement);
       }
       this.noteCost(billing, settlement, result.view?.balance, res);
-      if (result.applied) this.config.alerts?.settled(customerId, settlement.cost, result.view?.balance);
+      if (result.applied) {
+        this.config.alerts?.settled(customerId, settlement.cost, result.view?.balance);
+        this.recharger?.watch(customerId, result.view?.available);
+      }
     } catch (error) {
       logger.error('settling a request failed: it will be retried in the background', {
         customerId,
