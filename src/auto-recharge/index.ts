@@ -295,7 +295,12 @@ export class AutoRecharger {
       outcome,
       maxFailures: this.config.maxFailures,
     });
-    this.forget(customerId);
+    if (outcome === 'succeeded') this.forget(customerId);
+    else {
+      // Not again from this process before the pause: a declined card stays declined a while.
+      const until = Date.now() + this.config.failurePauseMs;
+      this.known.set(customerId, { threshold: undefined, until, quietUntil: until });
+    }
     if (!finished.applied) return;
     const report: RechargeReport = {
       customerId,

@@ -66,6 +66,12 @@ export interface AutoRechargeOptions {
   confirmWithinMs?: number;
   /** How long a customer's settings are cached in this process between store reads. @default 30_000 */
   settingsCacheMs?: number;
+  /**
+   * After a failed (or `requires_action`) recharge, how long this process waits before trying
+   * that customer again, so a burst of requests does not spend `maxFailures` in a second.
+   * @default 60_000
+   */
+  failurePauseMs?: number;
   on?: RechargeCallbacks;
 }
 
@@ -76,6 +82,7 @@ export interface ResolvedAutoRechargeOptions {
   dodoTimeoutMs: number;
   confirmWithinMs: number;
   settingsCacheMs: number;
+  failurePauseMs: number;
   on: RechargeCallbacks;
 }
 
@@ -122,6 +129,7 @@ export function resolveAutoRechargeOptions(
     dodoTimeoutMs,
     confirmWithinMs: positive(options.confirmWithinMs, 'confirmWithinMs', 15_000),
     settingsCacheMs: positive(options.settingsCacheMs, 'settingsCacheMs', 30_000),
+    failurePauseMs: positive(options.failurePauseMs, 'failurePauseMs', 60_000),
     on,
   };
 }

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type DodoPayments from 'dodopayments';
 import express, { type Request, type RequestHandler, type Response } from 'express';
+import type { AutoRechargeOptions } from '../../src/auto-recharge/options.js';
 import { type Billing, createBilling } from '../../src/create-billing.js';
 import type { MeterUsageMiddleware } from '../../src/meter-usage/index.js';
 import type { MeterUsageOptions } from '../../src/meter-usage/options.js';
@@ -68,6 +69,8 @@ export interface BillingAppOptions {
   before?: (app: express.Express, billing: Billing) => void;
   /** Middlewares on the route before `requireCredits` (e.g. `tierRateLimit`). */
   admission?: (billing: Billing) => RequestHandler[];
+  /** `createBilling({ autoRecharge })`. */
+  autoRecharge?: AutoRechargeOptions;
 }
 
 export interface BillingApp {
@@ -109,6 +112,7 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
     pricing: PRICING,
     creditsPerDollar: 100,
     logger,
+    ...(options.autoRecharge ? { autoRecharge: options.autoRecharge } : {}),
   });
   const app = express();
   options.before?.(app, billing);

@@ -1,0 +1,227 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type {
+  RechargeCallbacks,
+  RechargeLimitReport,
+  RechargeReport,
+} from '../../src/auto-recharge/options.js';
+import type { BillingStore } from '../../src/store/types.js';
+import { type BillingApp, chat, startBillingApp, startDodo } from '../support/billing-app.js';
+import { storesUnderTest } from '../support/stores.js';
+
+const stores = await storesUnderTest('auto-recharge');
+/** At most 452 input and 50 output tokens, billed at that: $0.00163 a request. */
+const REQUEST = { model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(400) }], max_tokens: 50 };
+const USAGE: [number, number] = [452, 50];
+const SETTINGS = { threshold: '0.04', amount: '1.00', monthlyLimit: '10.00' };
+
+/** What the app's callbacks heard. */
+function listen() {
+  const heard = {
+    succeeded: [] as RechargeReport[],
+    failed: [] as RechargeReport[],
+    requiresAction: [] as RechargeReport[],
+    monthlyLimit: [] as RechargeLimitReport[],
+  };
+  const on: RechargeCallbacks = {
+    succeeded: (report) => void heard.succeeded.push(report),
+    failed: (report) => void heard.failed.push(report),
+    requiresAction: (report) => void heard.requiresAction.push(report),
+    monthlyLimit: (report) => void heard.monthlyLimit.push(report),
+  };
+  return { heard, on };
+}
+
+describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)', (_name, createStore) => {
+  let dodo: Awaited<ReturnType<typeof startDodo>>;
+  let apps: BillingApp[] = [];
+  beforeAll(async () => {
+    dodo = await startDodo();
+  });
+  afterEach(async () => {
+    dodo.emulator.clearChargeOutcomes();
+    await Promise.all(apps.map((app) => app.close()));
+    apps = [];
+  });
+  afterAll(async () => {
+    await dodo.emulator.close();
+  });
+
+  /** An app on `store` with auto-recharge on and Dodo's webhooks mounted (Dodo sends them to the first). */
+  async function start(store: BillingStore, on: RechargeCallbacks, options: Record<string, unknown> = {}) {
+    const app = await startBillingApp({
+      store,
+      emulator: dodo.emulator,
+      entitlementId: dodo.entitlementId,
+      autoRecharge: { usagePlanProductId: dodo.usagePlanId, failurePauseMs: 1, on, ...options },
+      before: (express, billing) => express.use('/webhooks/dodo', billing.dodoWebhooks()),
+    });
+    if (apps.length === 0) dodo.emulator.setWebhookUrl(`${app.url}/webhooks/dodo`);
+    apps.push(app);
+    return app;
+  }
+
+  /** A customer whose API account keeps their card as an on-demand mandate, holding `credits` cents. */
+  function customerWithMandate(credits: string): string {
+    const customer = dodo.emulator.createCustomer({ email: `${randomUUID()}@example.com` }).customer_id;
+    dodo.emulator.subscribe(customer, dodo.usagePlanId, { onDemand: 'mandate' });
+    dodo.emulator.setBalance(customer, dodo.entitlementId, credits);
+    return customer;
+  }
+
+  /** The recharge payments Dodo has for the customer, read with the SDK. */
+  async function recharges(customer: string) {
+    const page = await dodo.emulator.client().payments.list({ customer_id: customer });
+    return page.items.filter((payment) => typeof payment.metadata?.elb_recharge_attempt === 'string');
+  }
+
+  it('a burst across two instances that crosses the threshold recharges exactly once, and the credits arrive', async () => {
+    const store = await createStore();
+    const { heard, on } = listen();
+    const [first, second] = [await start(store, on), await start(store, on)];
+    const customer = customerWithMandate('5'); // $0.05: the threshold is $0.04
+    await first!.billing.setAutoRecharge(customer, SETTINGS);
+    const statuses = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => chat(i % 2 ? second! : first!, customer, REQUEST, USAGE)),
+    ).then((responses) => responses.map((response) => response.status));
+    expect(statuses.filter((status) => status === 200).length).toBeGreaterThanOrEqual(30);
+    await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
+    await dodo.emulator.settle();
+    // More requests, well above the threshold now: nothing more is charged.
+    for (let i = 0; i < 5; i++) expect((await chat(first!, customer, REQUEST, USAGE)).status).toBe(200);
+    await dodo.emulator.settle();
+    const payments = await recharges(customer);
+    expect(payments).toHaveLength(1);
+    expect(payments[0]).toMatchObject({ status: 'succeeded', total_amount: 100 });
+    expect(heard.succeeded[0]).toMatchObject({
+      customerId: customer,
+      amount: '1',
+      failures: 0,
+      disabled: false,
+    });
+    expect(heard.succeeded[0]!.paymentId).toBe(payments[0]!.payment_id);
+    const granted = dodo.emulator
+      .ledger({ customerId: customer })
+      .filter((entry) => entry.metadata?.elb_recharge_attempt !== undefined);
+    expect(granted.map((entry) => [entry.is_credit, entry.amount])).toEqual([[true, '100']]);
+    expect(await first!.billing.autoRecharge(customer)).toMatchObject({
+      recharged: '1',
+      failures: 0,
+      disabled: false,
+      inFlight: false,
+    });
+    expect(heard.failed).toEqual([]);
+    for (const app of [first!, second!]) {
+      expect(app.logger.lines.filter((line) => line.level === 'error')).toEqual([]);
+    }
+  });
+
+  it('respects the monthly limit: a recharge that would pass it is not made, and reported once', async () => {
+    const store = await createStore();
+    const { heard, on } = listen();
+    const app = await start(store, on);
+    const customer = customerWithMandate('3');
+    await app.billing.setAutoRecharge(customer, { ...SETTINGS, monthlyLimit: '1.50' });
+    expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);
+    await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
+    await dodo.emulator.settle();
+    // The balance falls below the threshold again: another $1 would make $2 this month.
+    dodo.emulator.setBalance(customer, dodo.entitlementId, '3');
+    await dodo.emulator.settle();
+    for (let i = 0; i < 3; i++) await chat(app, customer, REQUEST, USAGE);
+    await expect.poll(() => heard.monthlyLimit.length, { timeout: 10_000 }).toBe(1);
+    for (let i = 0; i < 3; i++) await chat(app, customer, REQUEST, USAGE);
+    await dodo.emulator.settle();
+    expect(heard.monthlyLimit).toEqual([
+      { customerId: customer, recharged: '1', monthlyLimit: '1.5', amount: '1' },
+    ]);
+    expect(await recharges(customer)).toHaveLength(1);
+    expect(heard.succeeded).toHaveLength(1);
+  });
+
+  it('reports each declined charge and disables auto-recharge after maxFailures, until it is set again', async () => {
+    const store = await createStore();
+    const { heard, on } = listen();
+    const app = await start(store, on, { maxFailures: 2 });
+    const customer = customerWithMandate('30');
+    await app.billing.setAutoRecharge(customer, { ...SETTINGS, threshold: '1.00' });
+    dodo.emulator.failCharges({ outcome: 'failed' });
+    await chat(app, customer, REQUEST, USAGE);
+    await expect.poll(() => heard.failed.length, { timeout: 10_000 }).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 5)); // past failurePauseMs
+    await chat(app, customer, REQUEST, USAGE);
+    await expect.poll(() => heard.failed.length, { timeout: 10_000 }).toBe(2);
+    expect(heard.failed.map((report) => [report.failures, report.disabled])).toEqual([
+      [1, false],
+      [2, true],
+    ]);
+    expect(heard.failed[0]!.reason).toMatch(/declined/);
+    for (let i = 0; i < 3; i++) await chat(app, customer, REQUEST, USAGE);
+    await dodo.emulator.settle();
+    const payments = await recharges(customer);
+    expect(payments.map((payment) => payment.status)).toEqual(['failed', 'failed']);
+    // Nothing was charged: the month's total is back to zero.
+    expect(await app.billing.autoRecharge(customer)).toMatchObject({
+      recharged: '0',
+      failures: 2,
+      disabled: true,
+    });
+    // Set again (the customer fixed their card): enabled, and the next request recharges.
+    dodo.emulator.clearChargeOutcomes();
+    await app.billing.setAutoRecharge(customer, { ...SETTINGS, threshold: '1.00' });
+    await chat(app, customer, REQUEST, USAGE);
+    await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
+    expect(await app.billing.autoRecharge(customer)).toMatchObject({ failures: 0, disabled: false });
+  });
+
+  it('reports a charge that needs the customer (requires_action) and counts it against the month', async () => {
+    const store = await createStore();
+    const { heard, on } = listen();
+    const app = await start(store, on);
+    const customer = customerWithMandate('3');
+    await app.billing.setAutoRecharge(customer, SETTINGS);
+    dodo.emulator.failCharges({ outcome: 'requires_action', times: 1 });
+    await chat(app, customer, REQUEST, USAGE);
+    await expect.poll(() => heard.requiresAction.length, { timeout: 10_000 }).toBe(1);
+    const [payment] = await recharges(customer);
+    expect(payment?.status).toBe('requires_customer_action');
+    expect(heard.requiresAction[0]).toMatchObject({
+      customerId: customer,
+      paymentId: payment!.payment_id,
+      amount: '1',
+      failures: 1,
+      disabled: false,
+    });
+    expect(await app.billing.autoRecharge(customer)).toMatchObject({ recharged: '1', failures: 1 });
+    expect(heard.succeeded).toEqual([]);
+  });
+
+  it('reports a customer without an on-demand mandate as failed, charging nothing', async () => {
+    const store = await createStore();
+    const { heard, on } = listen();
+    const app = await start(store, on);
+    const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id; // saveCard: false
+    dodo.emulator.setBalance(customer, dodo.entitlementId, '3');
+    await app.billing.setAutoRecharge(customer, SETTINGS);
+    await chat(app, customer, REQUEST, USAGE);
+    await expect.poll(() => heard.failed.length, { timeout: 10_000 }).toBe(1);
+    expect(heard.failed[0]!.reason).toMatch(/on-demand/);
+    expect(await recharges(customer)).toEqual([]);
+  });
+
+  it('refuses bad settings with a clear error, changing nothing', async () => {
+    const store = await createStore();
+    const app = await start(store, {});
+    const customer = customerWithMandate('3');
+    await expect(app.billing.setAutoRecharge(customer, { ...SETTINGS, amount: '0.005' })).rejects.toThrow(
+      /whole number of cents/,
+    );
+    await expect(
+      app.billing.setAutoRecharge(customer, { ...SETTINGS, monthlyLimit: '0.50' }),
+    ).rejects.toThrow(/monthlyLimit/);
+    await expect(app.billing.setAutoRecharge(customer, { ...SETTINGS, threshold: 'lots' })).rejects.toThrow(
+      /threshold/,
+    );
+    expect(await app.billing.autoRecharge(customer)).toBeUndefined();
+  });
+});
