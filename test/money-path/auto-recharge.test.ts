@@ -209,6 +209,57 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     expect(await recharges(customer)).toEqual([]);
   });
 
+  /** Sends requests until `done()` holds: each request reports the balance again. */
+  async function drive(app: BillingApp, customer: string, done: () => boolean) {
+    for (let i = 0; i < 100 && !done(); i++) {
+      await chat(app, customer, REQUEST, USAGE);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  it('a charge left unanswered past its deadline is never made twice: after the lease it is found on Dodo by its attempt', async () => {
+    const store = await createStore();
+    const { heard, on } = listen();
+    const app = await start(store, on, { dodoTimeoutMs: 100, leaseMs: 300 });
+    // No webhooks: only the lookup after the lease can learn what the charge did.
+    dodo.emulator.setWebhookUrl(undefined);
+    const customer = customerWithMandate('3');
+    await app.billing.setAutoRecharge(customer, SETTINGS);
+    // Dodo takes the charge, but answers after the caller's deadline.
+    dodo.emulator.fault('POST /subscriptions/{id}/charge', { delayMs: 250, afterProcessing: true, times: 1 });
+    await chat(app, customer, REQUEST, USAGE);
+    await expect.poll(async () => (await recharges(customer)).length, { timeout: 5_000 }).toBe(1);
+    expect(heard.succeeded).toEqual([]);
+    expect(await app.billing.autoRecharge(customer)).toMatchObject({ recharged: '1', inFlight: true });
+    await drive(app, customer, () => heard.succeeded.length > 0);
+    expect(heard.succeeded).toHaveLength(1);
+    const payments = await recharges(customer);
+    expect(payments).toHaveLength(1);
+    expect(heard.succeeded[0]!.paymentId).toBe(payments[0]!.payment_id);
+    const grants = dodo.emulator
+      .ledger({ customerId: customer })
+      .filter((entry) => entry.metadata?.elb_recharge_attempt !== undefined);
+    expect(grants.map((entry) => entry.amount)).toEqual(['100']);
+    expect(await app.billing.autoRecharge(customer)).toMatchObject({ recharged: '1', inFlight: false });
+    dodo.emulator.clearFaults();
+  });
+
+  it('a charge whose connection dropped before Dodo took it is made once, under the same attempt, after the lease', async () => {
+    const store = await createStore();
+    const { heard, on } = listen();
+    const app = await start(store, on, { dodoTimeoutMs: 100, leaseMs: 300 });
+    const customer = customerWithMandate('3');
+    await app.billing.setAutoRecharge(customer, SETTINGS);
+    dodo.emulator.fault('POST /subscriptions/{id}/charge', { drop: true, times: 1 });
+    await chat(app, customer, REQUEST, USAGE);
+    await drive(app, customer, () => heard.succeeded.length > 0);
+    expect(heard.succeeded).toHaveLength(1);
+    const payments = await recharges(customer);
+    expect(payments).toHaveLength(1);
+    expect(payments[0]!.metadata?.elb_recharge_attempt).toBe(heard.succeeded[0]!.attemptId);
+    dodo.emulator.clearFaults();
+  });
+
   it('refuses bad settings with a clear error, changing nothing', async () => {
     const store = await createStore();
     const app = await start(store, {});
