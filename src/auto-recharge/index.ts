@@ -126,7 +126,8 @@ export class AutoRecharger {
       case 'resume':
         return this.resume(customerId, begun.attemptId, begun.amount);
       case 'in_flight':
-        // Another process's attempt: its outcome arrives there (or through the webhook).
+      case 'cooling':
+        // Another attempt is running, or just succeeded: its credits are arriving.
         this.quiet(customerId, now + 1_000);
         return;
       case 'monthly_limit':
@@ -294,6 +295,7 @@ export class AutoRecharger {
       attemptId,
       outcome,
       maxFailures: this.config.maxFailures,
+      cooldownMs: this.config.cooldownMs,
     });
     if (outcome === 'succeeded') this.forget(customerId);
     else {

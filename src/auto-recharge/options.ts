@@ -72,6 +72,11 @@ export interface AutoRechargeOptions {
    * @default 60_000
    */
   failurePauseMs?: number;
+  /**
+   * After a successful recharge, how long no other may start for the customer: a balance read
+   * (in any process) just before the credits landed must not recharge again. @default 10_000
+   */
+  cooldownMs?: number;
   on?: RechargeCallbacks;
 }
 
@@ -83,6 +88,7 @@ export interface ResolvedAutoRechargeOptions {
   confirmWithinMs: number;
   settingsCacheMs: number;
   failurePauseMs: number;
+  cooldownMs: number;
   on: RechargeCallbacks;
 }
 
@@ -130,6 +136,7 @@ export function resolveAutoRechargeOptions(
     confirmWithinMs: positive(options.confirmWithinMs, 'confirmWithinMs', 15_000),
     settingsCacheMs: positive(options.settingsCacheMs, 'settingsCacheMs', 30_000),
     failurePauseMs: positive(options.failurePauseMs, 'failurePauseMs', 60_000),
+    cooldownMs: positive(options.cooldownMs, 'cooldownMs', 10_000),
     on,
   };
 }

@@ -19,6 +19,8 @@ export interface RechargeRecord {
   /** The month whose limit was last reported, so it is reported once. */
   limitNoted: string;
   attempt: { attemptId: string; amount: Money; month: string; leaseUntil: number } | undefined;
+  /** No attempt starts before this (ms): the last success's cooldown. */
+  coolUntil: number;
 }
 
 export function newRechargeRecord(): RechargeRecord {
@@ -30,6 +32,7 @@ export function newRechargeRecord(): RechargeRecord {
     recharged: 0n,
     limitNoted: '',
     attempt: undefined,
+    coolUntil: 0,
   };
 }
 
@@ -72,6 +75,7 @@ export function beginRecharge(
     attempt.leaseUntil = now + start.leaseMs;
     return { status: 'resume', attemptId: attempt.attemptId, amount: attempt.amount };
   }
+  if (record.coolUntil > now) return { status: 'cooling' };
   if (record.month !== start.month) {
     record.month = start.month;
     record.recharged = 0n;
@@ -96,7 +100,11 @@ export function beginRecharge(
   return { status: 'started', attemptId: start.attemptId, amount: settings.amount };
 }
 
-export function finishRecharge(record: RechargeRecord | undefined, finish: RechargeFinish): RechargeFinished {
+export function finishRecharge(
+  record: RechargeRecord | undefined,
+  finish: RechargeFinish,
+  now: number,
+): RechargeFinished {
   const attempt = record?.attempt;
   if (!record || !attempt || attempt.attemptId !== finish.attemptId) {
     return { applied: false, failures: record?.failures ?? 0, disabled: record?.disabled ?? false };
@@ -104,6 +112,7 @@ export function finishRecharge(record: RechargeRecord | undefined, finish: Recha
   record.attempt = undefined;
   if (finish.outcome === 'succeeded') {
     record.failures = 0;
+    record.coolUntil = now + finish.cooldownMs;
   } else {
     // A failed charge took nothing: its amount goes back to the month it was counted in.
     if (finish.outcome === 'failed' && attempt.month === record.month) record.recharged -= attempt.amount;

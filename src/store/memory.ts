@@ -560,7 +560,7 @@ export class MemoryStore implements BillingStore {
 
   async finishRecharge(customerId: string, finish: RechargeFinish): Promise<RechargeFinished> {
     const state = this.find(customerId);
-    const finished = finishRecharge(state?.autoRecharge, finish);
+    const finished = finishRecharge(state?.autoRecharge, finish, this.now());
     if (state) this.settled(state);
     return finished;
   }

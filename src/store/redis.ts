@@ -339,7 +339,7 @@ export class RedisStore implements BillingStore {
     if (status === 'monthly_limit') {
       return { status, recharged: BigInt(first!), monthlyLimit: BigInt(second!), first: noted === 1 };
     }
-    return { status: status as 'in_flight' | 'off' | 'disabled' | 'above_threshold' };
+    return { status: status as 'in_flight' | 'cooling' | 'off' | 'disabled' | 'above_threshold' };
   }
 
   async finishRecharge(customerId: string, finish: RechargeFinish): Promise<RechargeFinished> {
@@ -348,6 +348,8 @@ export class RedisStore implements BillingStore {
       finish.attemptId,
       finish.outcome,
       finish.maxFailures,
+      this.now(),
+      finish.cooldownMs,
     ])) as [number, number, number];
     return { applied: applied === 1, failures, disabled: disabled === 1 };
   }

@@ -549,13 +549,19 @@ export type RechargeBegin =
   /** An attempt whose lease lapsed unfinished, leased again: find out what its charge did. */
   | { status: 'resume'; attemptId: string; amount: Money }
   | { status: 'monthly_limit'; recharged: Money; monthlyLimit: Money; first: boolean }
-  | { status: 'in_flight' | 'off' | 'disabled' | 'above_threshold' };
+  /**
+   * `cooling`: a recharge succeeded less than its `cooldownMs` ago — a balance read before its
+   * credits landed must not start another.
+   */
+  | { status: 'in_flight' | 'cooling' | 'off' | 'disabled' | 'above_threshold' };
 
 export interface RechargeFinish {
   attemptId: string;
   outcome: 'succeeded' | 'failed' | 'requires_action';
   /** Consecutive failures that disable auto-recharge. */
   maxFailures: number;
+  /** After a success, how long no other attempt may start (`beginRecharge` answers `cooling`). */
+  cooldownMs: number;
 }
 
 export interface RechargeFinished {

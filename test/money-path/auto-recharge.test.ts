@@ -119,7 +119,8 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
   it('respects the monthly limit: a recharge that would pass it is not made, and reported once', async () => {
     const store = await createStore();
     const { heard, on } = listen();
-    const app = await start(store, on);
+    // No cooldown here: the second crossing comes right after the first recharge.
+    const app = await start(store, on, { cooldownMs: 1 });
     const customer = customerWithMandate('3');
     await app.billing.setAutoRecharge(customer, { ...SETTINGS, monthlyLimit: '1.50' });
     expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);

@@ -342,7 +342,10 @@ describe('Dodo emulator: checkout, payments, refunds, subscriptions', () => {
     dodo.failCharges({ outcome: 'failed', subscriptionId: id, times: 1 });
     dodo.failCharges({ outcome: 'requires_action', times: 1 });
     const before = dodo.webhookEvents().length;
-    const declined = await client.subscriptions.charge(id, { product_price: 500, metadata: { attempt: 'a1' } });
+    const declined = await client.subscriptions.charge(id, {
+      product_price: 500,
+      metadata: { attempt: 'a1' },
+    });
     expect(await client.payments.retrieve(declined.payment_id)).toMatchObject({
       status: 'failed',
       total_amount: 500,
@@ -350,7 +353,9 @@ describe('Dodo emulator: checkout, payments, refunds, subscriptions', () => {
       error_code: 'CARD_DECLINED',
     });
     const held = await client.subscriptions.charge(other, { product_price: 500 });
-    expect(await client.payments.retrieve(held.payment_id)).toMatchObject({ status: 'requires_customer_action' });
+    expect(await client.payments.retrieve(held.payment_id)).toMatchObject({
+      status: 'requires_customer_action',
+    });
     const paid = await client.subscriptions.charge(id, { product_price: 500 });
     expect(await client.payments.retrieve(paid.payment_id)).toMatchObject({ status: 'succeeded' });
     expect(
@@ -367,10 +372,14 @@ describe('Dodo emulator: checkout, payments, refunds, subscriptions', () => {
     const plan = dodo.createSubscriptionProduct({ name: 'API account', price: 0 });
     const id = dodo.subscribe(customerId, plan.product_id, { onDemand: 'mandate' }).subscription_id;
     dodo.fault('POST /subscriptions/{id}/charge', { status: 503, afterProcessing: true, times: 1 });
-    await expect(client.subscriptions.charge(id, { product_price: 700 }, { maxRetries: 0 })).rejects.toThrow();
+    await expect(
+      client.subscriptions.charge(id, { product_price: 700 }, { maxRetries: 0 }),
+    ).rejects.toThrow();
     expect((await client.payments.list({ subscription_id: id })).items).toHaveLength(1);
     dodo.fault('POST /subscriptions/{id}/charge', { status: 503, times: 1 });
-    await expect(client.subscriptions.charge(id, { product_price: 700 }, { maxRetries: 0 })).rejects.toThrow();
+    await expect(
+      client.subscriptions.charge(id, { product_price: 700 }, { maxRetries: 0 }),
+    ).rejects.toThrow();
     expect((await client.payments.list({ subscription_id: id })).items).toHaveLength(1);
   });
 

@@ -23,6 +23,10 @@ if f[5] then
   redis.call('HSET', KEYS[1], 'lu', lease_until)
   return { 'resume', f[5], f[6] }
 end
+local cool_until = redis.call('HGET', KEYS[1], 'cu')
+if cool_until and tonumber(cool_until) > now then
+  return { 'cooling' }
+end
 local recharged = bignum_parse('0')
 if f[8] == ARGV[3] then
   recharged = bignum_or_zero(f[9])

@@ -58,7 +58,12 @@ export function describeRechargeConformance(context: () => AdmissionContext, tes
           amount: usd('20'),
         });
         expect(
-          await store.finishRecharge('cus_1', { attemptId: id, outcome: 'succeeded', maxFailures: 3 }),
+          await store.finishRecharge('cus_1', {
+            attemptId: id,
+            outcome: 'succeeded',
+            maxFailures: 3,
+            cooldownMs: 0,
+          }),
         ).toEqual({ applied: true, failures: 0, disabled: false });
       }
       // 40 of 50 charged: another 20 would pass the limit.
@@ -83,7 +88,12 @@ export function describeRechargeConformance(context: () => AdmissionContext, tes
       await store.setAutoRecharge('cus_1', settings);
       await store.beginRecharge('cus_1', start('a1'));
       expect(
-        await store.finishRecharge('cus_1', { attemptId: 'a1', outcome: 'failed', maxFailures: 3 }),
+        await store.finishRecharge('cus_1', {
+          attemptId: 'a1',
+          outcome: 'failed',
+          maxFailures: 3,
+          cooldownMs: 0,
+        }),
       ).toEqual({
         applied: true,
         failures: 1,
@@ -92,12 +102,22 @@ export function describeRechargeConformance(context: () => AdmissionContext, tes
       expect(await store.getAutoRecharge('cus_1', '2026-11')).toMatchObject({ recharged: 0n, failures: 1 });
       await store.beginRecharge('cus_1', start('a2'));
       expect(
-        await store.finishRecharge('cus_1', { attemptId: 'a2', outcome: 'requires_action', maxFailures: 3 }),
+        await store.finishRecharge('cus_1', {
+          attemptId: 'a2',
+          outcome: 'requires_action',
+          maxFailures: 3,
+          cooldownMs: 0,
+        }),
       ).toEqual({ applied: true, failures: 2, disabled: false });
       expect(await store.getAutoRecharge('cus_1', '2026-11')).toMatchObject({ recharged: usd('20') });
       await store.beginRecharge('cus_1', start('a3'));
       expect(
-        await store.finishRecharge('cus_1', { attemptId: 'a3', outcome: 'failed', maxFailures: 3 }),
+        await store.finishRecharge('cus_1', {
+          attemptId: 'a3',
+          outcome: 'failed',
+          maxFailures: 3,
+          cooldownMs: 0,
+        }),
       ).toEqual({
         applied: true,
         failures: 3,
@@ -115,11 +135,16 @@ export function describeRechargeConformance(context: () => AdmissionContext, tes
       await store.setAutoRecharge('cus_1', settings);
       await store.beginRecharge('cus_1', start('a1'));
       expect(
-        await store.finishRecharge('cus_1', { attemptId: 'other', outcome: 'failed', maxFailures: 1 }),
+        await store.finishRecharge('cus_1', {
+          attemptId: 'other',
+          outcome: 'failed',
+          maxFailures: 1,
+          cooldownMs: 0,
+        }),
       ).toMatchObject({ applied: false, disabled: false });
       const both = await Promise.all([
-        store.finishRecharge('cus_1', { attemptId: 'a1', outcome: 'failed', maxFailures: 3 }),
-        store.finishRecharge('cus_1', { attemptId: 'a1', outcome: 'failed', maxFailures: 3 }),
+        store.finishRecharge('cus_1', { attemptId: 'a1', outcome: 'failed', maxFailures: 3, cooldownMs: 0 }),
+        store.finishRecharge('cus_1', { attemptId: 'a1', outcome: 'failed', maxFailures: 3, cooldownMs: 0 }),
       ]);
       expect(both.filter((result) => result.applied)).toHaveLength(1);
       expect(await store.getAutoRecharge('cus_1', '2026-11')).toMatchObject({ failures: 1, recharged: 0n });
@@ -144,8 +169,28 @@ export function describeRechargeConformance(context: () => AdmissionContext, tes
       });
       expect(await store.getAutoRecharge('cus_1', '2026-11')).toMatchObject({ recharged: usd('20') });
       expect(
-        await store.finishRecharge('cus_1', { attemptId: 'a1', outcome: 'succeeded', maxFailures: 3 }),
+        await store.finishRecharge('cus_1', {
+          attemptId: 'a1',
+          outcome: 'succeeded',
+          maxFailures: 3,
+          cooldownMs: 0,
+        }),
       ).toMatchObject({ applied: true });
+    });
+
+    it('starts nothing for `cooldownMs` after a success, however low the balance read', async () => {
+      const { store, advance } = context();
+      await store.setAutoRecharge('cus_1', settings);
+      await store.beginRecharge('cus_1', start('a1'));
+      await store.finishRecharge('cus_1', {
+        attemptId: 'a1',
+        outcome: 'succeeded',
+        maxFailures: 3,
+        cooldownMs: MINUTE,
+      });
+      expect(await store.beginRecharge('cus_1', start('a2'))).toEqual({ status: 'cooling' });
+      advance(MINUTE);
+      expect(await store.beginRecharge('cus_1', start('a3'))).toMatchObject({ status: 'started' });
     });
 
     it('keeps the month and an attempt in flight when settings change', async () => {
@@ -159,7 +204,12 @@ export function describeRechargeConformance(context: () => AdmissionContext, tes
         inFlight: { attemptId: 'a1', amount: usd('20') },
       });
       expect(
-        await store.finishRecharge('cus_1', { attemptId: 'a1', outcome: 'failed', maxFailures: 3 }),
+        await store.finishRecharge('cus_1', {
+          attemptId: 'a1',
+          outcome: 'failed',
+          maxFailures: 3,
+          cooldownMs: 0,
+        }),
       ).toMatchObject({
         applied: true,
       });
