@@ -240,12 +240,7 @@ export class AutoRecharger {
     const outcome = OUTCOMES[payment.status ?? ''];
     if (!outcome) return;
     const customerId = payment.customer.customer_id;
-    const amount =
-      expected?.amount ??
-      (() => {
-        const written = payment.metadata?.[AMOUNT_KEY];
-        return typeof written === 'string' ? parseUsd(written, AMOUNT_KEY) : undefined;
-      })();
+    const amount = expected?.amount ?? amountOf(payment.metadata?.[AMOUNT_KEY]);
     if (amount === undefined || amount <= 0n) {
       this.deps.logger.error('a recharge payment without its amount: no credits granted', {
         customerId,
@@ -331,5 +326,15 @@ export class AutoRecharger {
       .catch((error: unknown) =>
         this.deps.logger.error(`the auto-recharge ${kind} callback failed`, { report, error }),
       );
+  }
+}
+
+/** The amount a recharge's charge wrote in its metadata, or undefined when unreadable. */
+function amountOf(written: unknown): Money | undefined {
+  if (typeof written !== 'string') return undefined;
+  try {
+    return parseUsd(written, AMOUNT_KEY);
+  } catch {
+    return undefined;
   }
 }

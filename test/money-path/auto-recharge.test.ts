@@ -245,6 +245,30 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     dodo.emulator.clearFaults();
   });
 
+  it('a recharging process that never hears back: the payment.succeeded webhook grants the credits and finishes the attempt', async () => {
+    const store = await createStore();
+    const { heard, on } = listen();
+    // A lease far longer than the test: only the webhook can finish the attempt.
+    const app = await start(store, on, { dodoTimeoutMs: 100, leaseMs: 60_000 });
+    const customer = customerWithMandate('3');
+    await app.billing.setAutoRecharge(customer, SETTINGS);
+    dodo.emulator.fault('POST /subscriptions/{id}/charge', { drop: true, afterProcessing: true, times: 1 });
+    await chat(app, customer, REQUEST, USAGE);
+    await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
+    await dodo.emulator.settle();
+    const payments = await recharges(customer);
+    expect(payments).toHaveLength(1);
+    expect(heard.succeeded[0]!.paymentId).toBe(payments[0]!.payment_id);
+    const grants = dodo.emulator
+      .ledger({ customerId: customer })
+      .filter((entry) => entry.metadata?.elb_recharge_attempt !== undefined);
+    expect(grants.map((entry) => entry.amount)).toEqual(['100']);
+    expect(await app.billing.autoRecharge(customer)).toMatchObject({ recharged: '1', inFlight: false });
+    // The credits reached the view: the customer's balance is above the threshold again.
+    expect((await store.getBalance(customer))!.available).toBeGreaterThan(100n * 10n ** 10n);
+    dodo.emulator.clearFaults();
+  });
+
   it('a charge whose connection dropped before Dodo took it is made once, under the same attempt, after the lease', async () => {
     const store = await createStore();
     const { heard, on } = listen();
