@@ -197,10 +197,16 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     expect(heard.succeeded).toEqual([]);
   });
 
-  it('reports a customer without an on-demand mandate as failed, charging nothing', async () => {
+  it('reports a customer without an on-demand mandate as failed, charging nothing (a throwing callback is logged)', async () => {
     const store = await createStore();
     const { heard, on } = listen();
-    const app = await start(store, on);
+    const app = await start(store, {
+      ...on,
+      failed: (report) => {
+        heard.failed.push(report);
+        throw new Error('the app callback broke');
+      },
+    });
     const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id; // saveCard: false
     dodo.emulator.setBalance(customer, dodo.entitlementId, '3');
     await app.billing.setAutoRecharge(customer, SETTINGS);
@@ -208,6 +214,10 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     await expect.poll(() => heard.failed.length, { timeout: 10_000 }).toBe(1);
     expect(heard.failed[0]!.reason).toMatch(/on-demand/);
     expect(await recharges(customer)).toEqual([]);
+    await expect
+      .poll(() => app.logger.lines.some((line) => /failed callback failed/.test(line.message)))
+      .toBe(true);
+    expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);
   });
 
   /** Sends requests until `done()` holds: each request reports the balance again. */
@@ -282,6 +292,28 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     const payments = await recharges(customer);
     expect(payments).toHaveLength(1);
     expect(payments[0]!.metadata?.elb_recharge_attempt).toBe(heard.succeeded[0]!.attemptId);
+    dodo.emulator.clearFaults();
+  });
+
+  it('never holds a request: Dodo hanging on the charge leaves requests as fast', async () => {
+    const store = await createStore();
+    const app = await start(store, {}, { dodoTimeoutMs: 1_500, leaseMs: 5_000 });
+    const customer = customerWithMandate('30');
+    await app.billing.setAutoRecharge(customer, { ...SETTINGS, threshold: '1.00' });
+    dodo.emulator.fault('POST /subscriptions/{id}/charge', { hang: true, times: 1 });
+    for (let i = 0; i < 5; i++) {
+      const started = performance.now();
+      expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);
+      expect(performance.now() - started).toBeLessThan(500);
+    }
+    // The hung charge reaches its deadline; the lease keeps anything else from being charged.
+    await expect
+      .poll(() => app.logger.lines.some((line) => /charge unanswered/.test(line.message)), {
+        timeout: 5_000,
+      })
+      .toBe(true);
+    expect(await recharges(customer)).toEqual([]);
+    expect(await app.billing.autoRecharge(customer)).toMatchObject({ inFlight: true, failures: 0 });
     dodo.emulator.clearFaults();
   });
 
