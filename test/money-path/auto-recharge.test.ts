@@ -5,6 +5,8 @@ import type {
   RechargeLimitReport,
   RechargeReport,
 } from '../../src/auto-recharge/options.js';
+import { createBilling } from '../../src/create-billing.js';
+import { MemoryStore } from '../../src/store/memory.js';
 import type { BillingStore } from '../../src/store/types.js';
 import { type BillingApp, chat, startBillingApp, startDodo } from '../support/billing-app.js';
 import { storesUnderTest } from '../support/stores.js';
@@ -331,5 +333,39 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
       /threshold/,
     );
     expect(await app.billing.autoRecharge(customer)).toBeUndefined();
+  });
+});
+
+describe('auto-recharge configuration', () => {
+  it('says at startup what is missing or inconsistent, naming the option', async () => {
+    const dodo = await startDodo();
+    try {
+      const base = {
+        store: new MemoryStore(),
+        dodo: dodo.emulator.client(),
+        creditEntitlementId: dodo.entitlementId,
+      };
+      expect(() => createBilling({ ...base, autoRecharge: {} as never })).toThrow(/usagePlanProductId/);
+      expect(() =>
+        createBilling({
+          ...base,
+          autoRecharge: { usagePlanProductId: dodo.usagePlanId, dodoTimeoutMs: 10_000, leaseMs: 20_000 },
+        }),
+      ).toThrow(/leaseMs/);
+      expect(() =>
+        createBilling({ ...base, creditEntitlementId: undefined, autoRecharge: { usagePlanProductId: 'p' } }),
+      ).toThrow(/creditEntitlementId/);
+      expect(() =>
+        createBilling({
+          ...base,
+          autoRecharge: { usagePlanProductId: 'p', on: { failed: 'email' as never } },
+        }),
+      ).toThrow(/on\.failed/);
+      await expect(createBilling(base).setAutoRecharge('cus_1', SETTINGS)).rejects.toThrow(
+        /autoRecharge: \{ usagePlanProductId \}/,
+      );
+    } finally {
+      await dodo.emulator.close();
+    }
   });
 });
