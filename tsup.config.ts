@@ -17,5 +17,7 @@ export default defineConfig({
   splitting: true,
   // Lua scripts live in their own files and are inlined as strings at build time.
   loader: { '.lua': 'text' },
+  // `import.meta.url` in the CommonJS build (the optional peer `prom-client` is loaded from it).
+  shims: true,
   outExtension: ({ format }) => ({ js: format === 'cjs' ? '.cjs' : '.js' }),
 });

@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
+import { startRedisServer } from '../test/support/redis.js';
 
 /**
  * `npm run bench`: the billing chain on MemoryStore and on RedisStore against bare Express, with
@@ -17,7 +18,14 @@ import { Redis } from 'ioredis';
 const VARIANTS = (
   process.env.BENCH_VARIANTS ?? 'bare,memory,redis,bare-proxy,memory-proxy,redis-proxy,naive'
 ).split(',');
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+/**
+ * A Redis of the bench's own (a `redis-server` on a free port, stopped at the end), so that
+ * `INFO commandstats` counts this run's commands only, never another process's; `REDIS_URL`
+ * uses that one instead.
+ */
+const ownRedis = process.env.REDIS_URL ? undefined : await startRedisServer();
+const REDIS_URL = process.env.REDIS_URL ?? ownRedis!.url;
+process.env.REDIS_URL = REDIS_URL; // the servers it forks connect to the same one
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -148,7 +156,8 @@ try {
         PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${variant}-${round}`] : [],
       );
       const port = server.ready.port as number;
-      await load(port, customerIds, 1); // warm-up: JIT, first balance fetch per customer
+      const beforeWarmUp = await ask<Calls>(dodo.child, 'calls');
+      const warmUp = await load(port, customerIds, 1); // JIT, first balance fetch per customer
       const callsBefore = await ask<Calls>(dodo.child, 'calls');
       const cpuBefore = await cpuMicros(port);
       const redisBefore = await redisStats(redis);
@@ -159,7 +168,8 @@ try {
       // What the flusher delivers within 2 s of the load: it must keep its share under load.
       await new Promise((resolve) => setTimeout(resolve, 2_000));
       const delivered = await ask<Calls>(dodo.child, 'calls');
-      const owed = variant.startsWith('bare') ? 0 : 2 * result.requests.total;
+      // Two events per request, warm-up included (its events leave during the measured run).
+      const owed = variant.startsWith('bare') ? 0 : 2 * (warmUp.requests.total + result.requests.total);
       // SIGINT lets the server exit normally, so `--cpu-prof` writes its profile.
       server.child.kill('SIGINT');
       const run: Run = {
@@ -177,7 +187,7 @@ try {
         redisCommandsPerRequest: usesRedis(variant)
           ? (redisAfter.calls - redisBefore.calls) / Math.max(1, result.requests.total)
           : 0,
-        eventsDelivered: owed === 0 ? 1 : (delivered.events - callsBefore.events) / owed,
+        eventsDelivered: owed === 0 ? 1 : (delivered.events - beforeWarmUp.events) / owed,
       };
       runs.push(run);
       console.log(
@@ -190,6 +200,7 @@ try {
 } finally {
   dodo.child.send({ type: 'close' });
   redis.disconnect();
+  await ownRedis?.stop();
 }
 
 const summary = VARIANTS.map((variant) => {

@@ -57,7 +57,15 @@ export class RequestBilling {
   /** The subscription that covers the request, if any. */
   subscription: SubscriptionState | undefined;
   /** The API key the request is billed to, and the usage period its budget counts it in. */
-  budget: { key: string; period: string | undefined } | undefined;
+  budget:
+    | {
+        key: string;
+        /** Set at admission, when the key has a budget. */
+        period: string | undefined;
+        hard?: Money | undefined;
+        soft?: Money | undefined;
+      }
+    | undefined;
   /** Billing period key for the usage counters (a subscription period, else the UTC month). */
   usagePeriod: string | undefined;
   /** False when the request is covered by a subscription and must not spend credits. */

@@ -14,6 +14,7 @@ import { Flushers } from './meter-usage/flushers.js';
 import { flusherOptions, type MeterUsageMiddleware, withFlusherControls } from './meter-usage/index.js';
 import { type MeterUsageOptions, resolveMeterUsageOptions } from './meter-usage/options.js';
 import { MeterStep } from './meter-usage/step.js';
+import { resolveObserver } from './metrics/observer.js';
 import { formatUsd, parseUsd } from './money.js';
 import {
   requireOption,
@@ -27,6 +28,7 @@ import { type RequireCreditsOptions, resolveRequireCreditsOptions } from './requ
 import { CreditStep } from './require-credits/step.js';
 import { resolveSoftCapRouterOptions, type SoftCapRouterOptions } from './soft-cap-router/options.js';
 import { SoftCapStep } from './soft-cap-router/step.js';
+import { readSpend, type SpendRange, type SpendReport } from './spend/index.js';
 import { budgetPeriods } from './store/budget-period.js';
 import type { BudgetLimits } from './store/types.js';
 import { resolveTierRateLimitOptions, type TierRateLimitOptions } from './tier-rate-limit/options.js';
@@ -104,6 +106,13 @@ export interface Billing {
   setAutoRecharge(customerId: string, settings: AutoRechargeInput | undefined): Promise<void>;
   /** A customer's auto-recharge and this month's recharges, exact decimal USD; `undefined` when off. */
   autoRecharge(customerId: string): Promise<AutoRecharge | undefined>;
+  /**
+   * A customer's spend by UTC day and by model, for the app's own dashboard: every day from
+   * `from` to `to` (both included, at most 366), what the credits paid (exact decimal USD) and
+   * the tokens, with the exact total. Read from the day counters each settlement adds.
+   * @example const { total, days } = await billing.spend('cus_123', { from: '2026-11-01', to: '2026-11-30' })
+   */
+  spend(customerId: string, range: SpendRange): Promise<SpendReport>;
   /** Resolves once every queued usage event has been accepted by Dodo, or rejects with why not. */
   flush(timeoutMs?: number): Promise<void>;
   /** Flushes, then stops the flushers' timers (and the store's, not an injected Redis client). */
@@ -124,6 +133,7 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
   const scope = new RequestSettingsScope(shared);
   const store = resolveStore(shared, 'createBilling');
   const logger = resolveLogger(shared.logger);
+  const metrics = resolveObserver(shared, logger, 'createBilling');
   const flushers = new Flushers();
   const recharger = shared.autoRecharge
     ? new AutoRecharger(
@@ -168,7 +178,7 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
     const parts = Object.entries(options)
       .filter(([step]) => chainSteps[step as keyof ChainSteps] !== undefined)
       .map(([middleware, own]) => ({ options: (own ?? {}) as RequestSettingsOptions, middleware }));
-    const context: ChainContext = { settings: scope.forChain(parts), store, logger, recharger };
+    const context: ChainContext = { settings: scope.forChain(parts), store, logger, metrics, recharger };
     return createChain(context, chainSteps, name);
   };
   // Without a route mounting metering yet, `flush` still delivers the store's outbox.
@@ -256,6 +266,7 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
         ...(left === undefined ? {} : { remaining: formatUsd(left > 0n ? left : 0n) }),
       };
     },
+    spend: (customerId, range) => readSpend(store, customerId, range),
     flush: async (timeoutMs) => {
       ensureFlusher();
       await flushers.flush(timeoutMs);

@@ -43,6 +43,13 @@ export {
   type WeightedStrategy,
   weightedMeters,
 } from './metering.js';
+export type { BillingObserver, ObservedStore } from './metrics/observer.js';
+export {
+  type PrometheusMetrics,
+  type PrometheusMetricsOptions,
+  prometheusMetrics,
+  usdForMetrics,
+} from './metrics/prometheus.js';
 export {
   costOfTokens,
   type DisplayUsdOptions,
@@ -79,6 +86,14 @@ export {
   softCapRouter,
   type UsageCap,
 } from './soft-cap-router/index.js';
+export { spendDayPeriod } from './spend/day-period.js';
+export {
+  type DaySpend,
+  MAX_SPEND_DAYS,
+  type ModelSpend,
+  type SpendRange,
+  type SpendReport,
+} from './spend/index.js';
 export { MemoryStore, type MemoryStoreOptions, type MemoryStoreUsage } from './store/memory.js';
 export { RedisStore, type RedisStoreOptions } from './store/redis.js';
 export { subscriptionPeriod } from './store/subscription-period.js';

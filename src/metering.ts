@@ -334,3 +334,24 @@ export function meterSpecs(
   }
   return [...specs.values()].map(({ firstModel: _, ...spec }) => spec);
 }
+
+/**
+ * The default meters carry raw token counts for every model, so Dodo deducts every model's usage
+ * at the one rate its meter is linked at: exact only when every priced model costs the same.
+ * @returns why the default would mis-bill this pricing table on Dodo, or `undefined`.
+ */
+export function defaultMetersProblem(
+  meters: MetersOption | undefined,
+  prices: ReadonlyMap<string, ModelPrice> | undefined,
+): string | undefined {
+  if (meters !== undefined || !prices || prices.size < 2) return undefined;
+  const [first, ...rest] = [...prices.values()];
+  if (rest.every((price) => price.input === first!.input && price.output === first!.output)) return undefined;
+  return (
+    `\`pricing\` names ${prices.size} models at different prices but \`meters\` is not set: the default meters ` +
+    `(${DEFAULT_METERS.input}, ${DEFAULT_METERS.output}) carry raw token counts, so Dodo would deduct every ` +
+    'model at one rate while the local balance charges each its own. Set `meters: weightedMeters()` (exact for ' +
+    'any pricing table, what `express-llm-billing setup` creates with { "strategy": "weighted" }) or ' +
+    '`perModelMeters()`; see docs/metering-strategies.md.'
+  );
+}

@@ -5,6 +5,7 @@ import type { AutoRechargeOptions } from './auto-recharge/options.js';
 import { ConfigError } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { type MetersOption, type ResolvedMetering, resolveMetering } from './metering.js';
+import type { BillingObserver } from './metrics/observer.js';
 import { type ModelPrice, type Money, type PricingInput, resolvePricing, unitsPerCredit } from './money.js';
 import type { RequestSettingsOptions } from './request-settings.js';
 import type { BillingStore } from './store/types.js';
@@ -53,6 +54,13 @@ export interface SharedOptions extends RequestSettingsOptions {
    * @example autoRecharge: { usagePlanProductId, on: { failed: (report) => email(report.customerId) } }
    */
   autoRecharge?: AutoRechargeOptions;
+  /**
+   * An observer told what the middlewares do (admissions, refusals, reserved and settled
+   * amounts, webhooks, Dodo calls, the outbox): `prometheusMetrics()` for Prometheus
+   * (docs/metrics.md), or an object of your own. Without it, nothing is measured.
+   * @example metrics: prometheusMetrics()
+   */
+  metrics?: BillingObserver;
 }
 
 /** What a middleware named `middleware` requires of the shared options, checked at startup. */

@@ -111,29 +111,51 @@ if (!redisUrl) {
   });
 
   describe('RedisStore exact money in Lua', () => {
-    it('adds, subtracts and compares like BigInt, far beyond 2^53', async () => {
+    it('adds, subtracts, multiplies and compares like BigInt, across the fast path’s 2^52 edge and far beyond 2^53', async () => {
       await whenReady(client);
+      // Chained, so plain numbers and limbs meet in every combination.
       const script = `${bignum}
         local a, b = bignum_parse(ARGV[1]), bignum_parse(ARGV[2])
-        return { bignum_tostring(bignum_add(a, b)), bignum_tostring(bignum_sub(a, b)), bignum_cmp(a, b) }`;
+        local sum = bignum_add(a, b)
+        return { bignum_tostring(sum), bignum_tostring(bignum_sub(a, b)), bignum_cmp(a, b),
+          bignum_tostring(bignum_sub(sum, b)), bignum_cmp(sum, a), bignum_tostring(bignum_mul_small(a, 9999)),
+          bignum_sign(bignum_sub(a, b)) }`;
+      const edge = 2n ** 52n;
       const amount = fc.oneof(
         fc.bigInt({ min: -(10n ** 40n), max: 10n ** 40n }),
         fc.bigInt({ min: -10_000_000n, max: 10_000_000n }),
-        fc.constantFrom(0n, 9_999_999n, 10_000_000n, -10_000_000n, 2n ** 53n, 2n ** 63n, -(2n ** 64n)),
+        fc.bigInt({ min: edge - 2_000n, max: edge + 2_000n }),
+        fc.bigInt({ min: -edge - 2_000n, max: -edge + 2_000n }),
+        fc.bigInt({ min: -(2n ** 54n), max: 2n ** 54n }),
+        fc.constantFrom(
+          0n,
+          9_999_999n,
+          10_000_000n,
+          -10_000_000n,
+          2n ** 53n,
+          2n ** 53n + 1n,
+          2n ** 63n,
+          -(2n ** 64n),
+        ),
       );
       await fc.assert(
         fc.asyncProperty(amount, amount, async (a, b) => {
-          const [sum, difference, order] = (await client.eval(script, 0, a.toString(), b.toString())) as [
-            string,
-            string,
-            number,
-          ];
-          expect(BigInt(sum)).toBe(a + b);
-          expect(BigInt(difference)).toBe(a - b);
+          const [sum, difference, order, back, grew, product, sign] = (await client.eval(
+            script,
+            0,
+            a.toString(),
+            b.toString(),
+          )) as [string, string, number, string, number, string, number];
+          const cmp = (x: bigint, y: bigint) => (x < y ? -1 : x > y ? 1 : 0);
           expect(sum).toBe((a + b).toString());
-          expect(order).toBe(a < b ? -1 : a > b ? 1 : 0);
+          expect(difference).toBe((a - b).toString());
+          expect(order).toBe(cmp(a, b));
+          expect(back).toBe(a.toString());
+          expect(grew).toBe(cmp(a + b, a));
+          expect(product).toBe((a * 9999n).toString());
+          expect(sign).toBe(cmp(a - b, 0n));
         }),
-        { numRuns: 300 },
+        { numRuns: 600 },
       );
     });
 

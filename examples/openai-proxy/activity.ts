@@ -1,9 +1,11 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { LRUCache } from 'lru-cache';
 import {
+  type Billing,
   costOfTokens,
   type Money,
   type PricingInput,
+  parseUsd,
   RequestBilling,
   resolvePricing,
 } from '../../src/index.js';
@@ -38,16 +40,15 @@ export interface DaySpend {
 }
 
 /**
- * Where the status page reads the spend per day and the recent requests. Today the example's own
- * bounded log implements it; a `billing.spend(customerId, { from, to })` by day can implement
- * `spendByDay` in its place without the page changing.
+ * Where the status page reads the spend per day and the recent requests: `billingActivity`
+ * reads the days from `billing.spend` and the requests from the process's own log.
  */
 export interface ActivitySource {
   /** Every UTC day from `from` to `to` (inclusive), oldest first, with what was spent (0 if nothing). */
   spendByDay(customerId: string, range: { from: Date; to: Date }): Promise<DaySpend[]>;
   /** The customer's latest requests, newest first. */
   recentRequests(customerId: string, limit: number): Promise<ActivityEntry[]>;
-  /** What the figures cover, said on the page (this log forgets what came before the process). */
+  /** What the figures cover, said on the page. */
   readonly coverage: string;
 }
 
@@ -58,15 +59,6 @@ export interface ActivityLogOptions {
   maxCustomers?: number;
   /** Requests remembered per customer. @default 50 */
   maxRequests?: number;
-  /** Days of spend remembered per customer. @default 31 */
-  maxDays?: number;
-}
-
-interface CustomerActivity {
-  /** Oldest first; at most `maxRequests`. */
-  requests: ActivityEntry[];
-  /** `YYYY-MM-DD` → spend; at most `maxDays` days. */
-  days: Map<string, Money>;
 }
 
 export function utcDay(ms: number): string {
@@ -74,23 +66,20 @@ export function utcDay(ms: number): string {
 }
 
 /**
- * A bounded in-memory log of each customer's recent requests and daily spend, filled as each
- * request's billing ends (what `meterUsage` settled, priced exactly with the app's own table).
- * Bounded in customers, requests and days, so it never grows with traffic; it starts empty with
- * each process, which the page says.
+ * A bounded in-memory log of each customer's recent requests, filled as each request's billing
+ * ends (what `meterUsage` settled, priced exactly with the app's own table). Bounded in
+ * customers and requests, so it never grows with traffic; it starts empty with each process,
+ * which the page says. (Spend per day comes from the store, through `billing.spend`.)
  */
-export class ActivityLog implements ActivitySource {
-  readonly coverage = 'requests served by this process since it started';
-  private readonly customers: LRUCache<string, CustomerActivity>;
+export class ActivityLog {
+  private readonly customers: LRUCache<string, ActivityEntry[]>;
   private readonly prices;
   private readonly maxRequests: number;
-  private readonly maxDays: number;
 
   constructor(options: ActivityLogOptions) {
     this.prices = resolvePricing(options.pricing);
     this.customers = new LRUCache({ max: options.maxCustomers ?? 10_000 });
     this.maxRequests = options.maxRequests ?? 50;
-    this.maxDays = options.maxDays ?? 31;
   }
 
   /**
@@ -126,37 +115,36 @@ export class ActivityLog implements ActivitySource {
     });
   }
 
-  /** Adds one request to the customer's log (the middleware's path; tests add past days). */
+  /** Adds one request to the customer's log (the middleware's path; tests add past ones). */
   add(customerId: string, entry: ActivityEntry): void {
-    let activity = this.customers.get(customerId);
-    if (!activity) {
-      activity = { requests: [], days: new Map() };
-      this.customers.set(customerId, activity);
+    let requests = this.customers.get(customerId);
+    if (!requests) {
+      requests = [];
+      this.customers.set(customerId, requests);
     }
-    activity.requests.push(entry);
-    if (activity.requests.length > this.maxRequests) activity.requests.shift();
-    if (!entry.charged) return;
-    const day = utcDay(entry.at);
-    activity.days.set(day, (activity.days.get(day) ?? 0n) + entry.cost);
-    if (activity.days.size > this.maxDays) {
-      const oldest = [...activity.days.keys()].sort()[0]!;
-      activity.days.delete(oldest);
-    }
-  }
-
-  async spendByDay(customerId: string, range: { from: Date; to: Date }): Promise<DaySpend[]> {
-    const days = this.customers.peek(customerId)?.days;
-    const result: DaySpend[] = [];
-    for (let at = range.from.getTime(); utcDay(at) <= utcDay(range.to.getTime()); at += DAY_MS) {
-      const date = utcDay(at);
-      result.push({ date, spend: days?.get(date) ?? 0n });
-    }
-    return result;
+    requests.push(entry);
+    if (requests.length > this.maxRequests) requests.shift();
   }
 
   async recentRequests(customerId: string, limit: number): Promise<ActivityEntry[]> {
-    return (this.customers.peek(customerId)?.requests ?? []).slice(-limit).reverse();
+    return (this.customers.peek(customerId) ?? []).slice(-limit).reverse();
   }
+}
+
+/**
+ * The status page's source: spend per day from `billing.spend` (what the store settled, in every
+ * process, exact; days are kept 400 days), recent requests from this process's log.
+ */
+export function billingActivity(billing: Pick<Billing, 'spend'>, log: ActivityLog): ActivitySource {
+  return {
+    coverage:
+      'spend per day as billed (kept 400 days); recent requests served by this process since it started',
+    async spendByDay(customerId, range) {
+      const report = await billing.spend(customerId, range);
+      return report.days.map((day) => ({ date: day.date, spend: parseUsd(day.cost, 'cost') }));
+    },
+    recentRequests: (customerId, limit) => log.recentRequests(customerId, limit),
+  };
 }
 
 /** What `GET /billing/activity` answers. Money: exact decimal USD strings, and `*_display` to the cent. */

@@ -16,6 +16,8 @@ function masked(apiKey: string): string {
  */
 export class ApiKeys {
   private readonly customers = new Map<string, string>();
+  /** Each customer's key ids, in creation order (what the status page lists). */
+  private readonly keyIds = new Map<string, string[]>();
 
   constructor(entries: Readonly<Record<string, string>> = {}) {
     for (const [apiKey, customerId] of Object.entries(entries)) this.add(apiKey, customerId);
@@ -26,13 +28,33 @@ export class ApiKeys {
     return `${prefix}${randomBytes(24).toString('base64url')}`;
   }
 
-  add(apiKey: string, customerId: string): void {
+  /** Registers a key; returns its id, what budgets are kept under (never the key itself). */
+  add(apiKey: string, customerId: string): string {
     this.customers.set(digest(apiKey), customerId);
+    const keyId = keyIdOf(apiKey);
+    this.keyIds.set(customerId, [...(this.keyIds.get(customerId) ?? []), keyId]);
+    return keyId;
+  }
+
+  /** The ids of a customer's keys, oldest first. */
+  keysOf(customerId: string): readonly string[] {
+    return this.keyIds.get(customerId) ?? [];
   }
 
   customerOf(apiKey: string): string | undefined {
     return this.customers.get(digest(apiKey));
   }
+}
+
+/** A key's public id: its start, and a digest that names it without revealing it. */
+export function keyIdOf(apiKey: string): string {
+  return `key_${digest(apiKey).slice(0, 16)}`;
+}
+
+/** The id of the key that authenticated this request (what `budgetKey(req)` returns). */
+export function apiKeyIdOf(req: Request): string | undefined {
+  const keyId: unknown = req.res?.locals.apiKeyId;
+  return typeof keyId === 'string' ? keyId : undefined;
 }
 
 /** The customer `apiKeyAuth` found for this request (what `customerId(req)` returns). */
@@ -75,6 +97,7 @@ export function apiKeyAuth(keys: ApiKeys): RequestHandler {
       return;
     }
     res.locals.customerId = customerId;
+    res.locals.apiKeyId = keyIdOf(apiKey);
     next();
   };
 }

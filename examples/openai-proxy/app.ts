@@ -1,18 +1,22 @@
 import { fileURLToPath } from 'node:url';
 import express, { type ErrorRequestHandler, type Express } from 'express';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import {
   type Billing,
   createBilling,
   GUIDE_TIERS,
+  type PrometheusMetrics,
+  prometheusMetrics,
   type Tier,
   trackOpenAI,
   unitsPerCredit,
 } from '../../src/index.js';
-import { ActivityLog, activityRoute } from './activity.js';
-import { apiKeyAuth, customerIdOf } from './api-keys.js';
+import { ActivityLog, activityRoute, billingActivity } from './activity.js';
+import { apiKeyAuth, apiKeyIdOf, customerIdOf } from './api-keys.js';
 import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { accountRoute, balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
+import { createKeyRoute, listKeysRoute } from './key-routes.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 
@@ -45,20 +49,27 @@ const jsonErrors: ErrorRequestHandler = (error, _req, res, next) => {
 export function buildApp(
   wiring: Wiring,
   options: { tiers?: readonly Tier[] } = {},
-): { app: Express; billing: Billing; activity: ActivityLog } {
+): { app: Express; billing: Billing; activity: ActivityLog; metrics: PrometheusMetrics } {
   const tiers = options.tiers ?? GUIDE_TIERS;
+  // Prometheus metrics of the billing (llm_billing_*) and of the process, on a registry of this
+  // app's own, served at GET /metrics.
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const metrics = prometheusMetrics({ registry });
   const billing = createBilling({
     store: wiring.store,
     dodo: wiring.dodo,
     creditEntitlementId: wiring.creditEntitlementId,
     customerId: customerIdOf,
+    budgetKey: apiKeyIdOf, // each API key's own budget, when it has one
     pricing: PRICING,
     creditsPerDollar: CREDITS_PER_DOLLAR,
     meters: METERS,
     webhookKey: wiring.webhookKey,
+    metrics,
   });
   const auth = apiKeyAuth(wiring.apiKeys);
-  // Each customer's recent requests and daily spend, for the status page.
+  // Each customer's recent requests, for the status page (spend per day comes from billing.spend).
   const activity = new ActivityLog({ pricing: PRICING });
   const json = express.json({ limit: '4mb' });
   const app = express();
@@ -117,12 +128,16 @@ export function buildApp(
     plans: wiring.plans,
   };
   app.get('/billing/balance', auth, balanceRoute(sources));
-  app.get('/billing/activity', auth, activityRoute(activity));
+  app.get('/billing/activity', auth, activityRoute(billingActivity(billing, activity)));
   app.post('/billing/account', auth, accountRoute(wiring));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
+  app.get('/billing/keys', auth, listKeysRoute(wiring.apiKeys, billing));
+  app.post('/billing/keys', json, auth, createKeyRoute(wiring.apiKeys, billing));
 
   // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.
   const parts = Object.fromEntries(Object.entries(wiring.parts).map(([name, part]) => [name, part.kind]));
+  // For the operator's Prometheus: put it behind your network's access rules in production.
+  app.get('/metrics', metrics.handler());
   app.get('/healthz', async (_req, res) => {
     try {
       res.json({ status: 'ok', parts, outbox: await wiring.store.outboxStats() });
@@ -132,5 +147,5 @@ export function buildApp(
   });
   app.use(express.static(PUBLIC_DIR, { index: 'index.html' }));
   app.use(jsonErrors);
-  return { app, billing, activity };
+  return { app, billing, activity, metrics };
 }

@@ -24,6 +24,7 @@ export function banner(example: RunningExample): string {
     ...partLines(example),
     '',
     `  Listening on   ${url}`,
+    `  Metrics        ${url}/metrics  (Prometheus)`,
   ];
   if (!embedded) {
     lines.push(`  Status page    ${url}/  (paste an API key from API_KEYS)`, '');

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseUsd } from '../../src/index.js';
+import { parseUsd, spendDayPeriod } from '../../src/index.js';
 import { type RunningExample, startExample } from './start.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -51,9 +51,17 @@ describe.skipIf(!available)('status page in headless Chromium', () => {
       [1, '0.87'],
     ] as const;
     for (const [daysAgo, cost] of past) {
+      const at = Date.now() - daysAgo * day;
+      // What billing.spend reads: the store's counters of that day…
+      await example.wiring.store.addUsage(demo.customerId, {
+        period: spendDayPeriod(new Date(at).toISOString().slice(0, 10)),
+        counters: { cost: parseUsd(cost, 'cost'), tokens: 50_000n },
+        ttlMs: 7 * day,
+      });
+      // …and the requests this process served.
       example.activity.add(demo.customerId, {
         requestId: `earlier-${daysAgo}`,
-        at: Date.now() - daysAgo * day,
+        at,
         model: 'gpt-4o',
         calls: 1,
         inputTokens: 41_000,

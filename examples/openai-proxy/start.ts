@@ -35,7 +35,7 @@ export interface RunningExample {
   embedded: EmbeddedServices | undefined;
   /** The mock LLM; only when it is the upstream. */
   mockLLM: MockLLM | undefined;
-  /** The customers' recent requests and daily spend, as the status page shows them. */
+  /** The customers' recent requests, as the status page shows them (spend per day: `billing.spend`). */
   activity: ActivityLog;
   /** Stops listening, flushes usage to Dodo, and stops the services it started. */
   close(): Promise<void>;

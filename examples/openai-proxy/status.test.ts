@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { costOfTokens, formatUsd, parseUsd, resolvePricing } from '../../src/index.js';
+import { costOfTokens, formatUsd, parseUsd, resolvePricing, spendDayPeriod } from '../../src/index.js';
 import type { ActivityReport } from './activity.js';
 import type { BalanceReport } from './balance.js';
 import { PRICING } from './billing-config.js';
@@ -118,24 +118,30 @@ describe('GET /billing/activity', () => {
   it('scales the days to the largest one exactly, rounding a small day up to a visible bar', async () => {
     const customer = example.embedded!.addCustomer({ dollars: '5.00' });
     const now = Date.now();
-    const entry = (daysAgo: number, cost: string) => ({
-      requestId: `req-${daysAgo}`,
-      at: now - daysAgo * 86_400_000,
+    // Days billed earlier, as the store's day counters hold them (what billing.spend reads).
+    const spent = (daysAgo: number, cost: string) =>
+      example.wiring.store.addUsage(customer.customerId, {
+        period: spendDayPeriod(new Date(now - daysAgo * 86_400_000).toISOString().slice(0, 10)),
+        counters: { cost: parseUsd(cost, 'x'), tokens: 2n },
+        ttlMs: 86_400_000,
+      });
+    await spent(20, '9'); // older than the 7 days asked for
+    await spent(3, '1.234567');
+    await spent(3, '0.000433');
+    await spent(1, '0.5');
+    await spent(0, '0.000001');
+    // Covered by a subscription: listed, not spent from the credits.
+    example.activity.add(customer.customerId, {
+      requestId: 'req-covered',
+      at: now,
       model: 'gpt-4o',
       calls: 1,
       inputTokens: 1,
       outputTokens: 1,
-      cost: parseUsd(cost, 'x'),
-      charged: true,
+      cost: parseUsd('2', 'x'),
+      charged: false,
       estimated: false,
     });
-    example.activity.add(customer.customerId, entry(20, '9')); // older than the 7 days asked for
-    example.activity.add(customer.customerId, entry(3, '1.234567'));
-    example.activity.add(customer.customerId, entry(3, '0.000433'));
-    example.activity.add(customer.customerId, entry(1, '0.5'));
-    example.activity.add(customer.customerId, entry(0, '0.000001'));
-    // Covered by a subscription: listed, not spent from the credits.
-    example.activity.add(customer.customerId, { ...entry(0, '2'), charged: false });
     const { body } = await get<ActivityReport>(customer, '/billing/activity?days=7');
     expect(body.days.map((day) => [day.spend, day.spend_display, day.bar])).toEqual([
       ['0.00', '$0.00', 0],
@@ -149,6 +155,45 @@ describe('GET /billing/activity', () => {
     expect(body.recent[0]).toMatchObject({ cost: '2.00', cost_display: 'plan', charged: false });
     expect((await get(customer, '/billing/activity?days=0')).status).toBe(400);
     expect((await get(customer, '/billing/activity?days=32')).status).toBe(400);
+  });
+});
+
+describe('GET /metrics', () => {
+  /** One sample's value from the exposition text (0 when absent). */
+  function sample(text: string, line: string): number {
+    const found = text.split('\n').find((row) => row.startsWith(`${line} `));
+    return found === undefined ? 0 : Number(found.slice(line.length + 1));
+  }
+
+  it('serves the billing metrics in Prometheus text: admissions, refusals by reason, settled dollars', async () => {
+    const before = await (await fetch(`${example.url}/metrics`)).text();
+    const customer = example.embedded!.addCustomer({ dollars: '5.00' });
+    const broke = example.embedded!.addCustomer({ dollars: '0' });
+    const openai = new OpenAI({ apiKey: customer.apiKey, baseURL: `${example.url}/v1`, maxRetries: 0 });
+    const answer = await openai.chat.completions.create({ model: 'gpt-4o', messages: hello });
+    const refused = await new OpenAI({
+      apiKey: broke.apiKey,
+      baseURL: `${example.url}/v1`,
+      maxRetries: 0,
+    }).chat.completions
+      .create({ model: 'gpt-4o', messages: hello })
+      .catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(OpenAI.APIError);
+    expect((refused as InstanceType<typeof OpenAI.APIError>).status).toBe(402);
+
+    const response = await fetch(`${example.url}/metrics`);
+    expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await response.text();
+    const grew = (line: string) => sample(text, line) - sample(before, line);
+    expect(grew('llm_billing_requests_admitted_total{model="gpt-4o"}')).toBe(1);
+    expect(grew('llm_billing_requests_refused_total{reason="insufficient_quota"}')).toBe(1);
+    expect(grew('llm_billing_settled_usd_total{model="gpt-4o",estimated="false"}')).toBeCloseTo(
+      Number(formatUsd(costOf('gpt-4o', answer.usage!))),
+      12,
+    );
+    expect(text).toContain('llm_billing_outbox_events{state="waiting"}');
+    expect(text).toContain('process_cpu_user_seconds_total'); // the process's own metrics beside them
+    expect(text).not.toContain(customer.customerId);
   });
 });
 

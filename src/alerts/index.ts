@@ -13,9 +13,25 @@ export interface BalanceAlert {
   balance: string;
 }
 
-export type BillingAlert = BalanceAlert;
+/** A key's spend this period crossed its soft limit, or a share of its hard limit, going up. */
+export interface BudgetAlert {
+  kind: 'budget';
+  customerId: string;
+  /** The budget key (`budgetKey(req)`). */
+  key: string;
+  /** What was crossed: the soft limit, or a percentage of the hard limit (`80`). */
+  crossed: 'soft' | number;
+  /** The amount crossed, exact decimal USD. */
+  threshold: string;
+  /** The key's spend this period after the settlement that crossed it, exact decimal USD. */
+  spent: string;
+  /** The hard limit, when the key has one. */
+  hard?: string;
+}
 
-/** Alerts fired as requests settle, each once per crossing, across every process. */
+export type BillingAlert = BalanceAlert | BudgetAlert;
+
+/** Alerts fired as requests settle — low balances, key budgets — each once per crossing, across every process. */
 export interface AlertsOptions {
   /**
    * Balances, in US dollars, that fire an alert when a settlement takes the customer's balance
@@ -23,6 +39,12 @@ export interface AlertsOptions {
    * @example ['5.00', '1.00', '0']
    */
   balanceBelow?: readonly (string | number)[];
+  /**
+   * Percentages of a key's hard budget whose crossing fires an alert, once per period; a key's
+   * soft limit fires one too.
+   * @default [50, 80, 100]
+   */
+  budgetPercents?: readonly number[];
   /** Called with each alert; a failure is logged, never a request's. */
   on: (alert: BillingAlert) => void | Promise<void>;
 }
@@ -35,6 +57,7 @@ export interface AlertsOptions {
  */
 export class BalanceAlerts {
   private readonly thresholds: readonly Money[];
+  private readonly budgetPercents: readonly number[];
 
   constructor(
     private readonly options: AlertsOptions,
@@ -49,6 +72,58 @@ export class BalanceAlerts {
     this.thresholds = (options.balanceBelow ?? []).map((value, index) =>
       parseUsd(value, `alerts.balanceBelow[${index}]`),
     );
+    this.budgetPercents = options.budgetPercents ?? [50, 80, 100];
+    for (const percent of this.budgetPercents) {
+      if (!Number.isInteger(percent) || percent <= 0 || percent > 1000) {
+        throw new ConfigError(
+          'ERR_ELB_INVALID_OPTION',
+          `\`alerts.budgetPercents\` holds whole percentages of a key's hard budget, from 1 to 1000 (got ${percent}).`,
+        );
+      }
+    }
+  }
+
+  /**
+   * A settlement added `cost` to a key's spend this period, leaving it at `spent`. The store adds
+   * it atomically, so exactly one settlement — in whatever process — moves the spend across each
+   * threshold: each fires once per period with no extra store write.
+   */
+  budgetSettled(
+    customerId: string,
+    budget: { key: string; hard?: Money | undefined; soft?: Money | undefined },
+    cost: Money,
+    spent: Money,
+  ): void {
+    if (cost <= 0n) return;
+    const before = spent - cost;
+    const crossed = (threshold: Money) => before < threshold && spent >= threshold;
+    const hard = budget.hard === undefined ? {} : { hard: formatUsd(budget.hard) };
+    if (budget.soft !== undefined && crossed(budget.soft)) {
+      this.fire({
+        kind: 'budget',
+        customerId,
+        key: budget.key,
+        crossed: 'soft',
+        threshold: formatUsd(budget.soft),
+        spent: formatUsd(spent),
+        ...hard,
+      });
+    }
+    if (budget.hard === undefined) return;
+    for (const percent of this.budgetPercents) {
+      const threshold = (budget.hard * BigInt(percent)) / 100n;
+      if (threshold > 0n && crossed(threshold)) {
+        this.fire({
+          kind: 'budget',
+          customerId,
+          key: budget.key,
+          crossed: percent,
+          threshold: formatUsd(threshold),
+          spent: formatUsd(spent),
+          ...hard,
+        });
+      }
+    }
   }
 
   /** A settlement of `cost` left the customer's balance at `balance`. */

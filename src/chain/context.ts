@@ -1,4 +1,5 @@
 import { ConfigError } from '../errors.js';
+import { resolveObserver } from '../metrics/observer.js';
 import { resolveLogger, resolveStore, type SharedOptions } from '../options.js';
 import {
   REQUEST_SETTING_KEYS,
@@ -14,10 +15,12 @@ export function standaloneContext(options: Readonly<SharedOptions>, middleware: 
     throw new ConfigError('ERR_ELB_INVALID_OPTION', `${middleware}: options must be an object.`);
   }
   const settings = resolveRequestSettings(options, middleware);
+  const logger = resolveLogger(options.logger);
   return {
     settings: () => settings,
     store: resolveStore(options, middleware),
-    logger: resolveLogger(options.logger),
+    logger,
+    metrics: resolveObserver(options, logger, middleware),
   };
 }
 

@@ -2,9 +2,10 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { AutoRecharger } from '../auto-recharge/index.js';
 import { billingOf, continueWithin, type RequestBilling } from '../billing-context.js';
 import type { RequestEstimate } from '../estimate/index.js';
-import { openAIError, sendOpenAIError } from '../http/openai-error.js';
+import { openAIError, refusalOf, sendOpenAIError } from '../http/openai-error.js';
 import type { Logger } from '../logger.js';
 import type { MeterStep } from '../meter-usage/step.js';
+import type { BillingObserver } from '../metrics/observer.js';
 import type { RequestSettings } from '../request-settings.js';
 import type { CreditStep } from '../require-credits/step.js';
 import type { SoftCapStep } from '../soft-cap-router/step.js';
@@ -38,6 +39,27 @@ export interface ChainContext {
   logger: Logger;
   /** Told the available balance each admission leaves, when auto-recharge is on. */
   recharger?: AutoRecharger | undefined;
+  /** Told admissions, refusals and holds; `undefined` when no `metrics` is set. */
+  metrics?: Required<BillingObserver> | undefined;
+}
+
+/** Requests whose admission was reported, so that two chains on one request report it once. */
+const reportedAdmissions = new WeakSet<RequestBilling>();
+
+/** Reports the answer the chain gave instead of the handler (a refusal), if it gave one. */
+function reportRefusal(metrics: Required<BillingObserver> | undefined, res: Response): void {
+  if (!metrics) return;
+  const reason = refusalOf(res);
+  if (reason !== undefined) metrics.refused(reason, res.statusCode);
+}
+
+/** Reports an admitted request and what it holds, once per request. */
+function reportAdmission(metrics: Required<BillingObserver>, billing: RequestBilling): void {
+  if (reportedAdmissions.has(billing)) return;
+  reportedAdmissions.add(billing);
+  metrics.admitted(billing.model);
+  const held = billing.reservation?.amount;
+  if (held !== undefined && held > 0n) metrics.reserved(billing.model, held);
 }
 
 /** A re-admission found the request id taken by another request meanwhile. */
@@ -78,7 +100,10 @@ export function createChain(context: ChainContext, steps: ChainSteps, name: stri
         requireCustomer,
       );
       if (opened === 'pass') return next();
-      if (!opened) return;
+      if (!opened) {
+        reportRefusal(context.metrics, res);
+        return;
+      }
       billing = opened;
     } else if (billing.settings !== settings) {
       try {
@@ -99,7 +124,12 @@ export function createChain(context: ChainContext, steps: ChainSteps, name: stri
       billing.stepsDone.add(step);
       (todo as Record<StepName, unknown>)[step] = value;
     }
-    if (!(await admit(context, billing, todo, req, res))) return;
+    if (!(await admit(context, billing, todo, req, res))) {
+      reportRefusal(context.metrics, res);
+      return;
+    }
+    if (context.metrics && (todo.tierRateLimit || todo.softCapRouter || todo.requireCredits))
+      reportAdmission(context.metrics, billing);
     if (billing.isEnded) {
       // The client left while the request was being admitted: nothing will settle it.
       if (billing.reservation)
@@ -167,6 +197,8 @@ async function admit(
   }
   if (result?.budget && billing.budget) {
     billing.budget.period = result.budget.period;
+    billing.budget.hard = result.budget.hard;
+    billing.budget.soft = result.budget.soft;
     credits?.budgetHeaders(res, result.budget);
   }
 
@@ -219,6 +251,8 @@ async function admit(
   }
   // A burst that takes the balance below the threshold recharges before it reaches zero.
   if (outcome && 'available' in outcome) context.recharger?.watch(billing.customerId, outcome.available);
+  if (outcome && 'syncedAt' in outcome && outcome.syncedAt > 0)
+    context.metrics?.balanceViewAge(store.now() - outcome.syncedAt);
   if (!outcome?.ok) {
     release(context, billing);
     credits.refuse(res, outcome?.reason === 'insufficient' ? outcome.available : 0n, estimate);

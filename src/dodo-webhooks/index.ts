@@ -167,6 +167,7 @@ export function dodoWebhooks(options: Readonly<DodoWebhooksOptions>): Router {
     } catch (error) {
       if (error instanceof WebhookRejection) {
         misconfigurations.refused(error, req.headers['webhook-id']);
+        config.metrics?.webhookRefused(error.code);
         return reply(res, error.status, error.code, error.message);
       }
       throw error;
@@ -184,21 +185,24 @@ async function processOnce(
   webhookId: string,
   res: Response,
 ): Promise<void> {
-  const { store, logger } = config;
+  const { store, logger, metrics } = config;
   let claim: Awaited<ReturnType<typeof store.claimWebhook>>;
   try {
     claim = await store.claimWebhook(webhookId, config.processingTtlMs);
   } catch (error) {
     logger.error('webhook store unavailable: asking Dodo to retry', { webhookId, error });
+    metrics?.webhookRefused('billing_unavailable');
     return reply(res, 503, 'billing_unavailable', 'The billing store is unavailable; retry later.');
   }
   if (claim === 'done') {
+    metrics?.webhookRefused('duplicate');
     res.status(200).json({ received: true, duplicate: true });
     return;
   }
   if (claim === 'processing') {
     // Another delivery of this id is running: answering non-2xx makes Dodo retry later, so the
     // event still runs once if that delivery fails.
+    metrics?.webhookRefused('webhook_in_progress');
     return reply(res, 409, 'webhook_in_progress', 'This webhook id is being processed by another delivery.');
   }
   try {
@@ -223,11 +227,19 @@ async function processOnce(
       // Signed by Dodo but unreadable: a retry would fail the same way. Acknowledged, logged.
       logger.error(`webhook ${event.type} ignored: ${error.message}`, { webhookId });
       await store.completeWebhook(webhookId, config.retentionMs).catch(() => {});
+      metrics?.webhookRefused('unreadable_event');
       res.status(200).json({ received: true, ignored: error.message });
       return;
     }
     await store.releaseWebhook(webhookId).catch(() => {});
     logger.error(`webhook ${event.type} failed: released for Dodo's retry`, { webhookId, error });
+    metrics?.webhookRefused(
+      error instanceof StoreError
+        ? 'billing_unavailable'
+        : error instanceof DodoUnavailableError
+          ? 'dodo_unavailable'
+          : 'webhook_handler_failed',
+    );
     if (error instanceof StoreError) {
       return reply(res, 503, 'billing_unavailable', 'The billing store is unavailable; retry later.');
     }
@@ -247,5 +259,6 @@ async function processOnce(
     // Applied but not marked done: its effects are idempotent, so a redelivery is harmless.
     logger.warn('webhook applied but could not be marked done', { webhookId, error });
   }
+  metrics?.webhookApplied(event.type);
   res.status(200).json({ received: true });
 }

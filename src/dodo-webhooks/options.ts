@@ -4,6 +4,7 @@ import { Webhook } from 'standardwebhooks';
 import type { AutoRecharger } from '../auto-recharge/index.js';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { type BillingObserver, resolveObserver } from '../metrics/observer.js';
 import type { Money } from '../money.js';
 import {
   positiveInteger,
@@ -62,6 +63,7 @@ export interface ResolvedDodoWebhooksOptions {
   /** Set by `createBilling` when auto-recharge is on: recharge payments finish their attempt here. */
   recharger: AutoRecharger | undefined;
   logger: Logger;
+  metrics: Required<BillingObserver> | undefined;
 }
 
 const NAME = 'dodoWebhooks';
@@ -117,5 +119,6 @@ export function resolveDodoWebhooksOptions(
     dodoTimeoutMs: positiveInteger(options.dodoTimeoutMs, 'dodoTimeoutMs', NAME, 5_000),
     recharger: (options as { recharger?: AutoRecharger }).recharger,
     logger: resolveLogger(options.logger),
+    metrics: resolveObserver(options, resolveLogger(options.logger), NAME),
   };
 }

@@ -9,6 +9,14 @@ export function openAIError(message: string, type: string, code: string | null, 
   return { error: { message, type, param, code } } satisfies OpenAIErrorBody;
 }
 
+/** The code each response was refused with, for the metrics' `reason` (weak: gone with the response). */
+const refusals = new WeakMap<Response, string>();
+
+/** The code of the error this package answered `res` with, if it did. */
+export function refusalOf(res: Response): string | undefined {
+  return refusals.get(res);
+}
+
 /** Answers with an OpenAI-shaped error, unless the response has already started. */
 export function sendOpenAIError(
   res: Response,
@@ -17,6 +25,7 @@ export function sendOpenAIError(
   headers: Readonly<Record<string, string>> = {},
 ): void {
   if (res.headersSent) return;
+  refusals.set(res, body.error.code ?? body.error.type);
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   res.status(status).json(body);
 }

@@ -34,6 +34,7 @@ export function flusherOptions(config: ResolvedMeterUsageOptions): OutboxFlusher
     ingestTimeoutMs: config.ingestTimeoutMs,
     maxBackoffMs: config.maxBackoffMs,
     onDeadLetter: config.onDeadLetter,
+    metrics: config.metrics,
   };
 }
 

@@ -1,8 +1,9 @@
 import type DodoPayments from 'dodopayments';
 import { BalanceAlerts } from '../alerts/index.js';
 import { ConfigError } from '../errors.js';
-import type { Logger } from '../logger.js';
-import type { ResolvedMetering } from '../metering.js';
+import { type Logger, warnOnce } from '../logger.js';
+import { defaultMetersProblem, type ResolvedMetering } from '../metering.js';
+import { type BillingObserver, resolveObserver } from '../metrics/observer.js';
 import {
   positiveInteger,
   type ResolvedPricing,
@@ -14,6 +15,7 @@ import {
   resolveStore,
   type SharedOptions,
 } from '../options.js';
+import { SPEND_RETENTION_MS } from '../spend/day-period.js';
 import type { BillingStore, DeadLetter } from '../store/types.js';
 
 export interface MeterUsageOptions extends SharedOptions {
@@ -41,6 +43,11 @@ export interface MeterUsageOptions extends SharedOptions {
   leaseMs?: number;
   /** How long the counters of a billing period are kept. @default 62 days */
   usageRetentionMs?: number;
+  /**
+   * How long each UTC day's spend (what `billing.spend` reads) is kept after its last request.
+   * @default 400 days
+   */
+  spendRetentionMs?: number;
   /** Called for each event Dodo refuses as invalid; it stays in the store's dead letters. */
   onDeadLetter?: (deadLetter: DeadLetter) => void;
 }
@@ -59,8 +66,10 @@ export interface ResolvedMeterUsageOptions {
   maxBackoffMs: number;
   leaseMs: number;
   usageRetentionMs: number;
+  spendRetentionMs: number;
   onDeadLetter: ((deadLetter: DeadLetter) => void) | undefined;
   logger: Logger;
+  metrics: Required<BillingObserver> | undefined;
 }
 
 const NAME = 'meterUsage';
@@ -77,6 +86,9 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
     );
   }
   const pricing = resolveModelPricing(options.pricing, options.defaultPrice, NAME);
+  const logger = resolveLogger(options.logger);
+  const oneRate = defaultMetersProblem(options.meters, pricing.table);
+  if (oneRate) warnOnce(logger, `${NAME}: ${oneRate}`);
   return {
     store: resolveStore(options, NAME),
     dodo: requireOption(options.dodo, 'dodo', NAME, 'a DodoPayments client, to send usage events'),
@@ -104,6 +116,7 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
       NAME,
       62 * 24 * 60 * 60_000,
     ),
+    spendRetentionMs: positiveInteger(options.spendRetentionMs, 'spendRetentionMs', NAME, SPEND_RETENTION_MS),
     onDeadLetter:
       options.onDeadLetter === undefined
         ? undefined
@@ -114,5 +127,6 @@ export function resolveMeterUsageOptions(options: Readonly<MeterUsageOptions>): 
             'a function called with each dead-lettered event',
           ),
     logger: resolveLogger(options.logger),
+    metrics: resolveObserver(options, resolveLogger(options.logger), NAME),
   };
 }

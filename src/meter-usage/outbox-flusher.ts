@@ -1,6 +1,7 @@
 import type DodoPayments from 'dodopayments';
 import { httpStatusOf, withDeadline } from '../dodo-call.js';
 import type { Logger } from '../logger.js';
+import type { BillingObserver } from '../metrics/observer.js';
 import type {
   BillingStore,
   ClaimedEvent,
@@ -42,6 +43,8 @@ export interface OutboxFlusherOptions {
   maxBackoffMs: number;
   /** Called for each event Dodo refuses as invalid (it is kept in the store's dead letters). */
   onDeadLetter: ((deadLetter: DeadLetter) => void) | undefined;
+  /** Told each ingest call's duration and outcome, and each dead letter. */
+  metrics?: Pick<BillingObserver, 'dodoCall' | 'deadLettered'> | undefined;
 }
 
 /**
@@ -334,6 +337,7 @@ export class OutboxFlusher {
       ingestTimeoutMs,
       () => new Error(`Dodo did not answer the ingest call within ${ingestTimeoutMs} ms`),
       (options) => dodo.usageEvents.ingest({ events }, options),
+      { operation: 'usageEvents.ingest', observer: this.options.metrics },
     );
   }
 
@@ -347,6 +351,7 @@ export class OutboxFlusher {
       batch,
       invalid.map(({ claimed, reason }) => ({ eventId: claimed.event.event_id, reason })),
     );
+    this.options.metrics?.deadLettered?.(invalid.length);
     const deadAt = store.now();
     for (const { claimed, reason } of invalid) {
       const deadLetter: DeadLetter = { event: claimed.event, reason, attempts: claimed.attempts, deadAt };

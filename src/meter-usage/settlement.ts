@@ -3,6 +3,7 @@ import type { Logger } from '../logger.js';
 import type { ResolvedMetering } from '../metering.js';
 import { costOfTokens, type Money } from '../money.js';
 import { priceOf, type ResolvedPricing } from '../options.js';
+import { SPEND_RETENTION_MS, spendDayPeriod, utcDate } from '../spend/day-period.js';
 import type { Settlement, UsageIncrement } from '../store/types.js';
 import { usageEvents } from './usage-events.js';
 
@@ -20,6 +21,8 @@ export interface SettlementPricing {
   meters: ResolvedMetering;
   logger: Logger;
   usageRetentionMs: number;
+  /** How long each day's spend counters are kept. @default SPEND_RETENTION_MS (400 days) */
+  spendRetentionMs?: number | undefined;
 }
 
 /** Usage to settle: a request's, or one call's billed on its own. */
@@ -45,8 +48,10 @@ function calendarMonth(now: number): string {
 }
 
 /**
- * The billing period's counters, and the key budget's spend when the request was admitted
- * under one (only credit spend counts against a budget, as only it was held against it).
+ * The billing period's counters; the UTC day's (what `billing.spend` reads: tokens always, cost
+ * only when credits paid it, so a day's cost is what the balance lost that day); and the key
+ * budget's spend when the request was admitted under one (only credit spend counts against a
+ * budget, as only it was held against it).
  */
 function periodsOf(
   config: SettlementPricing,
@@ -56,6 +61,11 @@ function periodsOf(
 ): UsageIncrement[] {
   const periods: UsageIncrement[] = [
     { period: usage.usagePeriod ?? calendarMonth(usage.now), counters, ttlMs: config.usageRetentionMs },
+    {
+      period: spendDayPeriod(utcDate(usage.now)),
+      counters: usage.chargeCredits ? counters : tokenCounters(counters),
+      ttlMs: config.spendRetentionMs ?? SPEND_RETENTION_MS,
+    },
   ];
   if (usage.budgetPeriod !== undefined && usage.chargeCredits) {
     periods.push({
@@ -67,11 +77,18 @@ function periodsOf(
   return periods;
 }
 
+/** The counters without the cost ones: usage a subscription covered spent no credits. */
+function tokenCounters(counters: Record<string, bigint>): Record<string, bigint> {
+  return Object.fromEntries(
+    Object.entries(counters).filter(([name]) => name !== 'cost' && !name.startsWith('cost:')),
+  );
+}
+
 /**
  * The one shape every settlement has: the exact cost deducted from the balance view, the input
  * and output events queued for Dodo (ids `<settlementId>:input` / `:output`, `:<n>:…` for the
- * n-th record), counters added for the period (`input_tokens`, `output_tokens`, `tokens`,
- * `cost`, and per model `tokens:<model>`, `cost:<model>`).
+ * n-th record), counters added for the billing period and for the UTC day (`input_tokens`,
+ * `output_tokens`, `tokens`, `cost`, and per model `tokens:<model>`, `cost:<model>`).
  */
 export function buildSettlement(config: SettlementPricing, usage: UsageToSettle): Settlement {
   let cost: Money = 0n;

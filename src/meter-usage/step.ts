@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { AutoRecharger } from '../auto-recharge/index.js';
 import type { RequestBilling } from '../billing-context.js';
-import { formatUsd } from '../money.js';
-import type { Settlement } from '../store/types.js';
+import type { BillingObserver } from '../metrics/observer.js';
+import { formatUsd, type Money } from '../money.js';
+import type { Settlement, SettleResult } from '../store/types.js';
 import type { ResolvedMeterUsageOptions } from './options.js';
 import type { OutboxFlusher } from './outbox-flusher.js';
 import { captureResponse, type ResponseCapture } from './response-capture.js';
@@ -31,6 +32,25 @@ function askUsageOfStream(req: Request): boolean | undefined {
       include_usage: true,
     };
   return asked;
+}
+
+/**
+ * Tells the observer what a settled request spent, per model (from the settlement's own
+ * `cost:<model>` counters: no second pricing), and how far its hold was from it.
+ */
+function reportSettled(
+  metrics: Required<BillingObserver>,
+  billing: RequestBilling,
+  settlement: Settlement,
+): void {
+  if (!billing.chargeCredits) return;
+  const estimated = billing.settledCost?.estimated ?? false;
+  const counters = settlement.usage?.[0]?.counters ?? {};
+  for (const name in counters) {
+    if (name.startsWith('cost:')) metrics.settled(name.slice(5), counters[name]!, estimated);
+  }
+  const held = billing.reservation?.amount;
+  if (held !== undefined && held > 0n) metrics.estimateError(billing.model, settlement.cost - held);
 }
 
 /**
@@ -112,10 +132,10 @@ export class MeterStep {
         result = await store.settle(settlement);
       }
       this.noteCost(billing, settlement, result.view?.balance, res);
-      if (result.applied) {
-        this.config.alerts?.settled(customerId, settlement.cost, result.view?.balance);
-        this.recharger?.watch(customerId, result.view?.available);
-      }
+      this.noteBudget(billing, budgetSpentAfter(billing, settlement, result), res);
+      if (result.applied) this.alert(customerId, billing, settlement, result);
+      if (result.applied && this.config.metrics) reportSettled(this.config.metrics, billing, settlement);
+      if (result.applied) this.recharger?.watch(customerId, result.view?.available);
     } catch (error) {
       logger.error('settling a request failed: it will be retried in the background', {
         customerId,
@@ -127,6 +147,35 @@ export class MeterStep {
   }
 
   /** Keeps what the request cost and, for a JSON answer whose headers are not sent, says it. */
+  /** Alerts the settlement fired: the balance it lowered, the key budget it added to. */
+  private alert(
+    customerId: string,
+    billing: RequestBilling,
+    settlement: Settlement,
+    result: SettleResult,
+  ): void {
+    const alerts = this.config.alerts;
+    if (!alerts) return;
+    alerts.settled(customerId, settlement.cost, result.view?.balance);
+    const spent = budgetSpentAfter(billing, settlement, result);
+    if (spent !== undefined) alerts.budgetSettled(customerId, billing.budget!, settlement.cost, spent);
+  }
+
+  /**
+   * A JSON answer's budget headers say what the key's budget leaves after this request's settled
+   * cost (the admission set them from its hold; other requests in flight may still hold part).
+   */
+  private noteBudget(billing: RequestBilling, spent: Money | undefined, res: Response): void {
+    const budget = billing.budget;
+    if (spent === undefined || !budget || res.headersSent) return;
+    if (budget.hard !== undefined) {
+      const left = budget.hard - spent;
+      res.setHeader('x-billing-budget-remaining', formatUsd(left > 0n ? left : 0n));
+    }
+    if (budget.soft !== undefined && spent >= budget.soft)
+      res.setHeader('x-billing-budget-soft-limit', 'reached');
+  }
+
   private noteCost(
     billing: RequestBilling,
     settlement: Settlement,
@@ -140,4 +189,17 @@ export class MeterStep {
     if (balance !== undefined) res.setHeader('x-billing-balance', formatUsd(balance));
     if (estimated) res.setHeader('x-billing-estimated', 'true');
   }
+}
+
+/** The key budget's spend this period after the settlement, when the request was billed to one. */
+function budgetSpentAfter(
+  billing: RequestBilling,
+  settlement: Settlement,
+  result: SettleResult,
+): Money | undefined {
+  const period = billing.budget?.period;
+  if (period === undefined) return undefined;
+  // The budget's period is one of the settlement's, as `buildSettlement` lists them.
+  const position = settlement.usage?.findIndex((usage) => usage.period === period) ?? -1;
+  return position < 0 ? undefined : result.costAfter?.[position];
 }

@@ -2,6 +2,7 @@ import type DodoPayments from 'dodopayments';
 import { httpStatusOf, withDeadline } from '../dodo-call.js';
 import { ConfigError } from '../errors.js';
 import { consoleLogger, type Logger } from '../logger.js';
+import type { BillingObserver } from '../metrics/observer.js';
 import { type Money, parseCredits } from '../money.js';
 import type { BalanceView, BillingStore } from '../store/types.js';
 
@@ -14,6 +15,8 @@ export interface BalanceFetcherOptions {
   timeoutMs: number;
   /** Where a wrong `creditEntitlementId` is named, once. @default consoleLogger */
   logger?: Logger;
+  /** Told each call's duration and outcome. */
+  metrics?: Pick<BillingObserver, 'dodoCall'> | undefined;
 }
 
 /** Dodo did not answer in time or answered an error: the balance is unknown. */
@@ -66,12 +69,15 @@ export class BalanceFetcher {
   private async fetch(customerId: string): Promise<Money> {
     const { dodo, creditEntitlementId, perCredit } = this.options;
     try {
-      const answer = await this.call('the balance request', (options) =>
-        dodo.creditEntitlements.balances.retrieve(
-          customerId,
-          { credit_entitlement_id: creditEntitlementId },
-          options,
-        ),
+      const answer = await this.call(
+        'the balance request',
+        'creditEntitlements.balances.retrieve',
+        (options) =>
+          dodo.creditEntitlements.balances.retrieve(
+            customerId,
+            { credit_entitlement_id: creditEntitlementId },
+            options,
+          ),
       );
       // With overage enabled Dodo keeps the balance at 0 and counts what is owed as overage.
       return (
@@ -99,7 +105,7 @@ export class BalanceFetcher {
   private async readEntitlement(): Promise<void> {
     const { dodo, creditEntitlementId, logger = consoleLogger } = this.options;
     try {
-      await this.call('the credit entitlement request', (options) =>
+      await this.call('the credit entitlement request', 'creditEntitlements.retrieve', (options) =>
         dodo.creditEntitlements.retrieve(creditEntitlementId, options),
       );
       this.entitlement = 'exists';
@@ -116,6 +122,7 @@ export class BalanceFetcher {
 
   private call<T>(
     what: string,
+    operation: string,
     call: (options: { timeout: number; maxRetries: 0; signal: AbortSignal }) => Promise<T>,
   ): Promise<T> {
     const { timeoutMs } = this.options;
@@ -123,6 +130,7 @@ export class BalanceFetcher {
       timeoutMs,
       () => new DodoUnavailableError(`Dodo did not answer ${what} within ${timeoutMs} ms.`),
       call,
+      { operation, observer: this.options.metrics },
     );
   }
 

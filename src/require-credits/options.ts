@@ -1,6 +1,7 @@
 import type DodoPayments from 'dodopayments';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { type BillingObserver, resolveObserver } from '../metrics/observer.js';
 import { type Money, parseUsd } from '../money.js';
 import {
   positiveInteger,
@@ -55,6 +56,7 @@ export interface ResolvedRequireCreditsOptions {
   failOpen: boolean;
   retryAfterSeconds: number;
   logger: Logger;
+  metrics: Required<BillingObserver> | undefined;
 }
 
 const NAME = 'requireCredits';
@@ -100,5 +102,6 @@ export function resolveRequireCreditsOptions(
     failOpen: options.failOpen ?? false,
     retryAfterSeconds: positiveInteger(options.retryAfterSeconds, 'retryAfterSeconds', NAME, 5),
     logger: resolveLogger(options.logger),
+    metrics: resolveObserver(options, resolveLogger(options.logger), NAME),
   };
 }

@@ -27,6 +27,7 @@ export class CreditStep {
       perCredit: config.perCredit,
       timeoutMs: config.dodoTimeoutMs,
       logger: config.logger,
+      metrics: config.metrics,
     });
   }
 

@@ -668,9 +668,9 @@ export class MemoryStore implements BillingStore {
       this.outbox.set(eventId, entry);
       this.addOutboxBytes(entry.bytes);
     }
-    for (const usage of settlement.usage ?? []) this.addUsageTo(state, usage);
+    const costAfter = (settlement.usage ?? []).map((usage) => this.addUsageTo(state, usage));
     this.settled(state);
-    return { applied: true, view: this.view(state) };
+    return { applied: true, view: this.view(state), costAfter };
   }
 
   private addOutboxBytes(bytes: number): void {
@@ -678,7 +678,8 @@ export class MemoryStore implements BillingStore {
     this.outboxBytes += bytes;
   }
 
-  private addUsageTo(state: CustomerState, usage: UsageIncrement): void {
+  /** @returns the period's `cost` counter after the addition. */
+  private addUsageTo(state: CustomerState, usage: UsageIncrement): bigint {
     const now = this.now();
     // Expired periods are dropped as new ones are counted, so old months do not pile up.
     for (const [name, expired] of state.usage) {
@@ -701,6 +702,7 @@ export class MemoryStore implements BillingStore {
       }
       period.counters.set(name, (current ?? 0n) + amount);
     }
+    return period.counters.get('cost') ?? 0n;
   }
 
   async addUsage(customerId: string, usage: UsageIncrement): Promise<void> {

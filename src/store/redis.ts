@@ -461,12 +461,13 @@ export class RedisStore implements BillingStore {
       scriptKeys.push(keys.usage(usage.period));
       args.push(Object.keys(usage.counters).length, ...usageArgs(now, usage));
     }
-    const [applied, view] = (await this.call('settle', 'settle', [
+    const [applied, view, ...costAfter] = (await this.call('settle', 'settle', [
       scriptKeys.length,
       ...scriptKeys,
       ...args,
-    ])) as [number, unknown];
-    return { applied: applied === 1, view: toView(view) };
+    ])) as [number, unknown, ...string[]];
+    if (applied !== 1) return { applied: false, view: toView(view) };
+    return { applied: true, view: toView(view), costAfter: costAfter.map((cost) => BigInt(cost)) };
   }
 
   // ── Usage counters per billing period ─────────────────────────────────────────────────────

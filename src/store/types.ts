@@ -398,6 +398,11 @@ export interface SettleResult {
   applied: boolean;
   /** The balance view after settling (undefined when the customer has no view). */
   view: BalanceView | undefined;
+  /**
+   * When applied: the `cost` counter of each of the settlement's `usage` periods after it, in
+   * their order (0 for a period that counts no cost). Alerts read a budget's crossing from it.
+   */
+  costAfter?: readonly bigint[];
 }
 
 export interface UsageIncrement {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BillingAlert } from '../../src/alerts/index.js';
+import { parseUsd } from '../../src/money.js';
 import type { BillingStore } from '../../src/store/types.js';
 import { type BillingApp, chat, startBillingApp, startDodo } from '../support/billing-app.js';
 import { storesUnderTest } from '../support/stores.js';
@@ -52,7 +53,8 @@ describe.each(stores)('low-balance alerts (%s)', (_name, createStore) => {
       ['0.02', customer],
     ]);
     for (const alert of alerts) {
-      expect(Number.parseFloat(alert.balance)).toBeLessThanOrEqual(Number.parseFloat(alert.threshold));
+      if (alert.kind !== 'balance') throw new Error(`unexpected ${alert.kind} alert`);
+      expect(parseUsd(alert.balance, 'balance')).toBeLessThanOrEqual(parseUsd(alert.threshold, 'threshold'));
     }
     // The balance never reached 0 (a request needs $0.00163): that one did not fire.
     // A top-up lifts the balance above $0.04 again: the next crossing fires again.

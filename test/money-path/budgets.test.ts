@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { BillingAlert } from '../../src/alerts/index.js';
 import { parseUsd } from '../../src/money.js';
 import type { BillingStore } from '../../src/store/types.js';
 import { storesUnderTest } from '../support/stores.js';
@@ -18,12 +19,17 @@ describe.each(stores)('budgets per API key (%s)', (_name, createStore) => {
     app = undefined;
   });
 
-  async function start() {
+  async function start(shared: Record<string, unknown> = {}) {
     store = await createStore();
     app = await startOpenAILikeApp(
       store,
       {},
-      { shared: { budgetKey: (req: { get(name: string): string | undefined }) => req.get('x-api-key') } },
+      {
+        shared: {
+          budgetKey: (req: { get(name: string): string | undefined }) => req.get('x-api-key'),
+          ...shared,
+        },
+      },
     );
     return app;
   }
@@ -68,12 +74,42 @@ describe.each(stores)('budgets per API key (%s)', (_name, createStore) => {
     await billing.setBudget(customer, 'sk-soft', { hard: '1.00', soft: '0.03' });
     const headers = { 'x-api-key': 'sk-soft' };
     const first = await chat(customer, ask, headers);
-    expect(first.headers.get('x-billing-budget-remaining')).toBe('1');
+    // What the budget leaves after this request's settled cost.
+    const spent = parseUsd((await billing.budget(customer, 'sk-soft'))!.spent, 'spent');
+    expect(spent).toBeGreaterThan(0n);
+    expect(parseUsd(first.headers.get('x-billing-budget-remaining')!, 'remaining')).toBe(
+      parseUsd('1', 'hard') - spent,
+    );
     expect(first.headers.get('x-billing-budget-soft-limit')).toBeNull();
     for (let i = 0; i < 3; i++) await chat(customer, ask, headers);
     const past = await chat(customer, ask, headers);
     expect(past.status).toBe(200);
     expect(past.headers.get('x-billing-budget-soft-limit')).toBe('reached');
+  });
+
+  it('fires the soft limit and each share of the hard limit once, however many requests settle at once', async () => {
+    const alerts: BillingAlert[] = [];
+    const { customerWith, chat, billing } = await start({
+      alerts: { on: (alert: BillingAlert) => void alerts.push(alert) }, // 50, 80 and 100 % by default
+    });
+    const customer = customerWith('10');
+    await billing.setBudget(customer, 'sk-alerted', { hard: '0.10', soft: '0.03' });
+    const headers = { 'x-api-key': 'sk-alerted' };
+    await Promise.all(Array.from({ length: 12 }, () => chat(customer, ask, headers)));
+    await expect.poll(async () => (await billing.budget(customer, 'sk-alerted'))?.held).toBe('0');
+    const spent = parseUsd((await billing.budget(customer, 'sk-alerted'))!.spent, 'spent');
+    const expected: (string | number)[] = ['soft', 50, 80];
+    if (spent >= parseUsd('0.10', 'hard')) expected.push(100);
+    await expect.poll(() => alerts.filter((alert) => alert.kind === 'budget').length).toBe(expected.length);
+    const budgetAlerts = alerts.filter((alert) => alert.kind === 'budget');
+    expect(budgetAlerts.map((alert) => alert.crossed).sort()).toEqual(expected.sort());
+    for (const alert of budgetAlerts) {
+      expect(alert).toMatchObject({ customerId: customer, key: 'sk-alerted', hard: '0.1' });
+      expect(parseUsd(alert.spent, 'spent')).toBeGreaterThanOrEqual(parseUsd(alert.threshold, 'threshold'));
+    }
+    // Another key's spend never fires this key's alerts.
+    await chat(customer, ask, { 'x-api-key': 'sk-other' });
+    expect(alerts.filter((alert) => alert.kind === 'budget')).toHaveLength(expected.length);
   });
 
   it('refuses a budget key no event could carry, before anything is held', async () => {

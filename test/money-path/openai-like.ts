@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import express, { type RequestHandler } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import OpenAI from 'openai';
 import type { ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
 import { type Billing, type ChainOptions, createBilling } from '../../src/create-billing.js';
@@ -83,7 +83,12 @@ export interface OpenAILikeApp {
 export async function startOpenAILikeApp(
   store: BillingStore,
   chain: ChainOptions = {},
-  options: { handler?: (upstream: OpenAI) => RequestHandler; shared?: Record<string, unknown> } = {},
+  options: {
+    handler?: (upstream: OpenAI) => RequestHandler;
+    shared?: Record<string, unknown>;
+    /** Mounts routes of the app's own before the body parser (webhooks, `/metrics`). */
+    mount?: (app: Express, billing: Billing) => void;
+  } = {},
 ): Promise<OpenAILikeApp> {
   const dodo = await startDodo();
   const llm = await openAILikeUpstream();
@@ -98,9 +103,9 @@ export async function startOpenAILikeApp(
     ...options.shared,
   });
   const upstream = new OpenAI({ apiKey: 'upstream', baseURL: llm.baseURL, maxRetries: 0 });
-  const app = express()
-    .disable('x-powered-by')
-    .use(express.json({ limit: '4mb' }));
+  const app = express().disable('x-powered-by');
+  options.mount?.(app, billing);
+  app.use(express.json({ limit: '4mb' }));
   app.post(
     '/v1/chat/completions',
     billing.chain({ meterUsage: { flushIntervalMs: 20, maxBackoffMs: 100 }, ...chain }),

@@ -116,7 +116,8 @@ async function appWithoutIoredis(): Promise<string> {
   await cp(PACKAGE_DIR, join(modules, 'express-llm-billing'), { recursive: true });
   const installed = await readdir(join(REPO, 'node_modules'));
   for (const name of installed) {
-    if (name === 'ioredis' || name === '@ioredis' || name.startsWith('.')) continue;
+    // Neither optional peer: ioredis (RedisStore) nor prom-client (prometheusMetrics).
+    if (name === 'ioredis' || name === '@ioredis' || name === 'prom-client' || name.startsWith('.')) continue;
     await symlink(join(REPO, 'node_modules', name), join(modules, name));
   }
   await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'app-without-ioredis', private: true }));
@@ -169,7 +170,7 @@ afterAll(async () => {
 });
 
 describe('the published tarball', () => {
-  it('holds only what "files" allows: dist, package.json, README, CHANGELOG, LICENSE', () => {
+  it('holds only what "files" allows: dist, docs, package.json, README, CHANGELOG, LICENSE', () => {
     const allowedDirs = (packedManifest.files ?? []).filter((entry) => !entry.includes('.'));
     const allowed = (path: string) =>
       path === 'package.json' ||
@@ -211,7 +212,9 @@ describe('the published tarball', () => {
       }
     }
     const docs = (path: string) =>
-      path === 'package.json' || /^(README|CHANGELOG|LICEN[CS]E)(\.[a-z]+)?$/i.test(path);
+      path === 'package.json' ||
+      /^(README|CHANGELOG|LICEN[CS]E)(\.[a-z]+)?$/i.test(path) ||
+      /^docs\/[\w-]+\.md$/.test(path);
     expect(packedFiles.filter((path) => !docs(path) && !reachable.has(path))).toEqual([]);
     // What the package weighs once installed (printed for the record; 0.94 MB on 2026-11-30, 2.3 MB with maps).
     const unpacked = [...packedSizes.values()].reduce((sum, size) => sum + size, 0);
@@ -316,6 +319,33 @@ describe('consumers of the extracted package', () => {
       await rm(app, { recursive: true, force: true });
     }
   }, 120_000); // tsc over the declarations of express, dodopayments…: slow on a busy machine
+
+  it('loads without prom-client installed, and prometheusMetrics() then names the peer to install', async () => {
+    const app = await appWithoutIoredis();
+    try {
+      expect(() => createRequire(join(app, 'index.js')).resolve('prom-client')).toThrow(/Cannot find module/);
+      const esm = `
+        import { prometheusMetrics, createBilling } from 'express-llm-billing';
+        let code;
+        try { prometheusMetrics(); } catch (error) { code = error.code + ' ' + /npm install prom-client/.test(error.message); }
+        console.log(JSON.stringify({ loaded: typeof createBilling, code }));
+      `;
+      const cjs = `
+        const { prometheusMetrics, createBilling } = require('express-llm-billing');
+        let code;
+        try { prometheusMetrics(); } catch (error) { code = error.code + ' ' + /npm install prom-client/.test(error.message); }
+        console.log(JSON.stringify({ loaded: typeof createBilling, code }));
+      `;
+      await writeFile(join(app, 'metrics.mjs'), esm);
+      await writeFile(join(app, 'metrics.cjs'), cjs);
+      for (const file of ['metrics.mjs', 'metrics.cjs']) {
+        const { stdout } = await exec(process.execPath, [file], app);
+        expect(JSON.parse(stdout)).toEqual({ loaded: 'function', code: 'ERR_ELB_MISSING_PEER true' });
+      }
+    } finally {
+      await rm(app, { recursive: true, force: true });
+    }
+  });
 
   // Both entry points share one chunk of common code (tsup `splitting: true`), so an error thrown
   // by `/testing` is an instance of the classes the main entry exports, in ESM and in CJS.

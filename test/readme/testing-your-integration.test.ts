@@ -17,7 +17,7 @@ it('refuses a customer without credits with 402, as OpenAI does', async () => {
     pricing: { 'gpt-4o': { input: '2.50', output: '10.00' } },
   });
   const app = express().use(express.json());
-  app.post('/v1/chat/completions', billing.requireCredits(), billing.meterUsage(), (_req, res) => {
+  app.post('/v1/chat/completions', billing.chain(), (_req, res) => {
     res.json({ choices: [], usage: { prompt_tokens: 10, completion_tokens: 5 } });
   });
 

@@ -117,7 +117,7 @@ async function refresh() {
     : '';
   drawChart(activity);
   listRequests(activity);
-  $('coverage').textContent = `Spend per day and recent requests: ${activity.coverage}. Days are UTC.`;
+  $('coverage').textContent = `Figures: ${activity.coverage}. Days are UTC.`;
   $('status').hidden = false;
   return status;
 }

@@ -3,6 +3,7 @@ import type { UnwrapWebhookEvent } from 'dodopayments/resources/webhooks/webhook
 import { minorUnitDigits } from '../../currency.js';
 import { httpStatusOf, withDeadline } from '../../dodo-call.js';
 import type { Logger } from '../../logger.js';
+import type { BillingObserver } from '../../metrics/observer.js';
 import { MONEY_SCALE, type Money, moneyFromMinorUnits, parseCredits } from '../../money.js';
 import { DodoUnavailableError } from '../../require-credits/balance-fetcher.js';
 import type { BillingStore } from '../../store/types.js';
@@ -21,6 +22,8 @@ export interface EffectContext {
   retentionMs: number;
   /** Deadline of each Dodo call an effect makes. */
   dodoTimeoutMs: number;
+  /** Told each Dodo call's duration and outcome. */
+  metrics?: Pick<BillingObserver, 'dodoCall'> | undefined;
   logger: Logger;
   /** Logs a misconfiguration once per `key` (per router), at warn, with its fix. */
   warnOnce(key: string, message: string, details?: Record<string, unknown>): void;
@@ -184,14 +187,16 @@ export function usdShare(part: Money, settlement: Settlement): Money {
 
 /** Calls Dodo under the effect's deadline: past it the webhook answers 5xx and Dodo retries. */
 export function callDodo<T>(
-  context: Pick<EffectContext, 'dodoTimeoutMs'>,
+  context: Pick<EffectContext, 'dodoTimeoutMs' | 'metrics'>,
   what: string,
+  operation: string,
   call: (options: { timeout: number; maxRetries: 0; signal: AbortSignal }) => Promise<T>,
 ): Promise<T> {
   return withDeadline(
     context.dodoTimeoutMs,
     () => new DodoUnavailableError(`Dodo did not answer ${what} within ${context.dodoTimeoutMs} ms.`),
     call,
+    { operation, observer: context.metrics },
   ).catch((error: unknown) => {
     if (error instanceof DodoUnavailableError) throw error;
     // What Dodo says does not exist will not exist on a retry: the event cannot be applied.

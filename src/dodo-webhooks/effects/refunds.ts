@@ -52,7 +52,7 @@ async function rereadBalance(customerId: string, context: EffectContext): Promis
 /** The payment a refund or a dispute belongs to, read from Dodo under the deadline. */
 function paymentOf(paymentId: string, context: EffectContext): Promise<DodoPayments.Payment> {
   const dodo = context.dodo as DodoPayments;
-  return callDodo(context, `payments.retrieve(${paymentId})`, (options) =>
+  return callDodo(context, `payments.retrieve(${paymentId})`, 'payments.retrieve', (options) =>
     dodo.payments.retrieve(paymentId, options),
   );
 }

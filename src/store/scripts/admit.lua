@@ -153,7 +153,7 @@ if ARGV[8] == '1' and charge_credits then
   local available = bignum_sub(bignum_parse(fields[1]), held)
   local spendable = bignum_add(available, bignum_parse(ARGV[11]))
   local synced_at = fields[3] or '0'
-  if spendable.sign <= 0 or bignum_cmp(spendable, bignum_parse(ARGV[9])) < 0 then
+  if bignum_sign(spendable) <= 0 or bignum_cmp(spendable, bignum_parse(ARGV[9])) < 0 then
     return { '', profile, covering_record, {}, { 'insufficient', bignum_tostring(available), synced_at }, budget }
   end
   reserved = bignum_parse(ARGV[10])

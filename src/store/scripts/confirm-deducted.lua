@@ -10,7 +10,7 @@ if not pending then
   return 1
 end
 local remaining = bignum_sub(bignum_parse(pending), bignum_parse(ARGV[3]))
-if remaining.sign < 0 then
+if bignum_sign(remaining) < 0 then
   remaining = bignum_parse('0')
 end
 redis.call('HSET', KEYS[1], 'pending', bignum_tostring(remaining))

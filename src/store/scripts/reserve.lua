@@ -14,7 +14,7 @@ local reserved = bignum_or_zero(fields[2])
 local available = bignum_sub(bignum_parse(fields[1]), reserved)
 local amount = bignum_parse(ARGV[3])
 local synced_at = fields[3] or '0'
-if available.sign <= 0 or bignum_cmp(available, amount) < 0 then
+if bignum_sign(available) <= 0 or bignum_cmp(available, amount) < 0 then
   return { 'insufficient', bignum_tostring(available), synced_at }
 end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])

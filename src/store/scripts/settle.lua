@@ -9,7 +9,7 @@
 -- ARGV: now, settlementId, forgetAt, gcTtlMs, hasReservation ('1'|'0'), reservationId, cost,
 --       eventCount, eventId, eventJson, ..., then per usage period key:
 --       counterCount, usageExpiresAt, usageGcTtlMs, counterName, amount, ...
--- Returns { applied (0|1), view }.
+-- Returns { applied (0|1), view, costAfter... } (each usage period's `cost` counter after it).
 local now = ARGV[1]
 reservations_prune(KEYS[1], KEYS[2], KEYS[3], now)
 if not apply_once(KEYS[4], 'settle:' .. ARGV[2], now, ARGV[3], ARGV[4]) then
@@ -32,11 +32,12 @@ for _ = 1, event_count do
   index = index + 2
 end
 
+local reply = { 1, balance_view(KEYS[1]) }
 for key_index = 10, #KEYS do
   local counter_count = tonumber(ARGV[index])
   local first = index + 3
   local last = first + 2 * counter_count - 1
-  usage_add(KEYS[key_index], now, ARGV[index + 1], ARGV[index + 2], ARGV, first, last)
+  reply[#reply + 1] = usage_add(KEYS[key_index], now, ARGV[index + 1], ARGV[index + 2], ARGV, first, last)
   index = last + 1
 end
-return { 1, balance_view(KEYS[1]) }
+return reply

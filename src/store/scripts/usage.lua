@@ -16,4 +16,5 @@ local function usage_add(usage_key, now, expires_at, gc_ttl_ms, counters, first,
     index = index + 2
   end
   redis.call('PEXPIRE', usage_key, gc_ttl_ms)
+  return redis.call('HGET', usage_key, 'c:cost') or '0'
 end

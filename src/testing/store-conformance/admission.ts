@@ -387,7 +387,10 @@ export function describeAdmissionConformance(
           ],
           retentionMs: DAY,
         };
-        expect((await store.settle(settlement)).applied).toBe(true);
+        expect(await store.settle(settlement)).toMatchObject({
+          applied: true,
+          costAfter: [usd('0.25'), usd('0.25')],
+        });
         expect((await store.settle(settlement)).applied).toBe(false);
         expect(await store.getBudget('cus_1', 'key_a', periods)).toMatchObject({
           spent: usd('0.25'),
