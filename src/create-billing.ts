@@ -153,6 +153,7 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
           ),
           perCredit: resolveUnitsPerCredit(shared.creditsPerDollar),
           logger,
+          metrics,
         },
         resolveAutoRechargeOptions(shared.autoRecharge),
       )

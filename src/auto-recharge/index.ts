@@ -3,6 +3,7 @@ import type DodoPayments from 'dodopayments';
 import { LRUCache } from 'lru-cache';
 import { httpStatusOf } from '../dodo-call.js';
 import type { Logger } from '../logger.js';
+import type { BillingObserver } from '../metrics/observer.js';
 import { formatUsd, type Money, parseCredits, parseUsd } from '../money.js';
 import { budgetPeriods } from '../store/budget-period.js';
 import type { BillingStore, RechargeFinish } from '../store/types.js';
@@ -36,6 +37,8 @@ export interface AutoRechargerDeps {
   creditEntitlementId: string;
   perCredit: Money;
   logger: Logger;
+  /** Told each recharge's outcome, when `metrics` is set. */
+  metrics?: Required<BillingObserver> | undefined;
 }
 
 /**
@@ -133,11 +136,13 @@ export class AutoRecharger {
       case 'monthly_limit':
         this.quiet(customerId, now + 60_000);
         if (begun.first) {
+          const amount = (await store.getAutoRecharge(customerId, month))?.amount ?? 0n;
+          this.deps.metrics?.recharge('monthly_limit', amount);
           this.report('monthlyLimit', {
             customerId,
             recharged: formatUsd(begun.recharged),
             monthlyLimit: formatUsd(begun.monthlyLimit),
-            amount: formatUsd((await store.getAutoRecharge(customerId, month))?.amount ?? 0n),
+            amount: formatUsd(amount),
           });
         }
         return;
@@ -299,6 +304,7 @@ export class AutoRecharger {
       this.known.set(customerId, { threshold: undefined, until, quietUntil: until });
     }
     if (!finished.applied) return;
+    this.deps.metrics?.recharge(outcome, amount);
     const report: RechargeReport = {
       customerId,
       attemptId,

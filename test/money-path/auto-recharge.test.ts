@@ -6,6 +6,7 @@ import type {
   RechargeReport,
 } from '../../src/auto-recharge/options.js';
 import { createBilling } from '../../src/create-billing.js';
+import type { BillingObserver } from '../../src/metrics/observer.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { BillingStore } from '../../src/store/types.js';
 import { type BillingApp, chat, startBillingApp, startDodo } from '../support/billing-app.js';
@@ -50,11 +51,17 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
   });
 
   /** An app on `store` with auto-recharge on and Dodo's webhooks mounted (Dodo sends them to the first). */
-  async function start(store: BillingStore, on: RechargeCallbacks, options: Record<string, unknown> = {}) {
+  async function start(
+    store: BillingStore,
+    on: RechargeCallbacks,
+    options: Record<string, unknown> = {},
+    metrics?: BillingObserver,
+  ) {
     const app = await startBillingApp({
       store,
       emulator: dodo.emulator,
       entitlementId: dodo.entitlementId,
+      ...(metrics ? { metrics } : {}),
       autoRecharge: { usagePlanProductId: dodo.usagePlanId, failurePauseMs: 1, on, ...options },
       before: (express, billing) => express.use('/webhooks/dodo', billing.dodoWebhooks()),
     });
@@ -145,7 +152,13 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
   it('reports each declined charge and disables auto-recharge after maxFailures, until it is set again', async () => {
     const store = await createStore();
     const { heard, on } = listen();
-    const app = await start(store, on, { maxFailures: 2 });
+    const outcomes: string[] = [];
+    const app = await start(
+      store,
+      on,
+      { maxFailures: 2 },
+      { recharge: (outcome) => void outcomes.push(outcome) },
+    );
     const customer = customerWithMandate('30');
     await app.billing.setAutoRecharge(customer, { ...SETTINGS, threshold: '1.00' });
     dodo.emulator.failCharges({ outcome: 'failed' });
@@ -175,6 +188,8 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     await chat(app, customer, REQUEST, USAGE);
     await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
     expect(await app.billing.autoRecharge(customer)).toMatchObject({ failures: 0, disabled: false });
+    // The metrics observer counted each recharge once, in the process that finished it.
+    expect(outcomes).toEqual(['failed', 'failed', 'succeeded']);
   });
 
   it('reports a charge that needs the customer (requires_action) and counts it against the month', async () => {

@@ -5,6 +5,7 @@ import type { AutoRechargeOptions } from '../../src/auto-recharge/options.js';
 import { type Billing, createBilling } from '../../src/create-billing.js';
 import type { MeterUsageMiddleware } from '../../src/meter-usage/index.js';
 import type { MeterUsageOptions } from '../../src/meter-usage/options.js';
+import type { BillingObserver } from '../../src/metrics/observer.js';
 import type { RequireCreditsOptions } from '../../src/require-credits/options.js';
 import type { BillingStore } from '../../src/store/types.js';
 import { createDodoEmulator, type DodoEmulator } from '../../src/testing/index.js';
@@ -71,6 +72,8 @@ export interface BillingAppOptions {
   admission?: (billing: Billing) => RequestHandler[];
   /** `createBilling({ autoRecharge })`. */
   autoRecharge?: AutoRechargeOptions;
+  /** `createBilling({ metrics })`. */
+  metrics?: BillingObserver;
 }
 
 export interface BillingApp {
@@ -113,6 +116,7 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
     creditsPerDollar: 100,
     logger,
     ...(options.autoRecharge ? { autoRecharge: options.autoRecharge } : {}),
+    ...(options.metrics ? { metrics: options.metrics } : {}),
   });
   const app = express();
   options.before?.(app, billing);
