@@ -123,6 +123,14 @@ describe.skipIf(!available)('status page in headless Chromium', () => {
     ]);
     expect(await page.textContent('#coverage')).toContain('since it started');
 
+    // Auto-recharge: off, then on with the demo's settings.
+    expect(await page.textContent('#recharge')).toContain('Off');
+    await page.click('#recharge-toggle');
+    await expect
+      .poll(() => page.textContent('#recharge'))
+      .toBe('Below $1.00, $5.00 is charged to your saved card ($0.00 of $20.00 this month).');
+    expect(await page.textContent('#recharge-toggle')).toBe('Turn off');
+
     mkdirSync(OUTPUT_DIR, { recursive: true });
     await page.screenshot({ path: join(OUTPUT_DIR, 'openai-proxy-status-page.png'), fullPage: true });
 
