@@ -95,7 +95,12 @@ export {
   type SpendReport,
 } from './spend/index.js';
 export { MemoryStore, type MemoryStoreOptions, type MemoryStoreUsage } from './store/memory.js';
-export { RedisStore, type RedisStoreOptions } from './store/redis.js';
+export {
+  type NodeRedisClient,
+  type NodeRedisCluster,
+  RedisStore,
+  type RedisStoreOptions,
+} from './store/redis.js';
 export { subscriptionPeriod } from './store/subscription-period.js';
 export type * from './store/types.js';
 export {

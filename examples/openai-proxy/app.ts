@@ -12,6 +12,7 @@ import {
   unitsPerCredit,
 } from '../../src/index.js';
 import { ActivityLog, activityRoute, billingActivity } from './activity.js';
+import { AlertLog } from './alert-log.js';
 import { apiKeyAuth, apiKeyIdOf, customerIdOf } from './api-keys.js';
 import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { accountRoute, balanceRoute, topUpRoute } from './billing-routes.js';
@@ -57,12 +58,15 @@ export function buildApp(
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const metrics = prometheusMetrics({ registry });
+  const alertLog = new AlertLog();
   const billing = createBilling({
     store: wiring.store,
     dodo: wiring.dodo,
     creditEntitlementId: wiring.creditEntitlementId,
     customerId: customerIdOf,
     budgetKey: apiKeyIdOf, // each API key's own budget, when it has one
+    // Below $1 and $0.10, and at 50, 80 and 100 % of a key's budget: shown on the status page.
+    alerts: { balanceBelow: ['1.00', '0.10'], on: alertLog.record },
     pricing: PRICING,
     creditsPerDollar: CREDITS_PER_DOLLAR,
     meters: METERS,
@@ -147,6 +151,7 @@ export function buildApp(
   app.post('/billing/account', auth, accountRoute(wiring));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
   app.get('/billing/keys', auth, listKeysRoute(wiring.apiKeys, billing));
+  app.get('/billing/alerts', auth, alertLog.route());
   app.post('/billing/keys', json, auth, createKeyRoute(wiring.apiKeys, billing));
   app.get('/billing/auto-recharge', auth, autoRechargeRoute(billing));
   app.put('/billing/auto-recharge', json, auth, setAutoRechargeRoute(billing));

@@ -1,4 +1,4 @@
-import type { Cluster, Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
 import ackOutbox from './scripts/ack-outbox.lua';
 import addUsage from './scripts/add-usage.lua';
 import adjustBalance from './scripts/adjust-balance.lua';
@@ -89,8 +89,11 @@ export type ScriptName = keyof typeof SCRIPTS;
 /** Arguments of a script call: KEYS then ARGV (with the KEYS count first for variadic scripts). */
 export type ScriptArgument = string | number;
 
-/** A script as ioredis exposes it once defined: a method that runs EVALSHA, or EVAL on NOSCRIPT. */
+/** A script of the store bound to one client: runs EVALSHA, or EVAL on NOSCRIPT. */
 export type ScriptCommand = (...args: ScriptArgument[]) => Promise<unknown>;
+
+/** The names of every script. */
+export const SCRIPT_NAMES = Object.keys(SCRIPTS) as ScriptName[];
 
 /** The full Lua source of a script, libraries included (for tests and debugging). */
 export function scriptSource(name: ScriptName): string {
@@ -98,27 +101,12 @@ export function scriptSource(name: ScriptName): string {
   return [...libraries, body].join('\n');
 }
 
-/** ioredis command name of a script; namespaced, since the client may be shared. */
-function commandName(name: ScriptName): string {
-  return `elb_${name}`;
+/** Fixed number of KEYS of a script, or `undefined` when its caller passes the count first. */
+export function scriptKeyCount(name: ScriptName): number | undefined {
+  return (SCRIPTS[name] as ScriptDefinition).keys;
 }
 
-/**
- * Registers every script on the client with ioredis `defineCommand`, which sends EVALSHA and
- * falls back to EVAL only on a NOSCRIPT reply (after a restart or `SCRIPT FLUSH`). Returns the
- * commands by name.
- */
-export function defineScripts(client: Redis | Cluster): Record<ScriptName, ScriptCommand> {
-  const commands = {} as Record<ScriptName, ScriptCommand>;
-  const methods = client as unknown as Record<string, ScriptCommand>;
-  for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
-    const definition: ScriptDefinition = SCRIPTS[name];
-    const command = commandName(name);
-    client.defineCommand(command, {
-      lua: scriptSource(name),
-      ...(definition.keys === undefined ? {} : { numberOfKeys: definition.keys }),
-    });
-    commands[name] = (...args) => methods[command]!(...args);
-  }
-  return commands;
+/** The SHA-1 EVALSHA names a script by. */
+export function scriptSha(name: ScriptName): string {
+  return createHash('sha1').update(scriptSource(name)).digest('hex');
 }

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { Cluster, Redis } from 'ioredis';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Money } from '../money.js';
 import { type Attempt, RedisCalls } from './redis-calls.js';
+import type { RedisConnection } from './redis-client.js';
 import { type CustomerKeys, type OutboxKeys, RedisKeyspace } from './redis-keys.js';
 import { type RedisStoreOptions, resolveRedisStoreOptions } from './redis-options.js';
 import { RedisStoreRateLimiter } from './redis-rate-limiter.js';
-import { defineScripts, type ScriptArgument, type ScriptCommand, type ScriptName } from './redis-scripts.js';
+import { SCRIPT_NAMES, type ScriptArgument, type ScriptCommand, type ScriptName } from './redis-scripts.js';
 
 import type {
   Admission,
@@ -41,7 +41,7 @@ import type {
   WebhookClaim,
 } from './types.js';
 
-export type { RedisStoreOptions } from './redis-options.js';
+export type { NodeRedisClient, NodeRedisCluster, RedisStoreOptions } from './redis-options.js';
 
 /**
  * Extra real time Redis keeps a key past its logical lifetime. Logical expiry always comes from
@@ -114,10 +114,14 @@ interface DeadLetterRecord {
  * @example
  * import { Redis } from 'ioredis';
  * const store = new RedisStore({ client: new Redis(process.env.REDIS_URL) });
+ * @example
+ * import { createClient } from 'redis';
+ * const client = await createClient({ url: process.env.REDIS_URL }).connect();
+ * const store = new RedisStore({ client });
  */
 export class RedisStore implements BillingStore {
   readonly now: () => number;
-  private readonly client: Redis | Cluster;
+  private readonly connection: RedisConnection;
   private readonly keys: RedisKeyspace;
   private readonly calls: RedisCalls;
   private readonly scripts: Record<ScriptName, ScriptCommand>;
@@ -125,12 +129,13 @@ export class RedisStore implements BillingStore {
   private readonly batchShards = new WeakMap<OutboxBatch, Map<string, number>>();
 
   constructor(options: Readonly<RedisStoreOptions>) {
-    const { client, prefix, shards, commandTimeoutMs, now } = resolveRedisStoreOptions(options);
-    this.client = client;
+    const { connection, prefix, shards, commandTimeoutMs, now } = resolveRedisStoreOptions(options);
+    this.connection = connection;
     this.now = now;
     this.keys = new RedisKeyspace(prefix, shards);
-    this.scripts = defineScripts(client);
-    this.calls = new RedisCalls(client, commandTimeoutMs, now);
+    this.scripts = {} as Record<ScriptName, ScriptCommand>;
+    for (const name of SCRIPT_NAMES) this.scripts[name] = (...args) => connection.script(name, args);
+    this.calls = new RedisCalls(connection, commandTimeoutMs, now);
   }
 
   /** Runs one operation under the store's deadline; see {@link RedisCalls.run}. */
@@ -483,8 +488,8 @@ export class RedisStore implements BillingStore {
 
   async getUsage(customerId: string, period: string): Promise<Record<string, bigint>> {
     const key = this.keys.customer(customerId).usage(period);
-    const fields = await this.run('getUsage', () => this.client.hgetall(key));
-    return this.usageCounters(Object.entries(fields));
+    const fields = await this.run('getUsage', () => this.connection.hgetall(key));
+    return this.usageCounters(fields);
   }
 
   /** A period's counters from its hash's fields; an expired period reads as empty. */
@@ -788,7 +793,7 @@ export class RedisStore implements BillingStore {
 
   async getSpend(customerId: string): Promise<Spend> {
     const key = this.keys.customer(customerId).spend;
-    const fields = await this.run('getSpend', () => this.client.hmget(key, 'spend', 'firstPaymentAt'));
+    const fields = await this.run('getSpend', () => this.connection.hmget(key, ['spend', 'firstPaymentAt']));
     return toSpend(fields);
   }
 
@@ -818,7 +823,7 @@ export class RedisStore implements BillingStore {
   async completeWebhook(webhookId: string, retentionMs: number): Promise<void> {
     const key = this.keys.webhook(webhookId);
     const record = `done:${Math.ceil(this.now() + retentionMs)}`;
-    await this.run('completeWebhook', () => this.client.set(key, record, 'PX', gcTtl(retentionMs)));
+    await this.run('completeWebhook', () => this.connection.setPx(key, record, gcTtl(retentionMs)));
   }
 
   async releaseWebhook(webhookId: string): Promise<void> {
@@ -839,7 +844,7 @@ export class RedisStore implements BillingStore {
 
   async getSubscriptions(customerId: string): Promise<SubscriptionState[]> {
     const key = this.keys.customer(customerId).subscriptions;
-    return toSubscriptions(await this.run('getSubscriptions', () => this.client.hvals(key)));
+    return toSubscriptions(await this.run('getSubscriptions', () => this.connection.hvals(key)));
   }
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
@@ -870,7 +875,7 @@ export class RedisStore implements BillingStore {
    */
   createRateLimiter(options: RateLimiterOptions): RateLimiterAbstract {
     return new RedisStoreRateLimiter(this.calls, {
-      storeClient: this.client,
+      ...this.connection.rateLimiterClient,
       keyPrefix: this.keys.rateLimiter(options.keyPrefix),
       points: options.points,
       duration: options.duration,

@@ -88,11 +88,70 @@ function listRequests(activity) {
     .join('');
 }
 
+function listKeys(keys) {
+  $('keys').innerHTML = keys
+    .map((key) => {
+      const budget = key.budget;
+      const name = key.current ? `${key.key_id} (this key)` : key.key_id;
+      const cells = budget?.hard
+        ? [budget.hard, budget.spent, budget.remaining].map(
+            (amount) =>
+              `<td class="num" title="exactly $${escapeHtml(amount)}">${escapeHtml(cents(amount))}</td>`,
+          )
+        : ['<td class="num muted">none</td>', '<td></td>', '<td></td>'];
+      return `<tr><td>${escapeHtml(name)}</td>${cells.join('')}</tr>`;
+    })
+    .join('');
+}
+
+/** An exact decimal USD string to the cent, for people (rounded half up on its digits, no floats). */
+function cents(amount) {
+  const [whole, fraction = ''] = amount.split('.');
+  const padded = `${fraction}000`;
+  let value = BigInt(whole) * 100n + BigInt(padded.slice(0, 2));
+  if (Number(padded[2]) >= 5) value += 1n;
+  return `$${value / 100n}.${String(value % 100n).padStart(2, '0')}`;
+}
+
+function listAlerts(alerts) {
+  $('alerts').innerHTML =
+    alerts.length === 0
+      ? '<li class="muted">No alerts yet.</li>'
+      : alerts
+          .map((alert) => {
+            const when = new Date(alert.at).toLocaleTimeString();
+            const what =
+              alert.kind === 'balance'
+                ? `Balance fell to ${cents(alert.balance)}, below ${cents(alert.threshold)}`
+                : `Key ${alert.key} spent ${cents(alert.spent)}: ${alert.crossed === 'soft' ? 'its soft limit' : `${alert.crossed} % of its budget`}`;
+            return `<li>${escapeHtml(when)} · ${escapeHtml(what)}</li>`;
+          })
+          .join('');
+}
+
+async function newKey() {
+  const button = $('new-key');
+  button.disabled = true;
+  try {
+    const created = await call('POST', '/billing/keys', { budget: '1.00' });
+    $('key-notice').textContent = `New key (shown once): ${created.api_key}`;
+    listKeys((await call('GET', '/billing/keys')).keys);
+  } catch (error) {
+    $('key-notice').textContent = `Could not create a key: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function refresh() {
-  const [status, activity] = await Promise.all([
+  const [status, activity, keys, alerts] = await Promise.all([
     call('GET', '/billing/balance'),
     call('GET', '/billing/activity?days=14'),
+    call('GET', '/billing/keys'),
+    call('GET', '/billing/alerts'),
   ]);
+  listKeys(keys.keys);
+  listAlerts(alerts.alerts);
   const display = status.display;
   $('who').textContent = `Customer ${status.customer_id}`;
   show('balance', display.available, status.available);
@@ -191,6 +250,7 @@ async function awaitCredits() {
 async function main() {
   $('top-up').addEventListener('click', topUp);
   $('recharge-toggle').addEventListener('click', toggleAutoRecharge);
+  $('new-key').addEventListener('click', newKey);
   $('key-form').addEventListener('submit', (event) => {
     event.preventDefault();
     sessionStorage.setItem(KEY, $('key-input').value.trim());
