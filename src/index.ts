@@ -7,6 +7,14 @@ export {
   type FindApiAccountOptions,
   findApiAccount,
 } from './api-account.js';
+export type {
+  AutoRecharge,
+  AutoRechargeInput,
+  AutoRechargeOptions,
+  RechargeCallbacks,
+  RechargeLimitReport,
+  RechargeReport,
+} from './auto-recharge/options.js';
 export { enableRequestBillingContext, RequestBilling, type UsageRecord } from './billing-context.js';
 export {
   type Billing,

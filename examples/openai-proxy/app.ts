@@ -18,6 +18,7 @@ import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { accountRoute, balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
 import { createKeyRoute, listKeysRoute } from './key-routes.js';
+import { autoRechargeRoute, setAutoRechargeRoute } from './recharge-routes.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 
@@ -71,6 +72,20 @@ export function buildApp(
     meters: METERS,
     webhookKey: wiring.webhookKey,
     metrics,
+    // Customers who opt in are recharged on the card their API account keeps (the status page's
+    // "Auto-recharge"); what happens is logged here, where an app would email the customer.
+    autoRecharge: {
+      usagePlanProductId: wiring.usagePlanProductId,
+      on: {
+        failed: (report) => console.warn(`auto-recharge of ${report.customerId} failed: ${report.reason}`),
+        requiresAction: (report) =>
+          console.warn(`auto-recharge of ${report.customerId} waits on the customer (${report.paymentId})`),
+        monthlyLimit: (report) =>
+          console.warn(
+            `auto-recharge of ${report.customerId} stopped at its monthly limit ${report.monthlyLimit}`,
+          ),
+      },
+    },
   });
   const auth = apiKeyAuth(wiring.apiKeys);
   // Each customer's recent requests, for the status page (spend per day comes from billing.spend).
@@ -138,6 +153,9 @@ export function buildApp(
   app.get('/billing/keys', auth, listKeysRoute(wiring.apiKeys, billing));
   app.get('/billing/alerts', auth, alertLog.route());
   app.post('/billing/keys', json, auth, createKeyRoute(wiring.apiKeys, billing));
+  app.get('/billing/auto-recharge', auth, autoRechargeRoute(billing));
+  app.put('/billing/auto-recharge', json, auth, setAutoRechargeRoute(billing));
+  app.delete('/billing/auto-recharge', auth, setAutoRechargeRoute(billing));
 
   // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.
   const parts = Object.fromEntries(Object.entries(wiring.parts).map(([name, part]) => [name, part.kind]));

@@ -133,6 +133,14 @@ describe.skipIf(!available)('status page in headless Chromium', () => {
     expect(keys[1]!.split('\t').slice(1)).toEqual(['$1.00', '$0.00', '$1.00']);
     expect(await page.textContent('#alerts')).toBe('No alerts yet.');
 
+    // Auto-recharge: off, then on with the demo's settings.
+    expect(await page.textContent('#recharge')).toContain('Off');
+    await page.click('#recharge-toggle');
+    await expect
+      .poll(() => page.textContent('#recharge'))
+      .toBe('Below $1.00, $5.00 is charged to your saved card ($0.00 of $20.00 this month).');
+    expect(await page.textContent('#recharge-toggle')).toBe('Turn off');
+
     mkdirSync(OUTPUT_DIR, { recursive: true });
     await page.screenshot({ path: join(OUTPUT_DIR, 'openai-proxy-status-page.png'), fullPage: true });
 

@@ -50,6 +50,12 @@ export interface BillingObserver {
    * `undefined` on success, else `timeout`, `http_<status>` or `network`.
    */
   dodoCall?(operation: string, seconds: number, error: string | undefined): void;
+  /**
+   * An auto-recharge ended (`succeeded`, `failed`, `requires_action`), or was not made because
+   * it would pass the customer's monthly limit (`monthly_limit`). `amount` is what it charged
+   * (or would have); counted once per recharge, in whichever process finished it.
+   */
+  recharge?(outcome: 'succeeded' | 'failed' | 'requires_action' | 'monthly_limit', amount: Money): void;
 }
 
 const METHODS = [
@@ -64,6 +70,7 @@ const METHODS = [
   'webhookApplied',
   'webhookRefused',
   'dodoCall',
+  'recharge',
 ] as const;
 
 type Guarded = Required<BillingObserver>;

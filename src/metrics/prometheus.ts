@@ -183,6 +183,10 @@ export function prometheusMetrics(options: Readonly<PrometheusMetricsOptions> = 
     'outcome',
   ]);
   const dodoErrors = counter('dodo_call_errors_total', 'Calls to Dodo that failed.', ['operation', 'error']);
+  const recharges = counter('recharges_total', 'Auto-recharges, by outcome (monthly_limit: not made).', [
+    'outcome',
+  ]);
+  const rechargedUsd = counter('recharged_usd_total', 'US dollars charged by successful auto-recharges.');
 
   // The outbox is read at scrape time, from every store attached: nothing on the hot path. Both
   // gauges share one read while it runs; a store that fails leaves the last values in place.
@@ -280,6 +284,10 @@ export function prometheusMetrics(options: Readonly<PrometheusMetricsOptions> = 
       const label = codeLabel(operation);
       dodoSeconds.observe({ operation: label, outcome: error === undefined ? 'ok' : 'error' }, seconds);
       if (error !== undefined) dodoErrors.inc({ operation: label, error: codeLabel(error) });
+    },
+    recharge(outcome, amount) {
+      recharges.inc({ outcome: codeLabel(outcome) });
+      if (outcome === 'succeeded') rechargedUsd.inc(usdForMetrics(amount));
     },
   };
 }

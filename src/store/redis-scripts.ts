@@ -3,6 +3,7 @@ import ackOutbox from './scripts/ack-outbox.lua';
 import addUsage from './scripts/add-usage.lua';
 import adjustBalance from './scripts/adjust-balance.lua';
 import admit from './scripts/admit.lua';
+import beginRecharge from './scripts/begin-recharge.lua';
 import bignum from './scripts/bignum.lua';
 import claimOutbox from './scripts/claim-outbox.lua';
 import claimWebhook from './scripts/claim-webhook.lua';
@@ -10,6 +11,8 @@ import confirmDeducted from './scripts/confirm-deducted.lua';
 import customer from './scripts/customer.lua';
 import customerProfile from './scripts/customer-profile.lua';
 import deadLetterOutbox from './scripts/dead-letter-outbox.lua';
+import finishRecharge from './scripts/finish-recharge.lua';
+import getAutoRecharge from './scripts/get-auto-recharge.lua';
 import getBalance from './scripts/get-balance.lua';
 import getBudget from './scripts/get-budget.lua';
 import listDeadLetters from './scripts/list-dead-letters.lua';
@@ -26,6 +29,7 @@ import releaseAbandoned from './scripts/release-abandoned.lua';
 import releaseWebhook from './scripts/release-webhook.lua';
 import releaseWebhookClaim from './scripts/release-webhook-claim.lua';
 import reserve from './scripts/reserve.lua';
+import setAutoRecharge from './scripts/set-auto-recharge.lua';
 import setBudget from './scripts/set-budget.lua';
 import settle from './scripts/settle.lua';
 import subscriptions from './scripts/subscriptions.lua';
@@ -54,6 +58,10 @@ const SCRIPTS = {
   admit: { libraries: [bignum, customer, subscriptions], body: admit, keys: 8 },
   setBudget: { libraries: [], body: setBudget, keys: 1 },
   getBudget: { libraries: [bignum], body: getBudget, keys: 3 },
+  setAutoRecharge: { libraries: [], body: setAutoRecharge, keys: 1 },
+  getAutoRecharge: { libraries: [], body: getAutoRecharge, keys: 1 },
+  beginRecharge: { libraries: [bignum], body: beginRecharge, keys: 1 },
+  finishRecharge: { libraries: [bignum], body: finishRecharge, keys: 1 },
   reserve: { libraries: [bignum, customer], body: reserve, keys: 3 },
   release: { libraries: [bignum, customer], body: release, keys: 3 },
   releaseAbandoned: { libraries: [bignum, customer], body: releaseAbandoned, keys: 3 },

@@ -11,6 +11,8 @@ import { SCRIPT_NAMES, type ScriptArgument, type ScriptCommand, type ScriptName 
 import type {
   Admission,
   AdmissionResult,
+  AutoRechargeSettings,
+  AutoRechargeState,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
@@ -25,6 +27,10 @@ import type {
   OutboxEvent,
   OutboxStats,
   RateLimiterOptions,
+  RechargeBegin,
+  RechargeFinish,
+  RechargeFinished,
+  RechargeStart,
   ReserveResult,
   Settlement,
   SettleResult,
@@ -290,6 +296,67 @@ export class RedisStore implements BillingStore {
       ? `${limits.hard?.toString() ?? ''}|${limits.soft?.toString() ?? ''}|${limits.period}`
       : '';
     await this.call('setBudget', 'setBudget', [this.keys.customer(customerId).budgets, key, value]);
+  }
+
+  async setAutoRecharge(customerId: string, settings: AutoRechargeSettings | undefined): Promise<void> {
+    await this.call('setAutoRecharge', 'setAutoRecharge', [
+      this.keys.customer(customerId).autoRecharge,
+      settings?.threshold.toString() ?? '',
+      settings?.amount.toString() ?? '',
+      settings?.monthlyLimit.toString() ?? '',
+    ]);
+  }
+
+  async getAutoRecharge(customerId: string, month: string): Promise<AutoRechargeState | undefined> {
+    const reply = (await this.call('getAutoRecharge', 'getAutoRecharge', [
+      this.keys.customer(customerId).autoRecharge,
+      month,
+    ])) as string[];
+    if (reply.length === 0) return undefined;
+    const [threshold, amount, limit, recharged, failures, disabled, attemptId, attemptAmount, leaseUntil] =
+      reply as [string, string, string, string, string, string, string, string, string];
+    return {
+      threshold: BigInt(threshold),
+      amount: BigInt(amount),
+      monthlyLimit: BigInt(limit),
+      month,
+      recharged: BigInt(recharged),
+      failures: Number(failures),
+      disabled: disabled === '1',
+      ...(attemptId === ''
+        ? {}
+        : { inFlight: { attemptId, amount: BigInt(attemptAmount), leaseUntil: Number(leaseUntil) } }),
+    };
+  }
+
+  async beginRecharge(customerId: string, start: RechargeStart): Promise<RechargeBegin> {
+    const reply = (await this.call('beginRecharge', 'beginRecharge', [
+      this.keys.customer(customerId).autoRecharge,
+      start.attemptId,
+      start.available.toString(),
+      start.month,
+      start.leaseMs,
+      this.now(),
+    ])) as [string, string?, string?, number?];
+    const [status, first, second, noted] = reply;
+    if (status === 'started' || status === 'resume')
+      return { status, attemptId: first!, amount: BigInt(second!) };
+    if (status === 'monthly_limit') {
+      return { status, recharged: BigInt(first!), monthlyLimit: BigInt(second!), first: noted === 1 };
+    }
+    return { status: status as 'in_flight' | 'cooling' | 'off' | 'disabled' | 'above_threshold' };
+  }
+
+  async finishRecharge(customerId: string, finish: RechargeFinish): Promise<RechargeFinished> {
+    const [applied, failures, disabled] = (await this.call('finishRecharge', 'finishRecharge', [
+      this.keys.customer(customerId).autoRecharge,
+      finish.attemptId,
+      finish.outcome,
+      finish.maxFailures,
+      this.now(),
+      finish.cooldownMs,
+    ])) as [number, number, number];
+    return { applied: applied === 1, failures, disabled: disabled === 1 };
   }
 
   async getBudget(customerId: string, key: string, periods: BudgetPeriods): Promise<BudgetView | undefined> {

@@ -176,9 +176,44 @@ async function refresh() {
     : '';
   drawChart(activity);
   listRequests(activity);
+  await showAutoRecharge();
   $('coverage').textContent = `Figures: ${activity.coverage}. Days are UTC.`;
   $('status').hidden = false;
   return status;
+}
+
+/** The demo's auto-recharge: below $1.00, charge $5.00 on the saved card, at most $20.00 a month. */
+const DEMO_RECHARGE = { threshold: '1.00', amount: '5.00', monthly_limit: '20.00' };
+
+async function showAutoRecharge() {
+  try {
+    const { auto_recharge: setting } = await call('GET', '/billing/auto-recharge');
+    $('recharge').textContent = !setting
+      ? 'Off: requests are refused when the balance runs out.'
+      : setting.disabled
+        ? `Disabled after ${setting.failures} failed charges: turn it on again once the card is fixed.`
+        : `Below ${setting.display.threshold}, ${setting.display.amount} is charged to your saved card ` +
+          `(${setting.display.recharged} of ${setting.display.monthly_limit} this month` +
+          `${setting.inFlight ? ', a recharge is in progress' : ''}).`;
+    $('recharge-toggle').textContent = setting && !setting.disabled ? 'Turn off' : 'Turn on';
+    $('recharge-toggle').hidden = false;
+  } catch (error) {
+    $('recharge').textContent = `Auto-recharge cannot be read: ${error.message}`;
+  }
+}
+
+async function toggleAutoRecharge() {
+  const button = $('recharge-toggle');
+  button.disabled = true;
+  try {
+    if (button.textContent === 'Turn off') await call('DELETE', '/billing/auto-recharge');
+    else await call('PUT', '/billing/auto-recharge', DEMO_RECHARGE);
+    await showAutoRecharge();
+  } catch (error) {
+    $('recharge').textContent = `Auto-recharge could not be changed: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function topUp() {
@@ -214,6 +249,7 @@ async function awaitCredits() {
 
 async function main() {
   $('top-up').addEventListener('click', topUp);
+  $('recharge-toggle').addEventListener('click', toggleAutoRecharge);
   $('new-key').addEventListener('click', newKey);
   $('key-form').addEventListener('submit', (event) => {
     event.preventDefault();
