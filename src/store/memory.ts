@@ -411,8 +411,8 @@ export class MemoryStore implements BillingStore {
         found.push({ customerId: state.id, activeAt: state.activeAt });
     };
     for (const state of this.pinned.values()) visit(state);
-    // `forEach` does not mark the idle customers recently used, unlike `get`.
-    this.idle.forEach((state) => visit(state));
+    // Iterating does not mark the idle customers recently used, unlike `get`.
+    for (const state of this.idle.values()) visit(state);
     found.sort((a, b) => b.activeAt - a.activeAt);
     return found.slice(0, Math.max(0, limit));
   }
