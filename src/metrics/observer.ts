@@ -50,6 +50,11 @@ export interface BillingObserver {
    * `undefined` on success, else `timeout`, `http_<status>` or `network`.
    */
   dodoCall?(operation: string, seconds: number, error: string | undefined): void;
+  /**
+   * The reconciliation job compared one customer's balance view with Dodo: `drift` is what it
+   * corrected the view by (0 when the view was right; negative when it was too high).
+   */
+  reconciled?(drift: Money): void;
 }
 
 const METHODS = [
@@ -64,6 +69,7 @@ const METHODS = [
   'webhookApplied',
   'webhookRefused',
   'dodoCall',
+  'reconciled',
 ] as const;
 
 type Guarded = Required<BillingObserver>;
