@@ -26,6 +26,17 @@ function ioredisOverride() {
   return [{ find: /^ioredis$/, replacement: entry }];
 }
 
+/**
+ * `ELB_REDIS=<folder>` does the same for node-redis (`redis`): CI runs the node-redis suites on
+ * its older supported major with it. `redis` re-exports `@redis/client`, which resolves from there.
+ */
+function nodeRedisOverride() {
+  const folder = process.env.ELB_REDIS;
+  if (!folder) return [];
+  const entry = createRequire(join(folder, 'package.json')).resolve('redis');
+  return [{ find: /^redis$/, replacement: entry }];
+}
+
 export default defineConfig({
   plugins: [luaAsText()],
   // Tests written as a user writes them import the package by name: they get the sources.
@@ -40,6 +51,7 @@ export default defineConfig({
         replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)),
       },
       ...ioredisOverride(),
+      ...nodeRedisOverride(),
     ],
   },
   test: {

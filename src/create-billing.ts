@@ -1,4 +1,11 @@
 import type { RequestHandler, Router } from 'express';
+import { AutoRecharger } from './auto-recharge/index.js';
+import {
+  type AutoRecharge,
+  type AutoRechargeInput,
+  resolveAutoRechargeInput,
+  resolveAutoRechargeOptions,
+} from './auto-recharge/options.js';
 import { RequestSettingsScope } from './chain/context.js';
 import { type ChainContext, type ChainSteps, createChain } from './chain/index.js';
 import { type DodoWebhooksOptions, dodoWebhooks } from './dodo-webhooks/index.js';
@@ -9,7 +16,13 @@ import { type MeterUsageOptions, resolveMeterUsageOptions } from './meter-usage/
 import { MeterStep } from './meter-usage/step.js';
 import { resolveObserver } from './metrics/observer.js';
 import { formatUsd, parseUsd } from './money.js';
-import { resolveLogger, resolveStore, type SharedOptions } from './options.js';
+import {
+  requireOption,
+  resolveLogger,
+  resolveStore,
+  resolveUnitsPerCredit,
+  type SharedOptions,
+} from './options.js';
 import { type ReconcileOptions, resolveReconcileOptions } from './reconcile/options.js';
 import { type ReconcileReport, Reconciler } from './reconcile/reconciler.js';
 import type { RequestSettingsOptions } from './request-settings.js';
@@ -98,6 +111,17 @@ export interface Billing {
   /** A key's budget and what it spent (and holds) this period, exact decimal USD; `undefined` without one. */
   budget(customerId: string, key: string): Promise<Budget | undefined>;
   /**
+   * Opts a customer in to auto-recharge (OpenAI's three fields, US dollars): when their available
+   * balance falls below `threshold`, `amount` is charged on their saved payment method (their
+   * API account's on-demand mandate) and credited, never more than `monthlyLimit` a calendar
+   * month (UTC). Setting it again re-enables a customer that failures disabled; `undefined`
+   * turns it off. Needs `createBilling({ autoRecharge })`.
+   * @example await billing.setAutoRecharge('cus_123', { threshold: '5.00', amount: '20.00', monthlyLimit: '100.00' })
+   */
+  setAutoRecharge(customerId: string, settings: AutoRechargeInput | undefined): Promise<void>;
+  /** A customer's auto-recharge and this month's recharges, exact decimal USD; `undefined` when off. */
+  autoRecharge(customerId: string): Promise<AutoRecharge | undefined>;
+  /**
    * A customer's spend by UTC day and by model, for the app's own dashboard: every day from
    * `from` to `to` (both included, at most 366), what the credits paid (exact decimal USD) and
    * the tokens, with the exact total. Read from the day counters each settlement adds.
@@ -142,8 +166,30 @@ export function createBilling(options: Readonly<BillingOptions>): Billing {
   let reconciler = reconcileOption
     ? new Reconciler(resolveReconcileOptions(shared, reconcileSettings, metrics))
     : undefined;
-  reconciler?.start();
   let closed = false;
+  const recharger = shared.autoRecharge
+    ? new AutoRecharger(
+        {
+          store,
+          dodo: requireOption(
+            shared.dodo,
+            'dodo',
+            'autoRecharge',
+            'a DodoPayments client, to charge recharges',
+          ),
+          creditEntitlementId: requireOption(
+            shared.creditEntitlementId,
+            'creditEntitlementId',
+            'autoRecharge',
+            'the credit entitlement recharges credit',
+          ),
+          perCredit: resolveUnitsPerCredit(shared.creditsPerDollar),
+          logger,
+          metrics,
+        },
+        resolveAutoRechargeOptions(shared.autoRecharge),
+      )
+    : undefined;
   const steps = {
     tierRateLimit: (options: Own<TierRateLimitOptions>) =>
       new TierStep(resolveTierRateLimitOptions({ ...shared, ...options } as TierRateLimitOptions)),
@@ -153,7 +199,7 @@ export function createBilling(options: Readonly<BillingOptions>): Billing {
       new CreditStep(resolveRequireCreditsOptions({ ...shared, ...options } as RequireCreditsOptions)),
     meterUsage: (options: Own<MeterUsageOptions> | undefined) => {
       const config = resolveMeterUsageOptions({ ...shared, ...options } as MeterUsageOptions);
-      return new MeterStep(config, flushers.for(flusherOptions(config)));
+      return new MeterStep(config, flushers.for(flusherOptions(config)), recharger);
     },
   };
   /** A chain of these steps, its per-request settings resolved from their options now. */
@@ -165,13 +211,14 @@ export function createBilling(options: Readonly<BillingOptions>): Billing {
     const parts = Object.entries(options)
       .filter(([step]) => chainSteps[step as keyof ChainSteps] !== undefined)
       .map(([middleware, own]) => ({ options: (own ?? {}) as RequestSettingsOptions, middleware }));
-    const context: ChainContext = { settings: scope.forChain(parts), store, logger, metrics };
+    const context: ChainContext = { settings: scope.forChain(parts), store, logger, metrics, recharger };
     return createChain(context, chainSteps, name);
   };
   // Without a route mounting metering yet, `flush` still delivers the store's outbox.
   const ensureFlusher = () => {
     steps.meterUsage(undefined);
   };
+  reconciler?.start();
   return {
     chain: (options = {}) => {
       const own = {
@@ -203,7 +250,40 @@ export function createBilling(options: Readonly<BillingOptions>): Billing {
       chainOf({ tierRateLimit: steps.tierRateLimit(options) }, { tierRateLimit: options }, 'tierRateLimit'),
     softCapRouter: (options) =>
       chainOf({ softCapRouter: steps.softCapRouter(options) }, { softCapRouter: options }, 'softCapRouter'),
-    dodoWebhooks: (options = {}) => dodoWebhooks({ ...shared, ...options } as DodoWebhooksOptions),
+    dodoWebhooks: (options = {}) => dodoWebhooks({ ...shared, ...options, recharger } as DodoWebhooksOptions),
+    setAutoRecharge: async (customerId, input) => {
+      if (!recharger) {
+        throw new ConfigError(
+          'ERR_ELB_MISSING_OPTION',
+          'setAutoRecharge: auto-recharge is not configured — pass `autoRecharge: { usagePlanProductId }` to createBilling.',
+        );
+      }
+      if (typeof customerId !== 'string' || customerId === '') {
+        throw new ConfigError(
+          'ERR_ELB_INVALID_OPTION',
+          'setAutoRecharge: `customerId` must be a non-empty string.',
+        );
+      }
+      const settings = input === undefined ? undefined : resolveAutoRechargeInput(input);
+      await store.setAutoRecharge(customerId, settings);
+      recharger.forget(customerId);
+    },
+    autoRecharge: async (customerId) => {
+      const month = budgetPeriods(store.now()).month;
+      const state = await store.getAutoRecharge(customerId, month);
+      if (!state) return undefined;
+      return {
+        customerId,
+        threshold: formatUsd(state.threshold),
+        amount: formatUsd(state.amount),
+        monthlyLimit: formatUsd(state.monthlyLimit),
+        month,
+        recharged: formatUsd(state.recharged),
+        failures: state.failures,
+        disabled: state.disabled,
+        inFlight: state.inFlight !== undefined && state.inFlight.leaseUntil > store.now(),
+      };
+    },
     setBudget: (customerId, key, budget) => store.setBudget(customerId, key, budget && resolveBudget(budget)),
     budget: async (customerId, key) => {
       const view = await store.getBudget(customerId, key, budgetPeriods(store.now()));
@@ -234,6 +314,7 @@ export function createBilling(options: Readonly<BillingOptions>): Billing {
       closed = true;
       try {
         await reconciler?.close();
+        await recharger?.idle();
         await flushers.close();
       } finally {
         await shared.store.close();

@@ -7,6 +7,14 @@ export {
   type FindApiAccountOptions,
   findApiAccount,
 } from './api-account.js';
+export type {
+  AutoRecharge,
+  AutoRechargeInput,
+  AutoRechargeOptions,
+  RechargeCallbacks,
+  RechargeLimitReport,
+  RechargeReport,
+} from './auto-recharge/options.js';
 export { enableRequestBillingContext, RequestBilling, type UsageRecord } from './billing-context.js';
 export {
   type Billing,
@@ -90,7 +98,12 @@ export {
   type SpendReport,
 } from './spend/index.js';
 export { MemoryStore, type MemoryStoreOptions, type MemoryStoreUsage } from './store/memory.js';
-export { RedisStore, type RedisStoreOptions } from './store/redis.js';
+export {
+  type NodeRedisClient,
+  type NodeRedisCluster,
+  RedisStore,
+  type RedisStoreOptions,
+} from './store/redis.js';
 export { subscriptionPeriod } from './store/subscription-period.js';
 export type * from './store/types.js';
 export {

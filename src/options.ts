@@ -1,6 +1,7 @@
 import type DodoPayments from 'dodopayments';
 import type { Request } from 'express';
 import type { AlertsOptions } from './alerts/index.js';
+import type { AutoRechargeOptions } from './auto-recharge/options.js';
 import { ConfigError } from './errors.js';
 import { consoleLogger, type Logger } from './logger.js';
 import { type MetersOption, type ResolvedMetering, resolveMetering } from './metering.js';
@@ -46,6 +47,13 @@ export interface SharedOptions extends RequestSettingsOptions {
    * @example alerts: { balanceBelow: ['5.00', '1.00'], on: (alert) => notify(alert.customerId, alert) }
    */
   alerts?: AlertsOptions;
+  /**
+   * Auto-recharge (with `createBilling`): customers who opted in (`billing.setAutoRecharge`) are
+   * charged on their saved payment method when their available balance falls below their
+   * threshold, off the request path, once at a time across processes.
+   * @example autoRecharge: { usagePlanProductId, on: { failed: (report) => email(report.customerId) } }
+   */
+  autoRecharge?: AutoRechargeOptions;
   /**
    * An observer told what the middlewares do (admissions, refusals, reserved and settled
    * amounts, webhooks, Dodo calls, the outbox): `prometheusMetrics()` for Prometheus

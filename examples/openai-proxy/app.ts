@@ -12,11 +12,13 @@ import {
   unitsPerCredit,
 } from '../../src/index.js';
 import { ActivityLog, activityRoute, billingActivity } from './activity.js';
+import { AlertLog } from './alert-log.js';
 import { apiKeyAuth, apiKeyIdOf, customerIdOf } from './api-keys.js';
 import { CREDITS_PER_DOLLAR, METERS, PRICING } from './billing-config.js';
 import { accountRoute, balanceRoute, topUpRoute } from './billing-routes.js';
 import { chatCompletions, listModels } from './chat.js';
 import { createKeyRoute, listKeysRoute } from './key-routes.js';
+import { autoRechargeRoute, setAutoRechargeRoute } from './recharge-routes.js';
 import { SUMMARY_MODEL, summarizeRoute } from './summarize.js';
 import type { Wiring } from './wiring.js';
 
@@ -56,17 +58,34 @@ export function buildApp(
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const metrics = prometheusMetrics({ registry });
+  const alertLog = new AlertLog();
   const billing = createBilling({
     store: wiring.store,
     dodo: wiring.dodo,
     creditEntitlementId: wiring.creditEntitlementId,
     customerId: customerIdOf,
     budgetKey: apiKeyIdOf, // each API key's own budget, when it has one
+    // Below $1 and $0.10, and at 50, 80 and 100 % of a key's budget: shown on the status page.
+    alerts: { balanceBelow: ['1.00', '0.10'], on: alertLog.record },
     pricing: PRICING,
     creditsPerDollar: CREDITS_PER_DOLLAR,
     meters: METERS,
     webhookKey: wiring.webhookKey,
     metrics,
+    // Customers who opt in are recharged on the card their API account keeps (the status page's
+    // "Auto-recharge"); what happens is logged here, where an app would email the customer.
+    autoRecharge: {
+      usagePlanProductId: wiring.usagePlanProductId,
+      on: {
+        failed: (report) => console.warn(`auto-recharge of ${report.customerId} failed: ${report.reason}`),
+        requiresAction: (report) =>
+          console.warn(`auto-recharge of ${report.customerId} waits on the customer (${report.paymentId})`),
+        monthlyLimit: (report) =>
+          console.warn(
+            `auto-recharge of ${report.customerId} stopped at its monthly limit ${report.monthlyLimit}`,
+          ),
+      },
+    },
   });
   const auth = apiKeyAuth(wiring.apiKeys);
   // Each customer's recent requests, for the status page (spend per day comes from billing.spend).
@@ -132,7 +151,11 @@ export function buildApp(
   app.post('/billing/account', auth, accountRoute(wiring));
   app.post('/billing/top-up', json, auth, topUpRoute(wiring));
   app.get('/billing/keys', auth, listKeysRoute(wiring.apiKeys, billing));
+  app.get('/billing/alerts', auth, alertLog.route());
   app.post('/billing/keys', json, auth, createKeyRoute(wiring.apiKeys, billing));
+  app.get('/billing/auto-recharge', auth, autoRechargeRoute(billing));
+  app.put('/billing/auto-recharge', json, auth, setAutoRechargeRoute(billing));
+  app.delete('/billing/auto-recharge', auth, setAutoRechargeRoute(billing));
 
   // Which parts are real and which stand in: { dodo: 'emulated', upstream: 'mock', store: 'memory' }.
   const parts = Object.fromEntries(Object.entries(wiring.parts).map(([name, part]) => [name, part.kind]));

@@ -123,6 +123,24 @@ describe.skipIf(!available)('status page in headless Chromium', () => {
     ]);
     expect(await page.textContent('#coverage')).toContain('since it started');
 
+    // A second key with a $1 budget, listed with what it has left; no alert has fired.
+    expect(await page.locator('#keys tr').allInnerTexts()).toHaveLength(1);
+    await page.click('#new-key');
+    await expect.poll(() => page.textContent('#key-notice')).toMatch(/^New key \(shown once\): sk-demo-/);
+    const keys = await page.locator('#keys tr').allInnerTexts();
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/\(this key\)\tnone/);
+    expect(keys[1]!.split('\t').slice(1)).toEqual(['$1.00', '$0.00', '$1.00']);
+    expect(await page.textContent('#alerts')).toBe('No alerts yet.');
+
+    // Auto-recharge: off, then on with the demo's settings.
+    expect(await page.textContent('#recharge')).toContain('Off');
+    await page.click('#recharge-toggle');
+    await expect
+      .poll(() => page.textContent('#recharge'))
+      .toBe('Below $1.00, $5.00 is charged to your saved card ($0.00 of $20.00 this month).');
+    expect(await page.textContent('#recharge-toggle')).toBe('Turn off');
+
     mkdirSync(OUTPUT_DIR, { recursive: true });
     await page.screenshot({ path: join(OUTPUT_DIR, 'openai-proxy-status-page.png'), fullPage: true });
 

@@ -44,6 +44,15 @@ it('a second key with a budget is refused once it has spent it, while the first 
   const listed = (await (await keys(owner.apiKey)).json()) as {
     keys: { key_id: string; budget: { spent: string; hard: string; remaining: string } | null }[];
   };
+  // The key's spend crossed 50, 80 and 100 % of its budget in one request: three alerts, once each.
+  const alerts = async () =>
+    (
+      (await (
+        await fetch(`${example.url}/billing/alerts`, { headers: { authorization: `Bearer ${owner.apiKey}` } })
+      ).json()) as { alerts: { kind: string; key?: string; crossed?: number | string }[] }
+    ).alerts.filter((alert) => alert.kind === 'budget' && alert.key === keyId);
+  await expect.poll(async () => (await alerts()).length).toBe(3);
+  expect((await alerts()).map((alert) => alert.crossed).sort()).toEqual([100, 50, 80]);
   const budgeted = listed.keys.find((key) => key.key_id === keyId)!;
   expect(budgeted.budget).toMatchObject({ hard: '0.01', remaining: '0' });
   expect(Number(budgeted.budget!.spent)).toBeGreaterThanOrEqual(0.01); // display only: exact strings compared above

@@ -1,4 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { AutoRecharger } from '../auto-recharge/index.js';
 import { billingOf, continueWithin, type RequestBilling } from '../billing-context.js';
 import type { RequestEstimate } from '../estimate/index.js';
 import { openAIError, refusalOf, sendOpenAIError } from '../http/openai-error.js';
@@ -36,6 +37,8 @@ export interface ChainContext {
   settings(): RequestSettings;
   store: BillingStore;
   logger: Logger;
+  /** Told the available balance each admission leaves, when auto-recharge is on. */
+  recharger?: AutoRecharger | undefined;
   /** Told admissions, refusals and holds; `undefined` when no `metrics` is set. */
   metrics?: Required<BillingObserver> | undefined;
 }
@@ -246,6 +249,8 @@ async function admit(
     release(context, billing);
     return false;
   }
+  // A burst that takes the balance below the threshold recharges before it reaches zero.
+  if (outcome && 'available' in outcome) context.recharger?.watch(billing.customerId, outcome.available);
   if (outcome && 'syncedAt' in outcome && outcome.syncedAt > 0)
     context.metrics?.balanceViewAge(store.now() - outcome.syncedAt);
   if (!outcome?.ok) {

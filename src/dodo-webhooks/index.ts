@@ -1,4 +1,5 @@
 import express, { type Request, type Response, type Router } from 'express';
+import type { RechargePayment } from '../auto-recharge/dodo.js';
 import { StoreError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { DodoUnavailableError } from '../require-credits/balance-fetcher.js';
@@ -13,6 +14,14 @@ import { type BodyTooLargeError, readRawBody } from './raw-body.js';
 import { verifySignature, WebhookRejection } from './verify.js';
 
 export type { DodoWebhookEventOf, DodoWebhooksOptions, WebhookHandlers } from './options.js';
+
+/** Payment events that can end an auto-recharge's attempt. */
+const RECHARGE_OUTCOMES: ReadonlySet<string> = new Set([
+  'payment.succeeded',
+  'payment.failed',
+  'payment.cancelled',
+]);
+
 export { keepRawBody } from './raw-body.js';
 
 type RequestWithBodies = Request & { rawBody?: Buffer; body?: unknown };
@@ -207,6 +216,11 @@ async function processOnce(
       warnOnce: (key, message, details) => misconfigurations.once(key, message, details),
     };
     await applyBuiltInEffect(event, context);
+    if (config.recharger && RECHARGE_OUTCOMES.has(event.type)) {
+      // A recharge's payment: its credits are granted and its attempt finished (once, whichever
+      // of this webhook and the recharging process gets there first).
+      await config.recharger.settle(event.data as unknown as RechargePayment);
+    }
     await handler?.(event, webhookId);
   } catch (error) {
     if (error instanceof UnreadableEventError) {

@@ -1,6 +1,7 @@
 import type DodoPayments from 'dodopayments';
 import type { UnwrapWebhookEvent } from 'dodopayments/resources/webhooks/webhooks';
 import { Webhook } from 'standardwebhooks';
+import type { AutoRecharger } from '../auto-recharge/index.js';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { type BillingObserver, resolveObserver } from '../metrics/observer.js';
@@ -59,6 +60,8 @@ export interface ResolvedDodoWebhooksOptions {
   creditEntitlementId: string | undefined;
   seatAddonId: string | undefined;
   dodoTimeoutMs: number;
+  /** Set by `createBilling` when auto-recharge is on: recharge payments finish their attempt here. */
+  recharger: AutoRecharger | undefined;
   logger: Logger;
   metrics: Required<BillingObserver> | undefined;
 }
@@ -114,6 +117,7 @@ export function resolveDodoWebhooksOptions(
     creditEntitlementId: options.creditEntitlementId,
     seatAddonId: options.seatAddonId,
     dodoTimeoutMs: positiveInteger(options.dodoTimeoutMs, 'dodoTimeoutMs', NAME, 5_000),
+    recharger: (options as { recharger?: AutoRecharger }).recharger,
     logger: resolveLogger(options.logger),
     metrics: resolveObserver(options, resolveLogger(options.logger), NAME),
   };

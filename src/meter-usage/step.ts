@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
+import type { AutoRecharger } from '../auto-recharge/index.js';
 import type { RequestBilling } from '../billing-context.js';
 import type { BillingObserver } from '../metrics/observer.js';
 import { formatUsd, type Money } from '../money.js';
@@ -63,6 +64,8 @@ export class MeterStep {
   constructor(
     readonly config: ResolvedMeterUsageOptions,
     readonly flusher: OutboxFlusher,
+    /** Told the available balance each settlement leaves, when auto-recharge is on. */
+    readonly recharger?: AutoRecharger,
   ) {}
 
   install(billing: RequestBilling, req: Request, res: Response): void {
@@ -132,6 +135,7 @@ export class MeterStep {
       this.noteBudget(billing, budgetSpentAfter(billing, settlement, result), res);
       if (result.applied) this.alert(customerId, billing, settlement, result);
       if (result.applied && this.config.metrics) reportSettled(this.config.metrics, billing, settlement);
+      if (result.applied) this.recharger?.watch(customerId, result.view?.available);
     } catch (error) {
       logger.error('settling a request failed: it will be retried in the background', {
         customerId,

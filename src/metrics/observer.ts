@@ -55,6 +55,12 @@ export interface BillingObserver {
    * corrected the view by (0 when the view was right; negative when it was too high).
    */
   reconciled?(drift: Money): void;
+  /**
+   * An auto-recharge ended (`succeeded`, `failed`, `requires_action`), or was not made because
+   * it would pass the customer's monthly limit (`monthly_limit`). `amount` is what it charged
+   * (or would have); counted once per recharge, in whichever process finished it.
+   */
+  recharge?(outcome: 'succeeded' | 'failed' | 'requires_action' | 'monthly_limit', amount: Money): void;
 }
 
 const METHODS = [
@@ -70,6 +76,7 @@ const METHODS = [
   'webhookRefused',
   'dodoCall',
   'reconciled',
+  'recharge',
 ] as const;
 
 type Guarded = Required<BillingObserver>;

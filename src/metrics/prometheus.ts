@@ -197,6 +197,10 @@ export function prometheusMetrics(options: Readonly<PrometheusMetricsOptions> = 
     'What each correction moved a balance view by, in US dollars (negative: the view was too high).',
     DRIFT_USD,
   );
+  const recharges = counter('recharges_total', 'Auto-recharges, by outcome (monthly_limit: not made).', [
+    'outcome',
+  ]);
+  const rechargedUsd = counter('recharged_usd_total', 'US dollars charged by successful auto-recharges.');
 
   // The outbox is read at scrape time, from every store attached: nothing on the hot path. Both
   // gauges share one read while it runs; a store that fails leaves the last values in place.
@@ -300,6 +304,10 @@ export function prometheusMetrics(options: Readonly<PrometheusMetricsOptions> = 
       if (drift === 0n) return;
       reconciliationCorrections.inc();
       reconciliationDrift.observe(usdForMetrics(drift));
+    },
+    recharge(outcome, amount) {
+      recharges.inc({ outcome: codeLabel(outcome) });
+      if (outcome === 'succeeded') rechargedUsd.inc(usdForMetrics(amount));
     },
   };
 }

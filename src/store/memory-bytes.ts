@@ -97,3 +97,6 @@ export function webhookBytes(webhookId: string): number {
 export function budgetBytes(key: string): number {
   return stringBytes(key) + OBJECT + MAP_ENTRY + 3 * BOXED;
 }
+
+/** A customer's auto-recharge record: settings, month counters and an attempt (its id ≤ 64 chars). */
+export const RECHARGE_BYTES = 3 * OBJECT + 8 * BOXED + 3 * (STRING_HEADER + 64);

@@ -15,17 +15,28 @@ import {
   lruCacheBytes,
   outboxEntryBytes,
   periodBytes,
+  RECHARGE_BYTES,
   RESERVATION_BYTES,
   RESTAMP_ROOM_BYTES,
   SETTLEMENT_ALLOWANCE_BYTES,
   subscriptionBytes,
   webhookBytes,
 } from './memory-bytes.js';
+import {
+  beginRecharge,
+  finishRecharge,
+  newRechargeRecord,
+  type RechargeRecord,
+  rechargeState,
+  setRecharge,
+} from './memory-recharge.js';
 import { type LimitHold, Reservations } from './memory-reservations.js';
 import { subscriptionPeriod } from './subscription-period.js';
 import type {
   Admission,
   AdmissionResult,
+  AutoRechargeSettings,
+  AutoRechargeState,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
@@ -41,6 +52,10 @@ import type {
   OutboxStats,
   RateLimiterOptions,
   RecentCustomer,
+  RechargeBegin,
+  RechargeFinish,
+  RechargeFinished,
+  RechargeStart,
   ReserveResult,
   Settlement,
   SettleResult,
@@ -114,6 +129,8 @@ interface CustomerState {
   subscriptions: Map<string, SubscriptionState>;
   /** Budgets set per API key. */
   budgets: Map<string, BudgetLimits>;
+  /** Auto-recharge settings and state, once set. */
+  autoRecharge: RechargeRecord | undefined;
   usage: Map<string, UsagePeriod>;
   /** When a settlement was last applied (0: never), for `recentCustomers`. */
   activeAt: number;
@@ -291,6 +308,7 @@ export class MemoryStore implements BillingStore {
       refundIds: new Set(),
       subscriptions: new Map(),
       budgets: new Map(),
+      autoRecharge: undefined,
       usage: new Map(),
       activeAt: 0,
       keptBytes: 0,
@@ -307,7 +325,12 @@ export class MemoryStore implements BillingStore {
    * share of a hard cap), or usage Dodo may not have deducted.
    */
   private mustKeep(state: CustomerState): boolean {
-    return state.pending > 0n || state.reservations.count(this.now()).reservations > 0;
+    return (
+      state.pending > 0n ||
+      state.reservations.count(this.now()).reservations > 0 ||
+      // A recharge in flight: its outcome must find the attempt it ends.
+      state.autoRecharge?.attempt !== undefined
+    );
   }
 
   /**
@@ -534,6 +557,35 @@ export class MemoryStore implements BillingStore {
     else state.budgets.delete(key);
     state.keptBytes += (state.budgets.has(key) ? 1 : 0) * budgetBytes(key) - (had ? budgetBytes(key) : 0);
     this.settled(state);
+  }
+
+  async setAutoRecharge(customerId: string, settings: AutoRechargeSettings | undefined): Promise<void> {
+    const state = this.customer(customerId);
+    if (!state.autoRecharge) {
+      if (!settings) return;
+      state.autoRecharge = newRechargeRecord();
+      state.keptBytes += RECHARGE_BYTES;
+    }
+    setRecharge(state.autoRecharge, settings);
+    this.settled(state);
+  }
+
+  async getAutoRecharge(customerId: string, month: string): Promise<AutoRechargeState | undefined> {
+    return rechargeState(this.find(customerId)?.autoRecharge, month);
+  }
+
+  async beginRecharge(customerId: string, start: RechargeStart): Promise<RechargeBegin> {
+    const state = this.find(customerId);
+    const begun = beginRecharge(state?.autoRecharge, start, this.now());
+    if (state) this.settled(state);
+    return begun;
+  }
+
+  async finishRecharge(customerId: string, finish: RechargeFinish): Promise<RechargeFinished> {
+    const state = this.find(customerId);
+    const finished = finishRecharge(state?.autoRecharge, finish, this.now());
+    if (state) this.settled(state);
+    return finished;
   }
 
   async getBudget(customerId: string, key: string, periods: BudgetPeriods): Promise<BudgetView | undefined> {

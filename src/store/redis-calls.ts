@@ -1,13 +1,13 @@
-import type { Cluster, Redis } from 'ioredis';
 import { StoreError } from '../errors.js';
+import type { RedisConnection } from './redis-client.js';
 
 /**
  * The undo of one write, for when the call that sent it is abandoned (its deadline passed, or it
  * failed without a reply saying what happened). Whether the write ran, runs later or never
  * runs is then unknown: Redis may be stalled with the command in its socket, ioredis may resend
  * it after a reconnect. The undo is sent on the same client, so it is queued behind the write
- * on the same connection (or in the offline queue behind it), and Redis runs commands of one
- * connection in order: the undo runs after the write, whenever that is.
+ * on the same connection (or in the client's offline queue behind it), and Redis runs commands of
+ * one connection in order: the undo runs after the write, whenever that is.
  */
 export interface Undo {
   /** Sends the undo straight on the client (no deadline, no readiness check: it must queue). */
@@ -70,14 +70,15 @@ export class Attempt {
 
 /**
  * Sends undos and retries the idempotent ones that failed (the connection was down) once the
- * client is ready again, after ioredis has resent the commands it had not had answers to.
+ * client is ready again, after it has resent what it resends (ioredis: the commands it had not
+ * had answers to; both clients: their offline queue).
  */
 export class UndoQueue {
   private readonly waiting: Undo[] = [];
-  private listening = false;
+  private stopListening: (() => void) | undefined;
 
   constructor(
-    private readonly client: Redis | Cluster,
+    private readonly connection: RedisConnection,
     private readonly now: () => number,
   ) {}
 
@@ -97,7 +98,7 @@ export class UndoQueue {
     if (undo.until <= this.now()) return;
     undo.send().catch((error: unknown) => {
       // A reply means Redis ran it (and refused it): retrying would not change that.
-      if (isReplyError(error)) return;
+      if (this.connection.isReplyError(error)) return;
       this.retryWhenReady(undo);
     });
   }
@@ -105,29 +106,20 @@ export class UndoQueue {
   private retryWhenReady(undo: Undo): void {
     if (this.waiting.length >= MAX_UNDOS_WAITING) this.waiting.shift();
     this.waiting.push(undo);
-    if (this.listening) return;
-    this.listening = true;
-    this.client.once('ready', this.onReady);
+    if (this.stopListening) return;
+    this.stopListening = this.connection.afterReconnect(this.onReconnect);
   }
 
-  private readonly onReady = (): void => {
-    this.listening = false;
-    // `ready` is emitted before ioredis resends the commands of the lost connection and its
-    // offline queue: retry after them.
-    setImmediate(() => {
-      for (const undo of this.waiting.splice(0)) this.send(undo);
-    });
+  private readonly onReconnect = (): void => {
+    this.stopListening = undefined;
+    for (const undo of this.waiting.splice(0)) this.send(undo);
   };
 
   close(): void {
-    this.client.off('ready', this.onReady);
-    this.listening = false;
+    this.stopListening?.();
+    this.stopListening = undefined;
     this.waiting.length = 0;
   }
-}
-
-function isReplyError(error: unknown): boolean {
-  return error instanceof Error && error.name === 'ReplyError';
 }
 
 function describeError(error: unknown): string {
@@ -145,17 +137,14 @@ export class RedisCalls {
   private readonly undos: UndoQueue;
 
   constructor(
-    private readonly client: Redis | Cluster,
+    readonly connection: RedisConnection,
     readonly commandTimeoutMs: number,
     now: () => number,
   ) {
-    this.undos = new UndoQueue(client, now);
-    // A `lazyConnect` client connects on its first command, which `run` never sends while the
-    // client is not ready: start connecting now instead (failures surface as its error events).
-    if (client.status === 'wait') client.connect().catch(() => {});
-    this.wasReady = client.status === 'ready';
+    this.undos = new UndoQueue(connection, now);
+    this.wasReady = connection.isReady();
     if (!this.wasReady) {
-      client.once('ready', () => {
+      connection.onceReady(() => {
         this.wasReady = true;
       });
     }
@@ -163,8 +152,8 @@ export class RedisCalls {
 
   /**
    * Runs one operation under one deadline, which covers waiting for the client's first
-   * connection. A client that is not connected fails at once (ioredis would otherwise park the
-   * call in its offline queue), except while it makes its first connection. Any failure becomes
+   * connection. A client that is not connected fails at once (the client would otherwise park
+   * the call in its offline queue), except while it makes its first connection. Any failure becomes
    * a `StoreError` carrying the cause, and abandons the attempt: the writes it sent through
    * `attempt.write` are undone.
    */
@@ -178,13 +167,14 @@ export class RedisCalls {
         // queued right behind what the call sent.
         attempt.abandon(this.undos);
         const what = connecting?.waiting ? 'did not connect' : `did not answer ${operation}`;
+        const hint = connecting?.waiting ? this.connection.connectHint() : '';
         connecting?.cancel();
-        reject(new StoreError(`Redis ${what} within ${this.commandTimeoutMs} ms.`));
+        reject(new StoreError(`Redis ${what} within ${this.commandTimeoutMs} ms${hint}.`));
       }, this.commandTimeoutMs);
       timer.unref();
     });
     const call = async () => {
-      if (this.client.status !== 'ready') {
+      if (!this.connection.isReady()) {
         connecting = this.firstConnection(operation);
         await connecting.ready;
       }
@@ -206,25 +196,24 @@ export class RedisCalls {
    * it has been ready, a client that is not ready means Redis is down, and calls fail at once.
    */
   private firstConnection(operation: string): FirstConnection {
-    const { status } = this.client;
-    const starting = !this.wasReady && (status === 'wait' || status === 'connecting' || status === 'connect');
-    if (!starting) {
+    const client = this.connection;
+    if (this.wasReady || !client.isStarting()) {
       return {
         ready: Promise.reject(
-          new StoreError(`Redis is not ready (status "${status}"); ${operation} was not attempted.`),
+          new StoreError(`Redis is not ready (${client.describeState()}); ${operation} was not attempted.`),
         ),
         waiting: false,
         cancel: () => {},
       };
     }
-    const client = this.client;
     const connection: FirstConnection = { ready: Promise.resolve(), waiting: true, cancel: () => {} };
     connection.ready = new Promise<void>((resolve, reject) => {
+      let stopReady = () => {};
+      let stopFailure = () => {};
       const done = () => {
         connection.waiting = false;
-        client.off('ready', onReady);
-        client.off('error', onFailure);
-        client.off('end', onFailure);
+        stopReady();
+        stopFailure();
       };
       const onReady = () => {
         done();
@@ -239,9 +228,8 @@ export class RedisCalls {
         done();
         reject(new StoreError(`${operation} was not attempted.`));
       };
-      client.once('ready', onReady);
-      client.once('error', onFailure);
-      client.once('end', onFailure);
+      stopReady = client.onceReady(onReady);
+      stopFailure = client.onceFailure(onFailure);
     });
     // Cancelled at the deadline, when nobody listens any more.
     connection.ready.catch(() => {});

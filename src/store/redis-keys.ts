@@ -47,6 +47,8 @@ export interface CustomerKeys {
   capHolds: string;
   /** HASH: API key → its budget, `<hard>|<soft>|<period>`. */
   budgets: string;
+  /** HASH: auto-recharge settings (th, am, li), failures, the month's total and the attempt in flight. */
+  autoRecharge: string;
   /** ZSET: `adjust:<id>` / `settle:<id>` → when the id may be forgotten. */
   appliedIds: string;
   /** HASH: spend, firstPaymentAt. */
@@ -117,6 +119,7 @@ export class RedisKeyspace {
       reservationAmounts: `${base}:reservation-amounts:${customerId}`,
       capHolds: `${base}:cap-holds:${customerId}`,
       budgets: `${base}:budgets:${customerId}`,
+      autoRecharge: `${base}:auto-recharge:${customerId}`,
       appliedIds: `${base}:applied:${customerId}`,
       spend: `${base}:spend:${customerId}`,
       spendIds: `${base}:spend-ids:${customerId}`,

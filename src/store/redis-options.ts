@@ -1,14 +1,24 @@
 import type { Cluster, Redis } from 'ioredis';
 import { ConfigError } from '../errors.js';
+import { connectionFor } from './redis-client.js';
+import type { NodeRedisClient, NodeRedisCluster } from './redis-client-node-redis.js';
+
+export type { NodeRedisClient, NodeRedisCluster } from './redis-client-node-redis.js';
 
 /** Options of `RedisStore`. */
 export interface RedisStoreOptions {
   /**
-   * An ioredis client: `new Redis(url)` for a single Redis, `new Cluster(nodes)` for Redis
-   * Cluster. The store defines its scripts on it and never quits it (`close()` leaves it open).
+   * The Redis client, from either library:
+   * - ioredis 5 or 6: `new Redis(url)` for a single Redis, `new Cluster(nodes)` for Redis Cluster
+   *   (the store defines its scripts on it);
+   * - node-redis (`redis`) 5 or later: `createClient({ url })` or `createCluster({ rootNodes })`,
+   *   connected by the app (`await client.connect()`).
+   *
+   * The store never quits it (`close()` leaves it open).
    * @example new RedisStore({ client: new Redis(process.env.REDIS_URL) })
+   * @example new RedisStore({ client: await createClient({ url: process.env.REDIS_URL }).connect() })
    */
-  client: Redis | Cluster;
+  client: Redis | Cluster | NodeRedisClient | NodeRedisCluster;
   /**
    * Prepended to every key, so several apps or test runs can share one Redis. Must not contain
    * `{` or `}` (Redis Cluster would take it as the hash tag).
@@ -40,16 +50,6 @@ export function resolveRedisStoreOptions(options: Readonly<RedisStoreOptions>) {
     );
   }
   const { client, prefix = 'elb:', shards = 16, commandTimeoutMs = 1000, now = Date.now } = options;
-  if (
-    client === null ||
-    typeof client !== 'object' ||
-    typeof (client as { defineCommand?: unknown }).defineCommand !== 'function'
-  ) {
-    throw new ConfigError(
-      'ERR_ELB_INVALID_OPTION',
-      '`client` must be an ioredis client: `new Redis(url)` or `new Cluster(nodes)` from the `ioredis` package.',
-    );
-  }
   if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
     throw new ConfigError(
       'ERR_ELB_INVALID_OPTION',
@@ -71,5 +71,7 @@ export function resolveRedisStoreOptions(options: Readonly<RedisStoreOptions>) {
   if (typeof now !== 'function') {
     throw new ConfigError('ERR_ELB_INVALID_OPTION', '`now` must be a function returning ms since the epoch.');
   }
-  return { client, prefix, shards, commandTimeoutMs, now };
+  // Last: it defines the scripts on an ioredis client, and starts a `lazyConnect` one.
+  const connection = connectionFor(client);
+  return { connection, prefix, shards, commandTimeoutMs, now };
 }

@@ -1,8 +1,9 @@
-import type { Cluster, Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
 import ackOutbox from './scripts/ack-outbox.lua';
 import addUsage from './scripts/add-usage.lua';
 import adjustBalance from './scripts/adjust-balance.lua';
 import admit from './scripts/admit.lua';
+import beginRecharge from './scripts/begin-recharge.lua';
 import bignum from './scripts/bignum.lua';
 import claimOutbox from './scripts/claim-outbox.lua';
 import claimWebhook from './scripts/claim-webhook.lua';
@@ -10,6 +11,8 @@ import confirmDeducted from './scripts/confirm-deducted.lua';
 import customer from './scripts/customer.lua';
 import customerProfile from './scripts/customer-profile.lua';
 import deadLetterOutbox from './scripts/dead-letter-outbox.lua';
+import finishRecharge from './scripts/finish-recharge.lua';
+import getAutoRecharge from './scripts/get-auto-recharge.lua';
 import getBalance from './scripts/get-balance.lua';
 import getBudget from './scripts/get-budget.lua';
 import listDeadLetters from './scripts/list-dead-letters.lua';
@@ -27,6 +30,7 @@ import releaseAbandoned from './scripts/release-abandoned.lua';
 import releaseWebhook from './scripts/release-webhook.lua';
 import releaseWebhookClaim from './scripts/release-webhook-claim.lua';
 import reserve from './scripts/reserve.lua';
+import setAutoRecharge from './scripts/set-auto-recharge.lua';
 import setBudget from './scripts/set-budget.lua';
 import settle from './scripts/settle.lua';
 import subscriptions from './scripts/subscriptions.lua';
@@ -56,6 +60,10 @@ const SCRIPTS = {
   admit: { libraries: [bignum, customer, subscriptions], body: admit, keys: 8 },
   setBudget: { libraries: [], body: setBudget, keys: 1 },
   getBudget: { libraries: [bignum], body: getBudget, keys: 3 },
+  setAutoRecharge: { libraries: [], body: setAutoRecharge, keys: 1 },
+  getAutoRecharge: { libraries: [], body: getAutoRecharge, keys: 1 },
+  beginRecharge: { libraries: [bignum], body: beginRecharge, keys: 1 },
+  finishRecharge: { libraries: [bignum], body: finishRecharge, keys: 1 },
   reserve: { libraries: [bignum, customer], body: reserve, keys: 3 },
   release: { libraries: [bignum, customer], body: release, keys: 3 },
   releaseAbandoned: { libraries: [bignum, customer], body: releaseAbandoned, keys: 3 },
@@ -83,8 +91,11 @@ export type ScriptName = keyof typeof SCRIPTS;
 /** Arguments of a script call: KEYS then ARGV (with the KEYS count first for variadic scripts). */
 export type ScriptArgument = string | number;
 
-/** A script as ioredis exposes it once defined: a method that runs EVALSHA, or EVAL on NOSCRIPT. */
+/** A script of the store bound to one client: runs EVALSHA, or EVAL on NOSCRIPT. */
 export type ScriptCommand = (...args: ScriptArgument[]) => Promise<unknown>;
+
+/** The names of every script. */
+export const SCRIPT_NAMES = Object.keys(SCRIPTS) as ScriptName[];
 
 /** The full Lua source of a script, libraries included (for tests and debugging). */
 export function scriptSource(name: ScriptName): string {
@@ -92,27 +103,12 @@ export function scriptSource(name: ScriptName): string {
   return [...libraries, body].join('\n');
 }
 
-/** ioredis command name of a script; namespaced, since the client may be shared. */
-function commandName(name: ScriptName): string {
-  return `elb_${name}`;
+/** Fixed number of KEYS of a script, or `undefined` when its caller passes the count first. */
+export function scriptKeyCount(name: ScriptName): number | undefined {
+  return (SCRIPTS[name] as ScriptDefinition).keys;
 }
 
-/**
- * Registers every script on the client with ioredis `defineCommand`, which sends EVALSHA and
- * falls back to EVAL only on a NOSCRIPT reply (after a restart or `SCRIPT FLUSH`). Returns the
- * commands by name.
- */
-export function defineScripts(client: Redis | Cluster): Record<ScriptName, ScriptCommand> {
-  const commands = {} as Record<ScriptName, ScriptCommand>;
-  const methods = client as unknown as Record<string, ScriptCommand>;
-  for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
-    const definition: ScriptDefinition = SCRIPTS[name];
-    const command = commandName(name);
-    client.defineCommand(command, {
-      lua: scriptSource(name),
-      ...(definition.keys === undefined ? {} : { numberOfKeys: definition.keys }),
-    });
-    commands[name] = (...args) => methods[command]!(...args);
-  }
-  return commands;
+/** The SHA-1 EVALSHA names a script by. */
+export function scriptSha(name: ScriptName): string {
+  return createHash('sha1').update(scriptSource(name)).digest('hex');
 }

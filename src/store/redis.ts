@@ -1,16 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import type { Cluster, Redis } from 'ioredis';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Money } from '../money.js';
 import { type Attempt, RedisCalls } from './redis-calls.js';
+import type { RedisConnection } from './redis-client.js';
 import { type CustomerKeys, type OutboxKeys, RedisKeyspace } from './redis-keys.js';
 import { type RedisStoreOptions, resolveRedisStoreOptions } from './redis-options.js';
 import { RedisStoreRateLimiter } from './redis-rate-limiter.js';
-import { defineScripts, type ScriptArgument, type ScriptCommand, type ScriptName } from './redis-scripts.js';
+import { SCRIPT_NAMES, type ScriptArgument, type ScriptCommand, type ScriptName } from './redis-scripts.js';
 
 import type {
   Admission,
   AdmissionResult,
+  AutoRechargeSettings,
+  AutoRechargeState,
   BalanceSyncResult,
   BalanceView,
   BillingStore,
@@ -26,6 +28,10 @@ import type {
   OutboxStats,
   RateLimiterOptions,
   RecentCustomer,
+  RechargeBegin,
+  RechargeFinish,
+  RechargeFinished,
+  RechargeStart,
   ReserveResult,
   Settlement,
   SettleResult,
@@ -36,7 +42,7 @@ import type {
   WebhookClaim,
 } from './types.js';
 
-export type { RedisStoreOptions } from './redis-options.js';
+export type { NodeRedisClient, NodeRedisCluster, RedisStoreOptions } from './redis-options.js';
 
 /**
  * Extra real time Redis keeps a key past its logical lifetime. Logical expiry always comes from
@@ -114,10 +120,14 @@ interface DeadLetterRecord {
  * @example
  * import { Redis } from 'ioredis';
  * const store = new RedisStore({ client: new Redis(process.env.REDIS_URL) });
+ * @example
+ * import { createClient } from 'redis';
+ * const client = await createClient({ url: process.env.REDIS_URL }).connect();
+ * const store = new RedisStore({ client });
  */
 export class RedisStore implements BillingStore {
   readonly now: () => number;
-  private readonly client: Redis | Cluster;
+  private readonly connection: RedisConnection;
   private readonly keys: RedisKeyspace;
   private readonly calls: RedisCalls;
   private readonly scripts: Record<ScriptName, ScriptCommand>;
@@ -125,12 +135,13 @@ export class RedisStore implements BillingStore {
   private readonly batchShards = new WeakMap<OutboxBatch, Map<string, number>>();
 
   constructor(options: Readonly<RedisStoreOptions>) {
-    const { client, prefix, shards, commandTimeoutMs, now } = resolveRedisStoreOptions(options);
-    this.client = client;
+    const { connection, prefix, shards, commandTimeoutMs, now } = resolveRedisStoreOptions(options);
+    this.connection = connection;
     this.now = now;
     this.keys = new RedisKeyspace(prefix, shards);
-    this.scripts = defineScripts(client);
-    this.calls = new RedisCalls(client, commandTimeoutMs, now);
+    this.scripts = {} as Record<ScriptName, ScriptCommand>;
+    for (const name of SCRIPT_NAMES) this.scripts[name] = (...args) => connection.script(name, args);
+    this.calls = new RedisCalls(connection, commandTimeoutMs, now);
   }
 
   /** Runs one operation under the store's deadline; see {@link RedisCalls.run}. */
@@ -319,6 +330,67 @@ export class RedisStore implements BillingStore {
     await this.call('setBudget', 'setBudget', [this.keys.customer(customerId).budgets, key, value]);
   }
 
+  async setAutoRecharge(customerId: string, settings: AutoRechargeSettings | undefined): Promise<void> {
+    await this.call('setAutoRecharge', 'setAutoRecharge', [
+      this.keys.customer(customerId).autoRecharge,
+      settings?.threshold.toString() ?? '',
+      settings?.amount.toString() ?? '',
+      settings?.monthlyLimit.toString() ?? '',
+    ]);
+  }
+
+  async getAutoRecharge(customerId: string, month: string): Promise<AutoRechargeState | undefined> {
+    const reply = (await this.call('getAutoRecharge', 'getAutoRecharge', [
+      this.keys.customer(customerId).autoRecharge,
+      month,
+    ])) as string[];
+    if (reply.length === 0) return undefined;
+    const [threshold, amount, limit, recharged, failures, disabled, attemptId, attemptAmount, leaseUntil] =
+      reply as [string, string, string, string, string, string, string, string, string];
+    return {
+      threshold: BigInt(threshold),
+      amount: BigInt(amount),
+      monthlyLimit: BigInt(limit),
+      month,
+      recharged: BigInt(recharged),
+      failures: Number(failures),
+      disabled: disabled === '1',
+      ...(attemptId === ''
+        ? {}
+        : { inFlight: { attemptId, amount: BigInt(attemptAmount), leaseUntil: Number(leaseUntil) } }),
+    };
+  }
+
+  async beginRecharge(customerId: string, start: RechargeStart): Promise<RechargeBegin> {
+    const reply = (await this.call('beginRecharge', 'beginRecharge', [
+      this.keys.customer(customerId).autoRecharge,
+      start.attemptId,
+      start.available.toString(),
+      start.month,
+      start.leaseMs,
+      this.now(),
+    ])) as [string, string?, string?, number?];
+    const [status, first, second, noted] = reply;
+    if (status === 'started' || status === 'resume')
+      return { status, attemptId: first!, amount: BigInt(second!) };
+    if (status === 'monthly_limit') {
+      return { status, recharged: BigInt(first!), monthlyLimit: BigInt(second!), first: noted === 1 };
+    }
+    return { status: status as 'in_flight' | 'cooling' | 'off' | 'disabled' | 'above_threshold' };
+  }
+
+  async finishRecharge(customerId: string, finish: RechargeFinish): Promise<RechargeFinished> {
+    const [applied, failures, disabled] = (await this.call('finishRecharge', 'finishRecharge', [
+      this.keys.customer(customerId).autoRecharge,
+      finish.attemptId,
+      finish.outcome,
+      finish.maxFailures,
+      this.now(),
+      finish.cooldownMs,
+    ])) as [number, number, number];
+    return { applied: applied === 1, failures, disabled: disabled === 1 };
+  }
+
   async getBudget(customerId: string, key: string, periods: BudgetPeriods): Promise<BudgetView | undefined> {
     const keys = this.keys.customer(customerId);
     const reply = (await this.call('getBudget', 'getBudget', [
@@ -451,8 +523,8 @@ export class RedisStore implements BillingStore {
 
   async getUsage(customerId: string, period: string): Promise<Record<string, bigint>> {
     const key = this.keys.customer(customerId).usage(period);
-    const fields = await this.run('getUsage', () => this.client.hgetall(key));
-    return this.usageCounters(Object.entries(fields));
+    const fields = await this.run('getUsage', () => this.connection.hgetall(key));
+    return this.usageCounters(fields);
   }
 
   /** A period's counters from its hash's fields; an expired period reads as empty. */
@@ -756,7 +828,7 @@ export class RedisStore implements BillingStore {
 
   async getSpend(customerId: string): Promise<Spend> {
     const key = this.keys.customer(customerId).spend;
-    const fields = await this.run('getSpend', () => this.client.hmget(key, 'spend', 'firstPaymentAt'));
+    const fields = await this.run('getSpend', () => this.connection.hmget(key, ['spend', 'firstPaymentAt']));
     return toSpend(fields);
   }
 
@@ -786,7 +858,7 @@ export class RedisStore implements BillingStore {
   async completeWebhook(webhookId: string, retentionMs: number): Promise<void> {
     const key = this.keys.webhook(webhookId);
     const record = `done:${Math.ceil(this.now() + retentionMs)}`;
-    await this.run('completeWebhook', () => this.client.set(key, record, 'PX', gcTtl(retentionMs)));
+    await this.run('completeWebhook', () => this.connection.setPx(key, record, gcTtl(retentionMs)));
   }
 
   async releaseWebhook(webhookId: string): Promise<void> {
@@ -807,7 +879,7 @@ export class RedisStore implements BillingStore {
 
   async getSubscriptions(customerId: string): Promise<SubscriptionState[]> {
     const key = this.keys.customer(customerId).subscriptions;
-    return toSubscriptions(await this.run('getSubscriptions', () => this.client.hvals(key)));
+    return toSubscriptions(await this.run('getSubscriptions', () => this.connection.hvals(key)));
   }
 
   async getCustomerProfile(customerId: string): Promise<CustomerProfile> {
@@ -838,7 +910,7 @@ export class RedisStore implements BillingStore {
    */
   createRateLimiter(options: RateLimiterOptions): RateLimiterAbstract {
     return new RedisStoreRateLimiter(this.calls, {
-      storeClient: this.client,
+      ...this.connection.rateLimiterClient,
       keyPrefix: this.keys.rateLimiter(options.keyPrefix),
       points: options.points,
       duration: options.duration,

@@ -86,6 +86,37 @@ export interface BillingStore {
   /** A key's budget and its current period's spend and holds; `undefined` when none is set. */
   getBudget(customerId: string, key: string, periods: BudgetPeriods): Promise<BudgetView | undefined>;
 
+  // ── Auto-recharge ───────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Sets a customer's auto-recharge (or turns it off with `undefined`). Setting it re-enables a
+   * customer that failures disabled (their count starts again); the month's recharged total
+   * and a recharge in flight are kept.
+   */
+  setAutoRecharge(customerId: string, settings: AutoRechargeSettings | undefined): Promise<void>;
+
+  /** The customer's auto-recharge and its state in `month` (`2026-11`); `undefined` when off. */
+  getAutoRecharge(customerId: string, month: string): Promise<AutoRechargeState | undefined>;
+
+  /**
+   * Starts a recharge when the customer's `available` balance is below their threshold — one
+   * per customer at a time, across every process: the attempt holds a lease until
+   * `finishRecharge`. Its amount is counted in `month`'s total at once, so two attempts can
+   * never pass the monthly limit together; one that would is not started (`monthly_limit`,
+   * `first` once per month). A lease that lapsed unfinished is taken again under the same
+   * attempt (`resume`): its charge may have reached Dodo, so it is looked up, never remade.
+   */
+  beginRecharge(customerId: string, start: RechargeStart): Promise<RechargeBegin>;
+
+  /**
+   * Ends the attempt holding the lease, once: a success clears the failure count; a failure
+   * gives its amount back to the month and counts one failure; `requires_action` counts one
+   * failure and keeps its amount (the customer may still complete it). At `maxFailures`
+   * consecutive failures auto-recharge is disabled until set again. Another attempt id
+   * (or none in flight) changes nothing (`applied: false`).
+   */
+  finishRecharge(customerId: string, finish: RechargeFinish): Promise<RechargeFinished>;
+
   // ── Reservations ────────────────────────────────────────────────────────────────────────────
 
   /**
@@ -504,4 +535,64 @@ export interface RateLimiterOptions {
   duration: number;
   /** An in-process limiter used while the backend is failing. */
   insuranceLimiter?: RateLimiterAbstract;
+}
+
+/** A customer's auto-recharge, as they opted in (OpenAI's three fields), in money units. */
+export interface AutoRechargeSettings {
+  /** Recharge when the available balance falls below this. */
+  threshold: Money;
+  /** What one recharge charges and credits. */
+  amount: Money;
+  /** What recharges may charge in one calendar month (UTC), at most. */
+  monthlyLimit: Money;
+}
+
+export interface AutoRechargeState extends AutoRechargeSettings {
+  /** The month asked for (`2026-11`). */
+  month: string;
+  /** What recharges started this month counted against the limit (failed ones given back). */
+  recharged: Money;
+  /** Consecutive failed (or `requires_action`) recharges. */
+  failures: number;
+  /** Disabled by failures, until set again. */
+  disabled: boolean;
+  /** The attempt holding the lease, if any (its lease may have lapsed). */
+  inFlight?: { attemptId: string; amount: Money; leaseUntil: number };
+}
+
+export interface RechargeStart {
+  /** The new attempt's id: unique, it travels with the charge to Dodo. */
+  attemptId: string;
+  /** The customer's available balance (balance − reservations) that prompted it. */
+  available: Money;
+  /** The current month (`2026-11`, UTC). */
+  month: string;
+  /** How long the attempt holds the customer's recharge lock unless finished. */
+  leaseMs: number;
+}
+
+export type RechargeBegin =
+  | { status: 'started'; attemptId: string; amount: Money }
+  /** An attempt whose lease lapsed unfinished, leased again: find out what its charge did. */
+  | { status: 'resume'; attemptId: string; amount: Money }
+  | { status: 'monthly_limit'; recharged: Money; monthlyLimit: Money; first: boolean }
+  /**
+   * `cooling`: a recharge succeeded less than its `cooldownMs` ago — a balance read before its
+   * credits landed must not start another.
+   */
+  | { status: 'in_flight' | 'cooling' | 'off' | 'disabled' | 'above_threshold' };
+
+export interface RechargeFinish {
+  attemptId: string;
+  outcome: 'succeeded' | 'failed' | 'requires_action';
+  /** Consecutive failures that disable auto-recharge. */
+  maxFailures: number;
+  /** After a success, how long no other attempt may start (`beginRecharge` answers `cooling`). */
+  cooldownMs: number;
+}
+
+export interface RechargeFinished {
+  applied: boolean;
+  failures: number;
+  disabled: boolean;
 }

@@ -75,6 +75,7 @@ ${report('resolveUrl')}
 /** Type-checked through the `import` conditions (`dist/*.d.ts`). */
 export const tsEsmConsumer = `import type { Request, Response } from 'express';
 import { Redis } from 'ioredis';
+import { createClient, createCluster } from 'redis';
 import {
   BillingError,
   type BillingStore,
@@ -125,12 +126,17 @@ export function handler(_req: Request, res: Response): void {
 export const store = new RedisStore({ client: new Redis({ lazyConnect: true }) });
 // @ts-expect-error -- not an ioredis client.
 export const wrong = new RedisStore({ client: { get: () => 'nope' } });
+// node-redis clients, single and cluster, are accepted as they come from \`redis\`.
+export const onNodeRedis = new RedisStore({ client: createClient({ url: 'redis://127.0.0.1:6379' }) });
+export const onNodeRedisCluster = new RedisStore({
+  client: createCluster({ rootNodes: [{ url: 'redis://127.0.0.1:7000' }] }),
+});
 export const tiers: readonly Tier[] = GUIDE_TIERS;
 `;
 
 /**
- * Type-checked in a folder where ioredis is NOT installed (an app on MemoryStore): the
- * package's declarations must not need ioredis's types.
+ * Type-checked in a folder where neither ioredis nor redis is installed (an app on MemoryStore):
+ * the package's declarations must not need either library's types.
  */
 export const tsWithoutIoredisConsumer = `import express, { type Request, type Response } from 'express';
 import { createBilling, GUIDE_TIERS, MemoryStore, RedisStore, type RedisStoreOptions } from 'express-llm-billing';

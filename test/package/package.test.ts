@@ -106,7 +106,8 @@ async function runConsumer(file: string): Promise<ConsumerReport> {
 
 /**
  * A user's app folder outside the repo (so nothing resolves from the repo's node_modules): a copy
- * of the extracted package, the consumer, and links to every installed package but ioredis.
+ * of the extracted package, the consumer, and links to every installed package but the Redis
+ * clients (ioredis, node-redis).
  */
 async function appWithoutIoredis(): Promise<string> {
   const app = await mkdtemp(join(tmpdir(), 'elb-no-ioredis-'));
@@ -116,8 +117,9 @@ async function appWithoutIoredis(): Promise<string> {
   await cp(PACKAGE_DIR, join(modules, 'express-llm-billing'), { recursive: true });
   const installed = await readdir(join(REPO, 'node_modules'));
   for (const name of installed) {
-    // Neither optional peer: ioredis (RedisStore) nor prom-client (prometheusMetrics).
-    if (name === 'ioredis' || name === '@ioredis' || name === 'prom-client' || name.startsWith('.')) continue;
+    // No optional peer: neither Redis client (RedisStore) nor prom-client (prometheusMetrics).
+    if (['ioredis', '@ioredis', 'redis', '@redis', 'prom-client'].includes(name) || name.startsWith('.'))
+      continue;
     await symlink(join(REPO, 'node_modules', name), join(modules, name));
   }
   await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'app-without-ioredis', private: true }));
@@ -295,11 +297,12 @@ describe('consumers of the extracted package', () => {
     expect(result).toBe('ok');
   }, 120_000); // tsc over the declarations of express, dodopayments…: slow on a busy machine
 
-  it('type-checks in an app that does not install ioredis (MemoryStore only), declarations included', async () => {
+  it('type-checks in an app that installs neither ioredis nor redis (MemoryStore only), declarations included', async () => {
     const app = await appWithoutIoredis();
     try {
-      // Nothing can resolve ioredis there: what would fail if the declarations needed it.
+      // Nothing can resolve either client there: what would fail if the declarations needed one.
       expect(() => createRequire(join(app, 'index.js')).resolve('ioredis')).toThrow(/Cannot find module/);
+      expect(() => createRequire(join(app, 'index.js')).resolve('redis')).toThrow(/Cannot find module/);
       const tsc = join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
       const check = () =>
         exec(process.execPath, [tsc, '-p', join(app, 'tsconfig.json')], app).then(

@@ -22,6 +22,8 @@ export interface AppProcessConfig {
   flushIntervalMs?: number;
   maxBackoffMs?: number;
   commandTimeoutMs?: number;
+  /** Auto-recharge on, and Dodo's webhooks mounted at `/webhooks/dodo` (signed with `webhookKey`). */
+  autoRecharge?: { usagePlanProductId: string; webhookKey: string };
 }
 
 /** Messages from the app process to its parent. */
@@ -45,6 +47,12 @@ const billing = createBilling({
   pricing: { 'gpt-4o': { input: '2.50', output: '10.00' } },
   creditsPerDollar: 100,
   logger: { warn: () => {}, error: () => {} },
+  ...(config.autoRecharge
+    ? {
+        autoRecharge: { usagePlanProductId: config.autoRecharge.usagePlanProductId },
+        webhookKey: config.autoRecharge.webhookKey,
+      }
+    : {}),
 });
 
 /** Usage from `x-test-usage: <prompt>,<completion>`; `x-test-delay-ms` holds the request in flight. */
@@ -64,6 +72,7 @@ async function completion(req: Request, res: Response): Promise<void> {
 }
 
 const app = express();
+if (config.autoRecharge) app.use('/webhooks/dodo', billing.dodoWebhooks());
 app.use(express.json());
 app.post(
   '/v1/chat/completions',

@@ -5,10 +5,8 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { afterEach, describe, expect, it } from 'vitest';
-import { StoreError } from '../../src/errors.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { type ScriptName, scriptSource } from '../../src/store/redis-scripts.js';
-import type { OutboxEvent } from '../../src/store/types.js';
 import {
   type RedisServer,
   requireRedisBinaries,
@@ -16,6 +14,7 @@ import {
   startSlowProxy,
   whenReady,
 } from '../support/redis.js';
+import { COST, DAY, DEADLINE_MS, failsAtDeadline, MARGIN_MS, MINUTE, usageEvent } from './stall-support.js';
 
 /*
  * A call abandoned at its deadline cannot take effect later. The test's own `redis-server` is
@@ -26,38 +25,7 @@ import {
  * held `processing`, no rate-limit point counted for a request that was never admitted.
  */
 
-const DEADLINE_MS = 300;
-/** What a call may take beyond its deadline on a busy test machine. */
-const MARGIN_MS = 250;
-const MINUTE = 60_000;
-const DAY = 24 * 60 * MINUTE;
-const COST = 1_000_000n;
-
 const canRun = requireRedisBinaries('reliability: Redis stalls');
-
-/** Runs `call`, expecting a StoreError within the deadline and margin; returns the error. */
-async function failsAtDeadline(call: () => Promise<unknown>): Promise<StoreError> {
-  const started = performance.now();
-  const error = await call().then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  const elapsed = performance.now() - started;
-  expect(error).toBeInstanceOf(StoreError);
-  expect(elapsed).toBeGreaterThanOrEqual(DEADLINE_MS - 5);
-  expect(elapsed).toBeLessThan(DEADLINE_MS + MARGIN_MS);
-  return error as StoreError;
-}
-
-function usageEvent(customerId: string, eventId: string): OutboxEvent {
-  return {
-    event_id: eventId,
-    customer_id: customerId,
-    event_name: 'llm.input_tokens',
-    timestamp: '2026-11-26T00:00:00.000Z',
-    metadata: { model: 'gpt-4o', tokens: 100 },
-  };
-}
 
 /** The SHA-1 ioredis sends with EVALSHA for one of the store's scripts, and its source (EVAL). */
 function scriptIdentity(name: ScriptName): string[] {

@@ -1,9 +1,11 @@
 import type { AddressInfo } from 'node:net';
 import type DodoPayments from 'dodopayments';
 import express, { type Request, type RequestHandler, type Response } from 'express';
+import type { AutoRechargeOptions } from '../../src/auto-recharge/options.js';
 import { type Billing, createBilling } from '../../src/create-billing.js';
 import type { MeterUsageMiddleware } from '../../src/meter-usage/index.js';
 import type { MeterUsageOptions } from '../../src/meter-usage/options.js';
+import type { BillingObserver } from '../../src/metrics/observer.js';
 import type { RequireCreditsOptions } from '../../src/require-credits/options.js';
 import type { BillingStore } from '../../src/store/types.js';
 import { createDodoEmulator, type DodoEmulator } from '../../src/testing/index.js';
@@ -68,6 +70,10 @@ export interface BillingAppOptions {
   before?: (app: express.Express, billing: Billing) => void;
   /** Middlewares on the route before `requireCredits` (e.g. `tierRateLimit`). */
   admission?: (billing: Billing) => RequestHandler[];
+  /** `createBilling({ autoRecharge })`. */
+  autoRecharge?: AutoRechargeOptions;
+  /** `createBilling({ metrics })`. */
+  metrics?: BillingObserver;
 }
 
 export interface BillingApp {
@@ -109,6 +115,8 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
     pricing: PRICING,
     creditsPerDollar: 100,
     logger,
+    ...(options.autoRecharge ? { autoRecharge: options.autoRecharge } : {}),
+    ...(options.metrics ? { metrics: options.metrics } : {}),
   });
   const app = express();
   options.before?.(app, billing);

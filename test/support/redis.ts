@@ -40,6 +40,10 @@ export interface RedisClusterForTests {
   nodes: { host: string; port: number }[];
   /** A new ioredis `Cluster` client on the nodes (disconnected by `stop()`). */
   client(): Cluster;
+  /** Stalls the node on `port` (SIGSTOP), as {@link RedisServer.pause} does. */
+  pause(port: number): void;
+  /** Resumes a paused node (SIGCONT). */
+  resume(port: number): void;
   /** Kills every node, disconnects the clients and removes the temporary directory. */
   stop(): Promise<void>;
 }
@@ -249,6 +253,7 @@ export async function startRedisCluster(): Promise<RedisClusterForTests> {
   const clients: Cluster[] = [];
   const stop = async () => {
     for (const client of clients) client.disconnect();
+    for (const server of servers) server.kill('SIGCONT');
     for (const server of servers) server.kill('SIGKILL');
     await Promise.all(servers.map(exited));
     await rm(directory, { recursive: true, force: true });
@@ -287,6 +292,8 @@ export async function startRedisCluster(): Promise<RedisClusterForTests> {
       clients.push(client);
       return client;
     },
+    pause: (port) => servers[ports.indexOf(port)]?.kill('SIGSTOP'),
+    resume: (port) => servers[ports.indexOf(port)]?.kill('SIGCONT'),
     stop,
   };
 }

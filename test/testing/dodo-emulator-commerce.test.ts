@@ -335,6 +335,54 @@ describe('Dodo emulator: checkout, payments, refunds, subscriptions', () => {
     ).rejects.toThrow(/mandate_only is required/);
   });
 
+  it('fails or holds on-demand charges on demand (declined: payment.failed; requires_action: a status, no webhook), granting nothing', async () => {
+    const plan = dodo.createSubscriptionProduct({ name: 'API account', price: 0 });
+    const id = dodo.subscribe(customerId, plan.product_id, { onDemand: 'mandate' }).subscription_id;
+    const other = dodo.subscribe(customerId, plan.product_id, { onDemand: 'mandate' }).subscription_id;
+    dodo.failCharges({ outcome: 'failed', subscriptionId: id, times: 1 });
+    dodo.failCharges({ outcome: 'requires_action', times: 1 });
+    const before = dodo.webhookEvents().length;
+    const declined = await client.subscriptions.charge(id, {
+      product_price: 500,
+      metadata: { attempt: 'a1' },
+    });
+    expect(await client.payments.retrieve(declined.payment_id)).toMatchObject({
+      status: 'failed',
+      total_amount: 500,
+      metadata: { attempt: 'a1' },
+      error_code: 'CARD_DECLINED',
+    });
+    const held = await client.subscriptions.charge(other, { product_price: 500 });
+    expect(await client.payments.retrieve(held.payment_id)).toMatchObject({
+      status: 'requires_customer_action',
+    });
+    const paid = await client.subscriptions.charge(id, { product_price: 500 });
+    expect(await client.payments.retrieve(paid.payment_id)).toMatchObject({ status: 'succeeded' });
+    expect(
+      dodo
+        .webhookEvents()
+        .slice(before)
+        .map((webhook) => webhook.type),
+    ).toEqual(['payment.failed', 'payment.succeeded']);
+    expect(dodo.ledger({ customerId })).toEqual([]);
+    expect(() => dodo.failCharges({ outcome: 'maybe' as never })).toThrow(/outcome/);
+  });
+
+  it('applies a fault after processing when asked: the charge is made, only its answer is lost', async () => {
+    const plan = dodo.createSubscriptionProduct({ name: 'API account', price: 0 });
+    const id = dodo.subscribe(customerId, plan.product_id, { onDemand: 'mandate' }).subscription_id;
+    dodo.fault('POST /subscriptions/{id}/charge', { status: 503, afterProcessing: true, times: 1 });
+    await expect(
+      client.subscriptions.charge(id, { product_price: 700 }, { maxRetries: 0 }),
+    ).rejects.toThrow();
+    expect((await client.payments.list({ subscription_id: id })).items).toHaveLength(1);
+    dodo.fault('POST /subscriptions/{id}/charge', { status: 503, times: 1 });
+    await expect(
+      client.subscriptions.charge(id, { product_price: 700 }, { maxRetries: 0 }),
+    ).rejects.toThrow();
+    expect((await client.payments.list({ subscription_id: id })).items).toHaveLength(1);
+  });
+
   it("moves a subscription through Dodo's statuses, each with its webhook; past_due carries its deadline", async () => {
     const plan = dodo.createSubscriptionProduct({ name: 'Plus', price: 2000 });
     const id = dodo.subscribe(customerId, plan.product_id).subscription_id;

@@ -88,11 +88,70 @@ function listRequests(activity) {
     .join('');
 }
 
+function listKeys(keys) {
+  $('keys').innerHTML = keys
+    .map((key) => {
+      const budget = key.budget;
+      const name = key.current ? `${key.key_id} (this key)` : key.key_id;
+      const cells = budget?.hard
+        ? [budget.hard, budget.spent, budget.remaining].map(
+            (amount) =>
+              `<td class="num" title="exactly $${escapeHtml(amount)}">${escapeHtml(cents(amount))}</td>`,
+          )
+        : ['<td class="num muted">none</td>', '<td></td>', '<td></td>'];
+      return `<tr><td>${escapeHtml(name)}</td>${cells.join('')}</tr>`;
+    })
+    .join('');
+}
+
+/** An exact decimal USD string to the cent, for people (rounded half up on its digits, no floats). */
+function cents(amount) {
+  const [whole, fraction = ''] = amount.split('.');
+  const padded = `${fraction}000`;
+  let value = BigInt(whole) * 100n + BigInt(padded.slice(0, 2));
+  if (Number(padded[2]) >= 5) value += 1n;
+  return `$${value / 100n}.${String(value % 100n).padStart(2, '0')}`;
+}
+
+function listAlerts(alerts) {
+  $('alerts').innerHTML =
+    alerts.length === 0
+      ? '<li class="muted">No alerts yet.</li>'
+      : alerts
+          .map((alert) => {
+            const when = new Date(alert.at).toLocaleTimeString();
+            const what =
+              alert.kind === 'balance'
+                ? `Balance fell to ${cents(alert.balance)}, below ${cents(alert.threshold)}`
+                : `Key ${alert.key} spent ${cents(alert.spent)}: ${alert.crossed === 'soft' ? 'its soft limit' : `${alert.crossed} % of its budget`}`;
+            return `<li>${escapeHtml(when)} · ${escapeHtml(what)}</li>`;
+          })
+          .join('');
+}
+
+async function newKey() {
+  const button = $('new-key');
+  button.disabled = true;
+  try {
+    const created = await call('POST', '/billing/keys', { budget: '1.00' });
+    $('key-notice').textContent = `New key (shown once): ${created.api_key}`;
+    listKeys((await call('GET', '/billing/keys')).keys);
+  } catch (error) {
+    $('key-notice').textContent = `Could not create a key: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function refresh() {
-  const [status, activity] = await Promise.all([
+  const [status, activity, keys, alerts] = await Promise.all([
     call('GET', '/billing/balance'),
     call('GET', '/billing/activity?days=14'),
+    call('GET', '/billing/keys'),
+    call('GET', '/billing/alerts'),
   ]);
+  listKeys(keys.keys);
+  listAlerts(alerts.alerts);
   const display = status.display;
   $('who').textContent = `Customer ${status.customer_id}`;
   show('balance', display.available, status.available);
@@ -117,9 +176,44 @@ async function refresh() {
     : '';
   drawChart(activity);
   listRequests(activity);
+  await showAutoRecharge();
   $('coverage').textContent = `Figures: ${activity.coverage}. Days are UTC.`;
   $('status').hidden = false;
   return status;
+}
+
+/** The demo's auto-recharge: below $1.00, charge $5.00 on the saved card, at most $20.00 a month. */
+const DEMO_RECHARGE = { threshold: '1.00', amount: '5.00', monthly_limit: '20.00' };
+
+async function showAutoRecharge() {
+  try {
+    const { auto_recharge: setting } = await call('GET', '/billing/auto-recharge');
+    $('recharge').textContent = !setting
+      ? 'Off: requests are refused when the balance runs out.'
+      : setting.disabled
+        ? `Disabled after ${setting.failures} failed charges: turn it on again once the card is fixed.`
+        : `Below ${setting.display.threshold}, ${setting.display.amount} is charged to your saved card ` +
+          `(${setting.display.recharged} of ${setting.display.monthly_limit} this month` +
+          `${setting.inFlight ? ', a recharge is in progress' : ''}).`;
+    $('recharge-toggle').textContent = setting && !setting.disabled ? 'Turn off' : 'Turn on';
+    $('recharge-toggle').hidden = false;
+  } catch (error) {
+    $('recharge').textContent = `Auto-recharge cannot be read: ${error.message}`;
+  }
+}
+
+async function toggleAutoRecharge() {
+  const button = $('recharge-toggle');
+  button.disabled = true;
+  try {
+    if (button.textContent === 'Turn off') await call('DELETE', '/billing/auto-recharge');
+    else await call('PUT', '/billing/auto-recharge', DEMO_RECHARGE);
+    await showAutoRecharge();
+  } catch (error) {
+    $('recharge').textContent = `Auto-recharge could not be changed: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function topUp() {
@@ -155,6 +249,8 @@ async function awaitCredits() {
 
 async function main() {
   $('top-up').addEventListener('click', topUp);
+  $('recharge-toggle').addEventListener('click', toggleAutoRecharge);
+  $('new-key').addEventListener('click', newKey);
   $('key-form').addEventListener('submit', (event) => {
     event.preventDefault();
     sessionStorage.setItem(KEY, $('key-input').value.trim());

@@ -8,6 +8,7 @@ import type { FaultSpec, Faults } from './faults.js';
 import type { MeterDeduction } from './meters.js';
 import type { Parts } from './parts.js';
 import type { LoggedRequest } from './server.js';
+import type { ChargeOutcomeSpec } from './subscriptions.js';
 import type { EmittedWebhook, WebhookDelivery, WebhookFilter } from './webhooks.js';
 
 type Metadata = Record<string, string | number | boolean>;
@@ -89,6 +90,16 @@ export interface DodoEmulatorAdmin {
     status: DodoPayments.SubscriptionStatus,
     options?: { pastDueEndsAt?: string },
   ): DodoPayments.Subscription;
+  /**
+   * Makes the next on-demand charges (`POST /subscriptions/{id}/charge`) not succeed: `failed`
+   * (a declined card: `payment.failed`) or `requires_action` (the payment waits on the
+   * customer's authentication: status `requires_customer_action`, no webhook). Each charge is
+   * still answered with its `payment_id`.
+   * @example emulator.failCharges({ outcome: 'failed', times: 2 })
+   */
+  failCharges(spec: ChargeOutcomeSpec): void;
+  /** On-demand charges succeed again. */
+  clearChargeOutcomes(): void;
   /** Opens a dispute on a payment (`dispute.opened`) for `amount` minor units (default: the whole payment). */
   openDispute(paymentId: string, options?: { amount?: number }): DodoPayments.Dispute;
   /** Moves a dispute on: `challenged`, `accepted`, `won`, `lost`, `expired`, `cancelled` (`dispute.<outcome>`). */
@@ -300,6 +311,8 @@ export function createAdmin(parts: Parts, faults: Faults, log: LoggedRequest[]):
           .subscription;
       }),
     setSubscriptionStatus: (id, status, options) => subscriptions.setStatus(id, status, options),
+    failCharges: (spec) => subscriptions.planChargeOutcome(spec),
+    clearChargeOutcomes: () => subscriptions.clearChargeOutcomes(),
     openDispute: (paymentId, options) => disputes.open(paymentId, options),
     resolveDispute: (disputeId, outcome) => disputes.resolve(disputeId, outcome),
     setBalance: (customerId, creditEntitlementId, amount) => {

@@ -11,6 +11,12 @@ export interface FaultSpec {
   hang?: boolean;
   /** Destroy the connection without an answer. */
   drop?: boolean;
+  /**
+   * Apply the fault after the request took effect: the change is made, only the answer is
+   * late, lost or replaced — what a caller whose deadline passed cannot tell from a request
+   * that never arrived. Default: before (the request changes nothing).
+   */
+  afterProcessing?: boolean;
   /** How many requests the fault applies to. Default: all, until `clearFaults()`. */
   times?: number;
 }

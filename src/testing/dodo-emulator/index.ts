@@ -30,6 +30,7 @@ export type { FaultSpec } from './faults.js';
 export type { MeterDeduction } from './meters.js';
 export type { DodoEmulatorOptions } from './options.js';
 export type { LoggedRequest } from './server.js';
+export type { ChargeOutcomeSpec } from './subscriptions.js';
 export type { EmittedWebhook, WebhookDelivery, WebhookFilter } from './webhooks.js';
 
 /** A running Dodo Payments emulator. */

@@ -48,6 +48,12 @@ export interface NewPayment {
   beforeCredits?: () => void;
   /** The checkout's `billing_currency`: ignored while adaptive pricing is off (no exchange rates). */
   billingCurrency?: string;
+  /**
+   * A payment that does not succeed (an on-demand charge the card refuses, or that needs the
+   * customer's authentication): recorded with that status, no credits granted; a failed one
+   * sends `payment.failed`.
+   */
+  outcome?: 'failed' | 'requires_customer_action';
 }
 
 /**
@@ -71,7 +77,10 @@ export class Payments {
     private readonly pricing: PricingRules,
   ) {}
 
-  /** Records a succeeded payment, sends `payment.succeeded`, then grants the cart's credits. */
+  /**
+   * Records a succeeded payment, sends `payment.succeeded`, then grants the cart's credits (or
+   * records the payment's `outcome` when it did not succeed).
+   */
   succeed(input: NewPayment): Payment {
     const customer = this.catalog.customer(input.customerId);
     const products = input.cart.map((item) => ({ item, product: this.catalog.product(item.productId) }));
@@ -117,7 +126,7 @@ export class Payments {
       card_network: 'VISA',
       product_cart: input.cart.map((item) => ({ product_id: item.productId, quantity: item.quantity })),
       refund_status: null,
-      status: 'succeeded',
+      status: input.outcome ?? 'succeeded',
       subscription_id: input.subscriptionId ?? null,
       tax: charged.tax,
       updated_at: this.runtime.iso(),
@@ -132,6 +141,17 @@ export class Payments {
         ]),
       ),
     );
+    if (input.outcome !== undefined) {
+      payment.error_code = input.outcome === 'failed' ? 'CARD_DECLINED' : 'AUTHENTICATION_REQUIRED';
+      payment.error_message =
+        input.outcome === 'failed'
+          ? 'The card was declined.'
+          : 'The payment needs the customer to authenticate it.';
+      // Dodo documents no webhook for a payment waiting on the customer: only its status says so.
+      if (input.outcome === 'failed')
+        this.webhooks.emit('payment.failed', { payload_type: 'Payment', ...structuredClone(payment) });
+      return payment;
+    }
     this.webhooks.emit('payment.succeeded', { payload_type: 'Payment', ...structuredClone(payment) });
     input.beforeCredits?.();
     for (const item of input.cart) {

@@ -77,15 +77,23 @@ export class EmulatorServer {
     const { router, faults, log } = this.settings;
     const entry: LoggedRequest = { method, path, status: undefined, fault: false };
     log.push(entry);
-    const answer = (reply: Reply) => {
+    const deliver = (reply: Reply) => {
       entry.status = reply.status ?? ('redirect' in reply ? 303 : 200);
       send(res, reply);
     };
+    let answer = deliver;
 
     const fault = faults.take(method, router.patternOf(path), path);
     if (fault) {
       entry.fault = true;
-      if (await this.applyFault(fault, req, answer)) return;
+      if (fault.afterProcessing) {
+        // The request takes effect; only its answer is late, lost or replaced.
+        answer = (reply) => {
+          void this.applyFault(fault, req, deliver).then((answered) => {
+            if (!answered) deliver(reply);
+          });
+        };
+      } else if (await this.applyFault(fault, req, answer)) return;
     }
 
     const match = router.match(method, path);

@@ -54,8 +54,19 @@ export interface NewSubscription {
  * on-demand — charged through `POST /subscriptions/{id}/charge`
  * (https://docs.dodopayments.com/developer-resources/ondemand-subscriptions).
  */
+/** What the next on-demand charges do instead of succeeding (`emulator.failCharges()`). */
+export interface ChargeOutcomeSpec {
+  /** `failed`: declined (`payment.failed`); `requires_action`: waits on the customer (`requires_customer_action`). */
+  outcome: 'failed' | 'requires_action';
+  /** Only charges of this subscription (default: any). */
+  subscriptionId?: string;
+  /** How many charges (default: every one until `clearChargeOutcomes`). */
+  times?: number;
+}
+
 export class Subscriptions {
   private readonly subscriptions = new Map<string, Record_>();
+  private chargeOutcomes: { spec: ChargeOutcomeSpec; left: number }[] = [];
 
   constructor(
     private readonly runtime: Runtime,
@@ -320,7 +331,16 @@ export class Subscriptions {
       body.metadata === undefined || body.metadata === null
         ? subscription.metadata
         : read.metadata(body.metadata);
+    const planned = this.chargeOutcomes.find(
+      (entry) => entry.left > 0 && (entry.spec.subscriptionId ?? id) === id,
+    );
+    if (planned) planned.left -= 1;
+    // The charge is accepted either way: a declined or unauthenticated one is a payment of
+    // that status (Dodo answers with its `payment_id`; the outcome comes later).
     const payment = this.payments.succeed({
+      ...(planned
+        ? { outcome: planned.spec.outcome === 'failed' ? 'failed' : 'requires_customer_action' }
+        : {}),
       customerId: subscription.customer.customer_id,
       cart: [{ productId: subscription.product_id, quantity: 1, price, grantsCredits: false }],
       subscriptionId: subscription.subscription_id,
@@ -329,6 +349,23 @@ export class Subscriptions {
       grantSourceId: subscription.subscription_id,
     });
     return { payment_id: payment.payment_id };
+  }
+
+  /** Admin: makes the next on-demand charges fail or wait on the customer. */
+  planChargeOutcome(spec: ChargeOutcomeSpec): void {
+    if (spec.outcome !== 'failed' && spec.outcome !== 'requires_action') {
+      throw new DodoEmulatorError(
+        `failCharges: outcome must be 'failed' or 'requires_action' (got ${JSON.stringify(spec.outcome)}).`,
+      );
+    }
+    if (spec.times !== undefined && (!Number.isInteger(spec.times) || spec.times < 1)) {
+      throw new DodoEmulatorError(`failCharges: times must be an integer >= 1 (got ${spec.times}).`);
+    }
+    this.chargeOutcomes.push({ spec: { ...spec }, left: spec.times ?? Number.POSITIVE_INFINITY });
+  }
+
+  clearChargeOutcomes(): void {
+    this.chargeOutcomes = [];
   }
 
   /** Admin: starts the next period now (or cancels, when it was set to cancel at period end). */

@@ -5,6 +5,7 @@ import { parseUsd } from '../../money.js';
 import { subscriptionPeriod } from '../../store/subscription-period.js';
 import type { BillingStore, OutboxEvent, Settlement } from '../../store/types.js';
 import { describeAdmissionConformance } from './admission.js';
+import { describeRechargeConformance } from './auto-recharge.js';
 import type { ConformanceTestApi } from './test-api.js';
 
 export type { ConformanceAssertion, ConformanceMatchers, ConformanceTestApi } from './test-api.js';
@@ -101,6 +102,7 @@ export function describeStoreConformance(
     });
 
     describeAdmissionConformance(() => ({ store, now, advance }), test);
+    describeRechargeConformance(() => ({ store, now, advance }), test);
 
     describe('balance view', () => {
       it('has no view for a customer never synced', async () => {
