@@ -1,14 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import { Redis } from 'ioredis';
 import client from 'prom-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type BillingOptions, createBilling } from '../../src/create-billing.js';
 import { prometheusMetrics } from '../../src/metrics/prometheus.js';
 import { formatUsd, type Money, parseCredits, parseUsd, unitsPerCredit } from '../../src/money.js';
 import type { ReconcileOptions } from '../../src/reconcile/options.js';
+import { RedisStore } from '../../src/store/redis.js';
 import type { BillingStore } from '../../src/store/types.js';
 import { chat, PRICING, recordingLogger, startDodo, usageFromHeader } from '../support/billing-app.js';
+import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
 import { storesUnderTest } from '../support/stores.js';
 
 const CENTS = unitsPerCredit(100);
@@ -17,8 +20,11 @@ const REQUEST = { model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repea
 const USAGE: [number, number] = [452, 50];
 const COST = parseUsd('0.00163', 'test');
 const ONE_DOLLAR = parseUsd('1', 'test');
+/** Rounds run by hand, back to back: a budget that never makes them wait, no timer. */
+const BACK_TO_BACK: ReconcileOptions = { intervalMs: 3_600_000, maxDodoCallsPerMinute: 100_000 };
 
 const stores = await storesUnderTest('reconciliation');
+const redisUrl = await requireRedis('reconciliation across two processes');
 
 describe.each(stores)('reconciliation on %s', (_name, createStore) => {
   let dodo: Awaited<ReturnType<typeof startDodo>>;
@@ -37,8 +43,10 @@ describe.each(stores)('reconciliation on %s', (_name, createStore) => {
   });
 
   /** An app billing `POST /v1/chat/completions` through `billing.chain()`, with the webhook route. */
-  async function startApp(options: { reconcile?: ReconcileOptions | boolean; metrics?: boolean } = {}) {
-    const store: BillingStore = await createStore();
+  async function startApp(
+    options: { reconcile?: ReconcileOptions | boolean; metrics?: boolean; store?: BillingStore } = {},
+  ) {
+    const store: BillingStore = options.store ?? (await createStore());
     const logger = recordingLogger();
     const registry = new client.Registry();
     const api = dodo.emulator.client({ maxRetries: 0 });
@@ -231,7 +239,7 @@ describe.each(stores)('reconciliation on %s', (_name, createStore) => {
   });
 
   it('neither loses nor doubles a settlement racing the reconciliation', async () => {
-    const app = await startApp();
+    const app = await startApp({ reconcile: BACK_TO_BACK });
     const customer = await customerWith('1000');
     await requests(app, customer, 1);
     await quiesce(app, customer);
@@ -240,14 +248,21 @@ describe.each(stores)('reconciliation on %s', (_name, createStore) => {
     dodo.emulator.fault('POST /events/ingest', { status: 503 });
 
     const reports: Awaited<ReturnType<typeof app.billing.reconcile>>[] = [];
+    let served = false;
+    const traffic = requests(app, customer, 40).finally(() => {
+      served = true;
+    });
+    // Rounds back to back for as long as the requests run, three at a time.
     const roundsInARow = async () => {
-      for (let round = 0; round < 4; round++) reports.push(await app.billing.reconcile([customer]));
+      for (let round = 0; round < 3 || !served; round++)
+        reports.push(await app.billing.reconcile([customer]));
     };
-    await Promise.all([requests(app, customer, 40), roundsInARow(), roundsInARow(), roundsInARow()]);
+    await Promise.all([traffic, roundsInARow(), roundsInARow(), roundsInARow()]);
+    expect(reports.length).toBeGreaterThan(9);
     const drift = reports
       .flatMap((report) => report.corrections)
       .reduce((sum, correction) => sum + parseUsd(correction.drift, 'drift'), 0n);
-    // Exactly the injected debit, however 12 rounds interleaved with 40 settlements.
+    // Exactly the injected debit, however the rounds interleaved with 40 settlements.
     expect(drift).toBe(-ONE_DOLLAR);
     const afterDebit = parseCredits('900', CENTS) - COST;
     expect(dodoBalance(customer)).toBe(afterDebit);
@@ -265,6 +280,62 @@ describe.each(stores)('reconciliation on %s', (_name, createStore) => {
     });
     expect((await app.billing.reconcile([customer])).corrections).toEqual([]);
   });
+
+  it.runIf(_name === 'RedisStore' && redisUrl)(
+    'corrects drift once when two processes on one Redis reconcile while both serve',
+    async () => {
+      // Two "processes": a client and a store each, on the same keys.
+      const prefix = `elb-test:${randomUUID()}:`;
+      const clients = [new Redis(redisUrl!), new Redis(redisUrl!)];
+      cleanups.push(async () => {
+        await deleteKeysWithPrefix(clients[0]!, prefix);
+        await Promise.all(clients.map((redis) => redis.quit()));
+      });
+      await Promise.all(clients.map((redis) => whenReady(redis)));
+      const [first, second] = [
+        await startApp({ store: new RedisStore({ client: clients[0]!, prefix }), reconcile: BACK_TO_BACK }),
+        await startApp({ store: new RedisStore({ client: clients[1]!, prefix }), reconcile: BACK_TO_BACK }),
+      ];
+      const customer = await customerWith('1000');
+      await requests(first, customer, 1);
+      await quiesce(first, customer);
+      await debitWithoutWebhook(first, customer, '100');
+      dodo.emulator.fault('POST /events/ingest', { status: 503 });
+
+      const reports: Awaited<ReturnType<typeof first.billing.reconcile>>[] = [];
+      let served = false;
+      const traffic = Promise.all([requests(first, customer, 20), requests(second, customer, 20)]).finally(
+        () => {
+          served = true;
+        },
+      );
+      const rounds = async (app: typeof first) => {
+        // Each process finds the customer in the store's list of recently active customers.
+        for (let round = 0; round < 3 || !served; round++) reports.push(await app.billing.reconcile());
+      };
+      await Promise.all([traffic, rounds(first), rounds(second)]);
+      const drift = reports
+        .flatMap((report) => report.corrections)
+        .reduce((sum, correction) => sum + parseUsd(correction.drift, 'drift'), 0n);
+      expect(drift).toBe(-ONE_DOLLAR);
+      expect(reports.every((report) => report.failed === 0)).toBe(true);
+      const afterDebit = parseCredits('900', CENTS) - COST;
+      expect(await second.store.getBalance(customer)).toMatchObject({
+        balance: afterDebit - 40n * COST,
+        pending: 40n * COST,
+      });
+
+      dodo.emulator.clearFaults();
+      await first.billing.flush();
+      await second.billing.flush();
+      await dodo.emulator.settle();
+      await expect
+        .poll(async () => (await first.store.getBalance(customer))?.pending, { timeout: 5000 })
+        .toBe(0n);
+      expect(dodoBalance(customer)).toBe(afterDebit - 40n * COST);
+      expect((await first.store.getBalance(customer))?.balance).toBe(afterDebit - 40n * COST);
+    },
+  );
 
   it('runs in the background every intervalMs, and stops with close()', async () => {
     const app = await startApp({ reconcile: { intervalMs: 50 } });
