@@ -162,6 +162,16 @@ export function createBilling(options: Readonly<BillingOptions>): Billing {
   const metrics = resolveObserver(shared, logger, 'createBilling');
   const flushers = new Flushers();
   // Checked at startup when the job is on; built on first use by `billing.reconcile()` otherwise.
+  if (
+    reconcileOption !== undefined &&
+    typeof reconcileOption !== 'boolean' &&
+    (reconcileOption === null || typeof reconcileOption !== 'object')
+  ) {
+    throw new ConfigError(
+      'ERR_ELB_INVALID_OPTION',
+      `createBilling: \`reconcile\` must be \`true\` or an object such as { intervalMs: 60_000, maxDodoCallsPerMinute: 60 } (got ${describeValue(reconcileOption)}).`,
+    );
+  }
   const reconcileSettings = typeof reconcileOption === 'object' ? reconcileOption : {};
   let reconciler = reconcileOption
     ? new Reconciler(resolveReconcileOptions(shared, reconcileSettings, metrics))
@@ -303,6 +313,16 @@ export function createBilling(options: Readonly<BillingOptions>): Billing {
     spend: (customerId, range) => readSpend(store, customerId, range),
     reconcile: async (customerIds) => {
       if (closed) throw new BillingError('ERR_ELB_CLOSED', 'reconcile: this billing was closed.');
+      if (
+        customerIds !== undefined &&
+        !(Array.isArray(customerIds) && customerIds.every((id) => typeof id === 'string'))
+      ) {
+        throw new BillingError(
+          'ERR_ELB_INVALID_CUSTOMER_IDS',
+          `reconcile: \`customerIds\` must be an array of Dodo customer ids (strings), or omitted for the recently active customers (got ${describeValue(customerIds)}).`,
+          { status: 400 },
+        );
+      }
       reconciler ??= new Reconciler(resolveReconcileOptions(shared, reconcileSettings, metrics));
       return reconciler.run(customerIds);
     },
@@ -335,4 +355,11 @@ function resolveBudget(budget: BudgetInput): BudgetLimits {
   if (budget.hard !== undefined) limits.hard = parseUsd(budget.hard, 'hard');
   if (budget.soft !== undefined) limits.soft = parseUsd(budget.soft, 'soft');
   return limits;
+}
+
+/** A value as an error message shows it. */
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return 'an array with a non-string entry';
+  return value === null ? 'null' : typeof value === 'object' ? 'an object' : String(value);
 }

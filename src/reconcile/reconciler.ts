@@ -68,7 +68,10 @@ export class Reconciler {
   private readonly remembered = new LRUCache<string, Remembered>({ max: MAX_REMEMBERED });
   private readonly stopped = new AbortController();
   private timer: NodeJS.Timeout | undefined;
+  /** The background round (or `run()` without ids), joined rather than doubled. */
   private round: Promise<ReconcileReport> | undefined;
+  /** Every round running, awaited by `close()`. */
+  private readonly running = new Set<Promise<ReconcileReport>>();
 
   constructor(private readonly options: ResolvedReconcileOptions) {
     this.budget = new CallBudget(options.maxDodoCallsPerMinute);
@@ -95,17 +98,19 @@ export class Reconciler {
   run(customerIds?: readonly string[]): Promise<ReconcileReport> {
     if (customerIds === undefined && this.round) return this.round;
     const round = this.reconcile(customerIds).finally(() => {
+      this.running.delete(round);
       if (this.round === round) this.round = undefined;
     });
+    this.running.add(round);
     if (customerIds === undefined) this.round = round;
     return round;
   }
 
-  /** Stops the job: no new round or Dodo call starts; resolves once the running round ends. */
+  /** Stops the job: no new round or Dodo call starts; resolves once the running rounds end. */
   async close(): Promise<void> {
     this.stopped.abort();
     clearTimeout(this.timer);
-    await this.round?.catch(() => undefined);
+    await Promise.allSettled([...this.running]);
   }
 
   private async reconcile(customerIds: readonly string[] | undefined): Promise<ReconcileReport> {

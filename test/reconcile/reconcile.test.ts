@@ -8,6 +8,7 @@ import { type BillingOptions, createBilling } from '../../src/create-billing.js'
 import { prometheusMetrics } from '../../src/metrics/prometheus.js';
 import { formatUsd, type Money, parseCredits, parseUsd, unitsPerCredit } from '../../src/money.js';
 import type { ReconcileOptions } from '../../src/reconcile/options.js';
+import { MemoryStore } from '../../src/store/memory.js';
 import { RedisStore } from '../../src/store/redis.js';
 import type { BillingStore } from '../../src/store/types.js';
 import { chat, PRICING, recordingLogger, startDodo, usageFromHeader } from '../support/billing-app.js';
@@ -406,5 +407,45 @@ describe.each(stores)('reconciliation on %s', (_name, createStore) => {
     ).toBe(true);
     // Nothing was changed by the failed check: the settlements are all there.
     expect((await app.store.getBalance(customer))?.pending).toBe(6n * COST);
+  });
+});
+
+describe('reconciliation options', () => {
+  const base = {
+    store: new MemoryStore(),
+    customerId: () => undefined,
+    pricing: PRICING,
+  };
+
+  it('refuses at startup a job it cannot run, naming the option and the fix', () => {
+    expect(() => createBilling({ ...base, reconcile: true })).toThrow(
+      expect.objectContaining({
+        code: 'ERR_ELB_MISSING_OPTION',
+        message: expect.stringMatching(/reconcile: `dodo`/),
+      }),
+    );
+    expect(() => createBilling({ ...base, reconcile: 'yes' as unknown as boolean })).toThrow(
+      /`reconcile` must be `true` or an object/,
+    );
+    expect(() =>
+      createBilling({
+        ...base,
+        dodo: {} as never,
+        creditEntitlementId: 'cde_1',
+        reconcile: { maxDodoCallsPerMinute: 0 },
+      }),
+    ).toThrow(/`reconcile.maxDodoCallsPerMinute` must be a positive integer/);
+  });
+
+  it('refuses bad customer ids with a clear error, calling nobody', async () => {
+    const billing = createBilling({ ...base, dodo: {} as never, creditEntitlementId: 'cde_1' });
+    await expect(billing.reconcile('cus_1' as unknown as string[])).rejects.toMatchObject({
+      code: 'ERR_ELB_INVALID_CUSTOMER_IDS',
+      status: 400,
+    });
+    await expect(billing.reconcile([42 as unknown as string])).rejects.toThrow(/array of Dodo customer ids/);
+    // Nobody active yet: a round checks no one and calls nothing.
+    expect(await billing.reconcile()).toEqual({ checked: 0, corrections: [], failed: 0, dodoCalls: 0 });
+    await billing.close();
   });
 });
