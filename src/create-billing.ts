@@ -9,7 +9,7 @@ import {
 import { RequestSettingsScope } from './chain/context.js';
 import { type ChainContext, type ChainSteps, createChain } from './chain/index.js';
 import { type DodoWebhooksOptions, dodoWebhooks } from './dodo-webhooks/index.js';
-import { ConfigError } from './errors.js';
+import { BillingError, ConfigError } from './errors.js';
 import { Flushers } from './meter-usage/flushers.js';
 import { flusherOptions, type MeterUsageMiddleware, withFlusherControls } from './meter-usage/index.js';
 import { type MeterUsageOptions, resolveMeterUsageOptions } from './meter-usage/options.js';
@@ -23,6 +23,8 @@ import {
   resolveUnitsPerCredit,
   type SharedOptions,
 } from './options.js';
+import { type ReconcileOptions, resolveReconcileOptions } from './reconcile/options.js';
+import { type ReconcileReport, Reconciler } from './reconcile/reconciler.js';
 import type { RequestSettingsOptions } from './request-settings.js';
 import { type RequireCreditsOptions, resolveRequireCreditsOptions } from './require-credits/options.js';
 import { CreditStep } from './require-credits/step.js';
@@ -71,6 +73,19 @@ export interface Budget {
   remaining?: string;
 }
 
+/** What `createBilling` takes: the shared settings, and the jobs it runs in the background. */
+export interface BillingOptions extends SharedOptions {
+  /**
+   * Reconciliation: a background job that compares the balance views of recently active
+   * customers with Dodo's balance and ledger, corrects drift that pending usage does not explain
+   * and reports it (a warning with both figures, and `metrics`). Off unless given; `true` takes
+   * the defaults. See docs/reconciliation.md.
+   * @default undefined (off)
+   * @example reconcile: { intervalMs: 60_000, maxDodoCallsPerMinute: 60 }
+   */
+  reconcile?: ReconcileOptions | boolean;
+}
+
 /** The five middlewares and the chain, with shared settings bound, and the usage flusher's controls. */
 export interface Billing {
   /**
@@ -113,9 +128,19 @@ export interface Billing {
    * @example const { total, days } = await billing.spend('cus_123', { from: '2026-11-01', to: '2026-11-30' })
    */
   spend(customerId: string, range: SpendRange): Promise<SpendReport>;
+  /**
+   * Runs one reconciliation round now — the recently active customers, or `customerIds` — with
+   * the `reconcile` options (their defaults when the job is off), under the same budget of Dodo
+   * calls as the background job. Resolves with what it checked and corrected.
+   * @example const { corrections } = await billing.reconcile(['cus_123'])
+   */
+  reconcile(customerIds?: readonly string[]): Promise<ReconcileReport>;
   /** Resolves once every queued usage event has been accepted by Dodo, or rejects with why not. */
   flush(timeoutMs?: number): Promise<void>;
-  /** Flushes, then stops the flushers' timers (and the store's, not an injected Redis client). */
+  /**
+   * Stops the reconciliation job, flushes, then stops the flushers' timers (and the store's, not
+   * an injected Redis client).
+   */
   close(): Promise<void>;
 }
 
@@ -129,12 +154,29 @@ export interface Billing {
  * const billing = createBilling({ store, dodo, creditEntitlementId, customerId, pricing });
  * app.post('/v1/chat/completions', billing.chain(), handler);
  */
-export function createBilling(shared: Readonly<SharedOptions>): Billing {
+export function createBilling(options: Readonly<BillingOptions>): Billing {
+  const { reconcile: reconcileOption, ...shared } = options;
   const scope = new RequestSettingsScope(shared);
   const store = resolveStore(shared, 'createBilling');
   const logger = resolveLogger(shared.logger);
   const metrics = resolveObserver(shared, logger, 'createBilling');
   const flushers = new Flushers();
+  // Checked at startup when the job is on; built on first use by `billing.reconcile()` otherwise.
+  if (
+    reconcileOption !== undefined &&
+    typeof reconcileOption !== 'boolean' &&
+    (reconcileOption === null || typeof reconcileOption !== 'object')
+  ) {
+    throw new ConfigError(
+      'ERR_ELB_INVALID_OPTION',
+      `createBilling: \`reconcile\` must be \`true\` or an object such as { intervalMs: 60_000, maxDodoCallsPerMinute: 60 } (got ${describeValue(reconcileOption)}).`,
+    );
+  }
+  const reconcileSettings = typeof reconcileOption === 'object' ? reconcileOption : {};
+  let reconciler = reconcileOption
+    ? new Reconciler(resolveReconcileOptions(shared, reconcileSettings, metrics))
+    : undefined;
+  let closed = false;
   const recharger = shared.autoRecharge
     ? new AutoRecharger(
         {
@@ -186,6 +228,7 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
   const ensureFlusher = () => {
     steps.meterUsage(undefined);
   };
+  reconciler?.start();
   return {
     chain: (options = {}) => {
       const own = {
@@ -268,12 +311,29 @@ export function createBilling(shared: Readonly<SharedOptions>): Billing {
       };
     },
     spend: (customerId, range) => readSpend(store, customerId, range),
+    reconcile: async (customerIds) => {
+      if (closed) throw new BillingError('ERR_ELB_CLOSED', 'reconcile: this billing was closed.');
+      if (
+        customerIds !== undefined &&
+        !(Array.isArray(customerIds) && customerIds.every((id) => typeof id === 'string'))
+      ) {
+        throw new BillingError(
+          'ERR_ELB_INVALID_CUSTOMER_IDS',
+          `reconcile: \`customerIds\` must be an array of Dodo customer ids (strings), or omitted for the recently active customers (got ${describeValue(customerIds)}).`,
+          { status: 400 },
+        );
+      }
+      reconciler ??= new Reconciler(resolveReconcileOptions(shared, reconcileSettings, metrics));
+      return reconciler.run(customerIds);
+    },
     flush: async (timeoutMs) => {
       ensureFlusher();
       await flushers.flush(timeoutMs);
     },
     close: async () => {
+      closed = true;
       try {
+        await reconciler?.close();
         await recharger?.idle();
         await flushers.close();
       } finally {
@@ -295,4 +355,11 @@ function resolveBudget(budget: BudgetInput): BudgetLimits {
   if (budget.hard !== undefined) limits.hard = parseUsd(budget.hard, 'hard');
   if (budget.soft !== undefined) limits.soft = parseUsd(budget.soft, 'soft');
   return limits;
+}
+
+/** A value as an error message shows it. */
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return 'an array with a non-string entry';
+  return value === null ? 'null' : typeof value === 'object' ? 'an object' : String(value);
 }

@@ -18,6 +18,7 @@ export type {
 export { enableRequestBillingContext, RequestBilling, type UsageRecord } from './billing-context.js';
 export {
   type Billing,
+  type BillingOptions,
   type Budget,
   type BudgetInput,
   type ChainOptions,
@@ -72,6 +73,8 @@ export {
   unitsPerCredit,
 } from './money.js';
 export type { MeterNames, SharedOptions } from './options.js';
+export type { ReconcileOptions } from './reconcile/options.js';
+export type { ReconcileCorrection, ReconcileReport } from './reconcile/reconciler.js';
 export type { RequestSettingsOptions } from './request-settings.js';
 export {
   charactersOverFour,

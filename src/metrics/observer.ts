@@ -51,6 +51,11 @@ export interface BillingObserver {
    */
   dodoCall?(operation: string, seconds: number, error: string | undefined): void;
   /**
+   * The reconciliation job compared one customer's balance view with Dodo: `drift` is what it
+   * corrected the view by (0 when the view was right; negative when it was too high).
+   */
+  reconciled?(drift: Money): void;
+  /**
    * An auto-recharge ended (`succeeded`, `failed`, `requires_action`), or was not made because
    * it would pass the customer's monthly limit (`monthly_limit`). `amount` is what it charged
    * (or would have); counted once per recharge, in whichever process finished it.
@@ -70,6 +75,7 @@ const METHODS = [
   'webhookApplied',
   'webhookRefused',
   'dodoCall',
+  'reconciled',
   'recharge',
 ] as const;
 

@@ -110,6 +110,7 @@ async function outboxFigures(stores: ReadonlySet<ObservedStore>): Promise<Outbox
 const DODO_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const VIEW_AGE_SECONDS = [1, 5, 15, 30, 60, 120, 300, 900, 3600];
 const ESTIMATE_ERROR_USD = [-1, -0.1, -0.01, -0.001, -0.0001, 0, 0.0001, 0.001, 0.01, 0.1, 1];
+const DRIFT_USD = [-100, -10, -1, -0.1, -0.01, 0, 0.01, 0.1, 1, 10, 100];
 
 /**
  * Prometheus metrics of the billing middlewares, through `prom-client` (an optional peer):
@@ -183,6 +184,19 @@ export function prometheusMetrics(options: Readonly<PrometheusMetricsOptions> = 
     'outcome',
   ]);
   const dodoErrors = counter('dodo_call_errors_total', 'Calls to Dodo that failed.', ['operation', 'error']);
+  const reconciliationChecks = counter(
+    'reconciliation_checks_total',
+    "Balance views the reconciliation job compared with Dodo's balance and ledger.",
+  );
+  const reconciliationCorrections = counter(
+    'reconciliation_corrections_total',
+    'Balance views the reconciliation job corrected (drift that pending usage did not explain).',
+  );
+  const reconciliationDrift = histogram(
+    'reconciliation_drift_usd',
+    'What each correction moved a balance view by, in US dollars (negative: the view was too high).',
+    DRIFT_USD,
+  );
   const recharges = counter('recharges_total', 'Auto-recharges, by outcome (monthly_limit: not made).', [
     'outcome',
   ]);
@@ -284,6 +298,12 @@ export function prometheusMetrics(options: Readonly<PrometheusMetricsOptions> = 
       const label = codeLabel(operation);
       dodoSeconds.observe({ operation: label, outcome: error === undefined ? 'ok' : 'error' }, seconds);
       if (error !== undefined) dodoErrors.inc({ operation: label, error: codeLabel(error) });
+    },
+    reconciled(drift) {
+      reconciliationChecks.inc();
+      if (drift === 0n) return;
+      reconciliationCorrections.inc();
+      reconciliationDrift.observe(usdForMetrics(drift));
     },
     recharge(outcome, amount) {
       recharges.inc({ outcome: codeLabel(outcome) });

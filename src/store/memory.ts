@@ -51,6 +51,7 @@ import type {
   OutboxEvent,
   OutboxStats,
   RateLimiterOptions,
+  RecentCustomer,
   RechargeBegin,
   RechargeFinish,
   RechargeFinished,
@@ -131,6 +132,8 @@ interface CustomerState {
   /** Auto-recharge settings and state, once set. */
   autoRecharge: RechargeRecord | undefined;
   usage: Map<string, UsagePeriod>;
+  /** When a settlement was last applied (0: never), for `recentCustomers`. */
+  activeAt: number;
   /** Accounted bytes of the ids, periods and subscriptions kept (reservations are counted apart). */
   keptBytes: number;
   /** Accounted bytes of the whole customer, as last added to the store's total. */
@@ -307,6 +310,7 @@ export class MemoryStore implements BillingStore {
       budgets: new Map(),
       autoRecharge: undefined,
       usage: new Map(),
+      activeAt: 0,
       keptBytes: 0,
       bytes: 0,
     };
@@ -414,7 +418,26 @@ export class MemoryStore implements BillingStore {
       state.balance = { balance: dodoBalance - state.pending, syncedAt: observedAt, stale: false };
     }
     this.settled(state);
-    return { applied, view: this.view(state)! };
+    const result: BalanceSyncResult = { applied, view: this.view(state)! };
+    if (applied && current) result.previousBalance = current.balance;
+    return result;
+  }
+
+  /**
+   * Walks the customers kept: a customer with pending usage is never evicted, and one evicted held
+   * no money (its view is rebuilt from Dodo on its next request), so nothing worth checking is lost.
+   */
+  async recentCustomers(since: number, limit: number): Promise<RecentCustomer[]> {
+    const found: RecentCustomer[] = [];
+    const visit = (state: CustomerState) => {
+      if (state.activeAt > 0 && state.activeAt >= since)
+        found.push({ customerId: state.id, activeAt: state.activeAt });
+    };
+    for (const state of this.pinned.values()) visit(state);
+    // Iterating does not mark the idle customers recently used, unlike `get`.
+    for (const state of this.idle.values()) visit(state);
+    found.sort((a, b) => b.activeAt - a.activeAt);
+    return found.slice(0, Math.max(0, limit));
   }
 
   async adjustBalance(
@@ -651,6 +674,7 @@ export class MemoryStore implements BillingStore {
     if (state.balance) state.balance.balance -= settlement.cost;
     state.pending += settlement.cost;
     const now = this.now();
+    state.activeAt = now;
     for (const event of settlement.events) {
       if (this.outbox.has(event.event_id)) continue;
       const eventId = flat(event.event_id);

@@ -63,6 +63,8 @@ export interface CustomerKeys {
   usagePrefix: string;
   /** The outbox shard this customer's events go to (same tag). */
   outbox: OutboxKeys;
+  /** ZSET of the shard: customer id → when a settlement was last applied (`recentCustomers`). */
+  recent: string;
 }
 
 /** Keys of one outbox shard; all share the shard's tag. */
@@ -125,6 +127,7 @@ export class RedisKeyspace {
       usage: (period) => usagePrefix + period,
       usagePrefix,
       outbox: this.outbox(shard),
+      recent: this.recent(shard),
     };
   }
 
@@ -142,6 +145,14 @@ export class RedisKeyspace {
       deadOrder: `${base}:dead`,
       deadRecords: `${base}:dead-records`,
     };
+  }
+
+  /**
+   * The recently active customers of one shard: one ZSET per shard, under the shard's tag, so
+   * `settle` updates it in its own script (same slot) and a listing reads every shard.
+   */
+  recent(shard: number): string {
+    return `${this.tagged(shard)}:recent`;
   }
 
   webhook(webhookId: string): string {

@@ -22,6 +22,7 @@ import outbox from './scripts/outbox.lua';
 import outboxStats from './scripts/outbox-stats.lua';
 import peekOutbox from './scripts/peek-outbox.lua';
 import putSubscription from './scripts/put-subscription.lua';
+import recentCustomers from './scripts/recent-customers.lua';
 import recordPayment from './scripts/record-payment.lua';
 import recordRefund from './scripts/record-refund.lua';
 import release from './scripts/release.lua';
@@ -52,6 +53,7 @@ interface ScriptDefinition {
 const SCRIPTS = {
   getBalance: { libraries: [bignum, customer], body: getBalance, keys: 3 },
   syncBalance: { libraries: [bignum, customer], body: syncBalance, keys: 3 },
+  recentCustomers: { libraries: [], body: recentCustomers, keys: 1 },
   adjustBalance: { libraries: [bignum, customer], body: adjustBalance, keys: 4 },
   markBalanceStale: { libraries: [], body: markBalanceStale, keys: 1 },
   confirmDeducted: { libraries: [bignum, customer], body: confirmDeducted, keys: 2 },

@@ -27,6 +27,7 @@ import type {
   OutboxEvent,
   OutboxStats,
   RateLimiterOptions,
+  RecentCustomer,
   RechargeBegin,
   RechargeFinish,
   RechargeFinished,
@@ -50,6 +51,11 @@ export type { NodeRedisClient, NodeRedisCluster, RedisStoreOptions } from './red
 const GC_MARGIN_MS = 60 * 60 * 1000;
 
 const DEFAULT_DEAD_LETTER_LIMIT = 100;
+/**
+ * Recently active customers kept per shard (the most recent): bounded, so a settlement's ZADD
+ * stays O(log n) and the set never grows with the customer base; 16 shards keep 160,000.
+ */
+const RECENT_PER_SHARD = 10_000;
 /** Peek-then-claim rounds of one `claimOutbox` before it returns what it has (races only). */
 const MAX_CLAIM_ROUNDS = 20;
 
@@ -156,13 +162,39 @@ export class RedisStore implements BillingStore {
 
   async syncBalance(customerId: string, dodoBalance: Money, observedAt: number): Promise<BalanceSyncResult> {
     const keys = this.keys.customer(customerId);
-    const [applied, view] = (await this.call('syncBalance', 'syncBalance', [
+    const [applied, view, previous] = (await this.call('syncBalance', 'syncBalance', [
       ...customerArgs(keys),
       this.now(),
       dodoBalance.toString(),
       observedAt,
-    ])) as [number, unknown];
-    return { applied: applied === 1, view: toView(view)! };
+    ])) as [number, unknown, string];
+    const result: BalanceSyncResult = { applied: applied === 1, view: toView(view)! };
+    if (applied === 1 && previous !== '') result.previousBalance = BigInt(previous);
+    return result;
+  }
+
+  /** Reads every shard's set (one script each, each on its own slot) and merges them. */
+  async recentCustomers(since: number, limit: number): Promise<RecentCustomer[]> {
+    if (limit <= 0) return [];
+    const perShard = await this.run('recentCustomers', () =>
+      Promise.all(
+        Array.from(
+          { length: this.keys.shards },
+          (_, shard) =>
+            this.scripts.recentCustomers(this.keys.recent(shard), Math.floor(since), limit) as Promise<
+              string[]
+            >,
+        ),
+      ),
+    );
+    const found: RecentCustomer[] = [];
+    for (const reply of perShard) {
+      for (let index = 0; index + 1 < reply.length; index += 2) {
+        found.push({ customerId: reply[index]!, activeAt: Number(reply[index + 1]) });
+      }
+    }
+    found.sort((a, b) => b.activeAt - a.activeAt);
+    return found.slice(0, limit);
   }
 
   async adjustBalance(
@@ -450,6 +482,7 @@ export class RedisStore implements BillingStore {
       outbox.events,
       outbox.sequence,
       outbox.enqueued,
+      keys.recent,
     ];
     const args: ScriptArgument[] = [
       now,
@@ -460,6 +493,8 @@ export class RedisStore implements BillingStore {
       settlement.reservationId ?? '',
       settlement.cost.toString(),
       settlement.events.length,
+      settlement.customerId,
+      RECENT_PER_SHARD,
     ];
     for (const event of settlement.events) args.push(event.event_id, JSON.stringify(event));
     for (const usage of settlement.usage ?? []) {

@@ -32,6 +32,14 @@ export interface BillingStore {
   syncBalance(customerId: string, dodoBalance: Money, observedAt: number): Promise<BalanceSyncResult>;
 
   /**
+   * Customers whose usage was settled at or after `since` (ms), most recently active first, at
+   * most `limit` of them: who the reconciliation job checks against Dodo. `settle` records the
+   * activity in its own atomic step; a store keeps a bounded number of customers (the most
+   * recently active), so a very old activity may be forgotten.
+   */
+  recentCustomers(since: number, limit: number): Promise<RecentCustomer[]>;
+
+  /**
    * Adds a signed amount to the balance view (a top-up, a refund's claw-back, a manual
    * adjustment), exactly once per `adjustmentId` (ids are kept `retentionMs`). A customer with
    * no view yet is left without one (`undefined`): the next request fetches it from Dodo.
@@ -130,7 +138,8 @@ export interface BillingStore {
    * One atomic operation at the end of a request: releases the reservation (and every hold of
    * the request under the same id), deducts `cost`
    * from the balance view (adding it to `pending`), appends `events` to the outbox and adds
-   * `usage` to the customer's counters for `usage.period`. Exactly once per `settlementId`
+   * `usage` to the customer's counters for `usage.period`, and marks the customer recently active
+   * (`recentCustomers`). Exactly once per `settlementId`
    * (kept `retentionMs`): a repeated call returns `{ applied: false }` and changes nothing.
    */
   settle(settlement: Settlement): Promise<SettleResult>;
@@ -255,6 +264,19 @@ export interface BalanceView {
 export interface BalanceSyncResult {
   applied: boolean;
   view: BalanceView;
+  /**
+   * When applied: the balance the view had just before, in the same atomic step (`undefined`
+   * when there was no view). `view.balance − previousBalance` is what the observation corrected,
+   * which no settlement running at the same time can blur (the reconciliation job reports it).
+   */
+  previousBalance?: Money;
+}
+
+/** A customer whose usage was settled recently (`BillingStore.recentCustomers`). */
+export interface RecentCustomer {
+  customerId: string;
+  /** When their last settlement was applied (ms, the store's clock). */
+  activeAt: number;
 }
 
 /** A request's admission, as `BillingStore.admit` takes it. */

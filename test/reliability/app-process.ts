@@ -4,6 +4,7 @@ import DodoPayments from 'dodopayments';
 import express, { type Request, type Response } from 'express';
 import { Redis } from 'ioredis';
 import { createBilling } from '../../src/create-billing.js';
+import type { ReconcileOptions } from '../../src/reconcile/options.js';
 import { RedisStore } from '../../src/store/redis.js';
 
 /**
@@ -24,6 +25,8 @@ export interface AppProcessConfig {
   commandTimeoutMs?: number;
   /** Auto-recharge on, and Dodo's webhooks mounted at `/webhooks/dodo` (signed with `webhookKey`). */
   autoRecharge?: { usagePlanProductId: string; webhookKey: string };
+  /** The reconciliation job's options (off when absent). */
+  reconcile?: ReconcileOptions;
 }
 
 /** Messages from the app process to its parent. */
@@ -53,6 +56,7 @@ const billing = createBilling({
         webhookKey: config.autoRecharge.webhookKey,
       }
     : {}),
+  ...(config.reconcile ? { reconcile: config.reconcile } : {}),
 });
 
 /** Usage from `x-test-usage: <prompt>,<completion>`; `x-test-delay-ms` holds the request in flight. */

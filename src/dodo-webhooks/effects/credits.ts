@@ -51,7 +51,7 @@ export const applyLedgerEntry: Effect<LedgerEventType> = async (
       ? 0n
       : readCredits(data.overage_after, 'overage_after', perCredit);
   const balance = readCredits(data.balance_after, 'balance_after', perCredit) - overage;
-  if (event.type === 'credit.deducted' && isUsage(data.reference_type)) {
+  if (event.type === 'credit.deducted' && isUsageDeduction(data.reference_type)) {
     const amount = readCredits(data.amount, 'amount', perCredit);
     // Once per ledger entry, however often its delivery is processed.
     const entryId = typeof data.id === 'string' && data.id !== '' ? data.id : `webhook:${webhookId}`;
@@ -60,6 +60,10 @@ export const applyLedgerEntry: Effect<LedgerEventType> = async (
   await store.syncBalance(customerId, balance, timeOf(data.created_at, timeOf(event.timestamp, store.now())));
 };
 
-function isUsage(referenceType: unknown): boolean {
+/**
+ * Whether a `credit.deducted` entry (a `credit_deducted` ledger entry) is metered usage, by its
+ * `reference_type`: the webhooks and the reconciliation job confirm pending usage by the same rule.
+ */
+export function isUsageDeduction(referenceType: unknown): boolean {
   return !(typeof referenceType === 'string' && NOT_USAGE.has(referenceType.toLowerCase()));
 }

@@ -172,6 +172,62 @@ export function describeStoreConformance(
         expect(view?.pending).toBe(10n ** 19n + 9n);
         expect(view?.reserved).toBe(0n);
       });
+
+      it('reports what an applied observation corrected, measured in the same step', async () => {
+        const first = await store.syncBalance('cus_1', usd('5'), now);
+        expect(first.previousBalance).toBeUndefined();
+        await store.settle(settlement('cus_1', { cost: usd('1') }));
+        // Dodo has not deducted the usage: 5 − 1 pending = 4, what the view already says.
+        const same = await store.syncBalance('cus_1', usd('5'), now + 1);
+        expect(same).toMatchObject({ applied: true, previousBalance: usd('4') });
+        expect(same.view.balance).toBe(usd('4'));
+        // A debit on Dodo the view never heard of: corrected by −2.
+        const drifted = await store.syncBalance('cus_1', usd('3'), now + 2);
+        expect(drifted).toMatchObject({ applied: true, previousBalance: usd('4') });
+        expect(drifted.view.balance).toBe(usd('2'));
+        const ignored = await store.syncBalance('cus_1', usd('9'), now);
+        expect(ignored.applied).toBe(false);
+        expect(ignored.previousBalance).toBeUndefined();
+      });
+    });
+
+    describe('recently active customers', () => {
+      it('lists customers by their last applied settlement, most recent first, since a time', async () => {
+        expect(await store.recentCustomers(0, 10)).toEqual([]);
+        for (const [index, id] of AWKWARD_IDS.entries()) {
+          now += 1000;
+          await store.settle(settlement(id, { settlementId: `s${index}` }));
+        }
+        const all = await store.recentCustomers(0, 100);
+        expect(all.map((entry) => entry.customerId)).toEqual([...AWKWARD_IDS].reverse());
+        expect(all[0]).toEqual({ customerId: AWKWARD_IDS.at(-1), activeAt: now });
+        expect(await store.recentCustomers(now - 1000, 100)).toHaveLength(2);
+        expect(await store.recentCustomers(0, 3)).toHaveLength(3);
+        expect(await store.recentCustomers(0, 0)).toEqual([]);
+      });
+
+      it('moves a customer up when settled again, and not for a repeated settlement id', async () => {
+        await store.settle(settlement('cus_a', { settlementId: 'a1' }));
+        now += 1000;
+        await store.settle(settlement('cus_b', { settlementId: 'b1' }));
+        now += 1000;
+        await store.settle(settlement('cus_b', { settlementId: 'b1' }));
+        expect((await store.recentCustomers(0, 10)).map((entry) => entry.customerId)).toEqual([
+          'cus_b',
+          'cus_a',
+        ]);
+        await store.settle(settlement('cus_a', { settlementId: 'a2' }));
+        expect(await store.recentCustomers(0, 10)).toEqual([
+          { customerId: 'cus_a', activeAt: now },
+          { customerId: 'cus_b', activeAt: now - 1000 },
+        ]);
+      });
+
+      it('does not list customers only synced or adjusted', async () => {
+        await store.syncBalance('cus_synced', usd('1'), now);
+        await store.adjustBalance('cus_synced', 'adj', usd('1'), DAY);
+        expect(await store.recentCustomers(0, 10)).toEqual([]);
+      });
     });
 
     describe('reservations', () => {
