@@ -238,7 +238,7 @@ console.log(
   `\nMedians of ${ROUNDS} rounds, ${DURATION_S} s each, ${CONNECTIONS} connections, ${CUSTOMERS} customers:\n`,
 );
 console.log(
-  '| variant | req/s | × its baseline | p99 ms | server CPU µs/req | Redis CPU µs/req | scripts/req (round trips) | script µs/req | events delivered | requests per ingest call | balance calls/run | non-2xx |',
+  '| variant | req/s | × its baseline | p99 ms | server CPU µs/req | Redis CPU µs/req | Redis scripts/req | script µs/req | events delivered | requests per ingest call | balance calls/run | non-2xx |',
 );
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const row of summary) {
