@@ -47,6 +47,7 @@ const billing = createBilling({
   creditEntitlementId: config.entitlementId,
   customerId: (req) => req.get('x-customer') || undefined,
   requestId: (req) => req.get('x-test-request-id') ?? randomUUID(),
+  budgetKey: (req) => req.get('x-api-key') || undefined,
   pricing: { 'gpt-4o': { input: '2.50', output: '10.00' } },
   creditsPerDollar: 100,
   logger: { warn: () => {}, error: () => {} },

@@ -32,6 +32,8 @@ export interface ChatOptions {
   signal?: AbortSignal;
   /** The request's id (the app reads it from `x-test-request-id`). */
   requestId?: string;
+  /** The API key the request is billed to, for its budget (the app reads `x-api-key`). */
+  apiKey?: string;
 }
 
 /** POSTs REQUEST as `customer`, billed USAGE. */
@@ -43,6 +45,7 @@ export function chat(url: string, customer: string, options: ChatOptions = {}): 
   };
   if (options.delayMs) headers['x-test-delay-ms'] = String(options.delayMs);
   if (options.requestId) headers['x-test-request-id'] = options.requestId;
+  if (options.apiKey) headers['x-api-key'] = options.apiKey;
   return fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
     headers,
