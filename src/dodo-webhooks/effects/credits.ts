@@ -51,13 +51,20 @@ export const applyLedgerEntry: Effect<LedgerEventType> = async (
       ? 0n
       : readCredits(data.overage_after, 'overage_after', perCredit);
   const balance = readCredits(data.balance_after, 'balance_after', perCredit) - overage;
+  const observedAt = timeOf(data.created_at, timeOf(event.timestamp, store.now()));
+  // Once per ledger entry, however often its delivery is processed.
+  const entryId = typeof data.id === 'string' && data.id !== '' ? data.id : `webhook:${webhookId}`;
   if (event.type === 'credit.deducted' && isUsageDeduction(data.reference_type)) {
     const amount = readCredits(data.amount, 'amount', perCredit);
-    // Once per ledger entry, however often its delivery is processed.
-    const entryId = typeof data.id === 'string' && data.id !== '' ? data.id : `webhook:${webhookId}`;
     await store.confirmDeducted(customerId, entryId, amount < 0n ? -amount : amount, retentionMs);
   }
-  await store.syncBalance(customerId, balance, timeOf(data.created_at, timeOf(event.timestamp, store.now())));
+  if (event.type === 'credit.added') {
+    // The top-up is recorded before the balance rises, so a settlement that sees the new
+    // balance also sees the thresholds drawn from it (alerts as fractions of the last top-up).
+    const amount = readCredits(data.amount, 'amount', perCredit);
+    if (amount > 0n) await store.recordTopUp(customerId, { topUpId: entryId, amount, at: observedAt });
+  }
+  await store.syncBalance(customerId, balance, observedAt);
 };
 
 /**
