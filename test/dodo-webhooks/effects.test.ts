@@ -162,7 +162,12 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
       received.flatMap(() => [{ received: true }, { received: true, duplicate: true }]),
     );
     expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
-    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('25'), pending: 0n });
+    // The last top-up is the newest credit.added ($10 granted), not the pack bought before it.
+    expect(await store.getBalance(customerId)).toMatchObject({
+      balance: usd('25'),
+      pending: 0n,
+      lastTopUp: usd('10'),
+    });
     expect(dodo.balance(customerId, entitlementId)).toBe('2500');
   });
 
@@ -182,7 +187,12 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     expect(dodo.webhookDeliveries()).toHaveLength(8);
     expect(dodo.webhookDeliveries().every((delivery) => delivery.status === 200)).toBe(true);
     expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
-    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('25'), pending: 0n });
+    // The last top-up is the newest credit.added ($10 granted), not the pack bought before it.
+    expect(await store.getBalance(customerId)).toMatchObject({
+      balance: usd('25'),
+      pending: 0n,
+      lastTopUp: usd('10'),
+    });
   });
 
   it('never lets an older balance_after overwrite newer local usage; a deduction is not counted twice', async () => {
