@@ -483,7 +483,11 @@ export class MemoryStore implements BillingStore {
   async recordTopUp(customerId: string, topUp: TopUp): Promise<boolean> {
     const state = this.customer(customerId);
     const last = state.lastTopUp;
-    const newer = !last || topUp.at > last.at || (topUp.at === last.at && topUp.topUpId > last.topUpId);
+    // Ids compared as UTF-8 bytes, as RedisStore does (JS compares UTF-16 code units).
+    const newer =
+      !last ||
+      topUp.at > last.at ||
+      (topUp.at === last.at && Buffer.compare(Buffer.from(topUp.topUpId), Buffer.from(last.topUpId)) > 0);
     if (newer) {
       state.keptBytes += topUpBytes(topUp.topUpId) - (last ? topUpBytes(last.topUpId) : 0);
       state.lastTopUp = { topUpId: flat(topUp.topUpId), amount: topUp.amount, at: topUp.at };

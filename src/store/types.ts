@@ -68,7 +68,7 @@ export interface BillingStore {
   /**
    * Records credits that landed on the customer's balance (a `credit.added` ledger entry: a
    * purchase, an auto-recharge, a grant) as their last top-up, unless a newer one is recorded:
-   * the greater `at`, then the greater `topUpId`, wins, so webhooks retried or arriving out of
+   * the greater `at`, then the greater `topUpId` (as UTF-8 bytes), wins, so webhooks retried or arriving out of
    * order leave the same answer in every process. The balance view reports it (`lastTopUp`),
    * so alerts can be set as fractions of it. Returns whether it was applied.
    */

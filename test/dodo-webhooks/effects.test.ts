@@ -526,6 +526,31 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     expect(await store.getSpend(customerId)).toEqual({ spend: 0n, firstPaymentAt: undefined });
   });
 
+  it('applies a credit.added whose amount it cannot read to the balance, leaving the last top-up as it was', async () => {
+    const { dodo, store, customerId, entitlementId, startApp } = await setup();
+    const warnings: string[] = [];
+    const app = await startApp({
+      logger: { warn: (message) => void warnings.push(message), error: () => {} },
+    });
+    await store.syncBalance(customerId, usd('5'), 1);
+    await store.recordTopUp(customerId, { topUpId: 'cle_before', amount: usd('5'), at: 1 });
+    const entry = {
+      id: 'cle_odd',
+      customer_id: customerId,
+      credit_entitlement_id: entitlementId,
+      amount: 'a lot',
+      balance_before: '500',
+      balance_after: '600',
+      overage_after: '0',
+      created_at: new Date().toISOString(),
+    };
+    const body = eventBody('credit.added', entry);
+    const answer = await postSigned(app.webhookUrl, { secret: dodo.webhookKey, body });
+    expect(answer.status).toBe(200);
+    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('6'), lastTopUp: usd('5') });
+    expect(warnings.some((message) => message.includes('unreadable amount'))).toBe(true);
+  });
+
   it('calls the app handler for credit.balance_low with the verified event', async () => {
     const { dodo, customerId, entitlementId, startApp } = await setup();
     const low: unknown[] = [];

@@ -1,4 +1,13 @@
-import { customerIdOf, type Effect, readCredits, timeOf, type WebhookType } from './context.js';
+import type { Logger } from '../../logger.js';
+import type { Money } from '../../money.js';
+import {
+  customerIdOf,
+  type Effect,
+  readCredits,
+  timeOf,
+  UnreadableEventError,
+  type WebhookType,
+} from './context.js';
 
 /** The `credit.*` events that carry a `CreditLedgerEntry`. */
 export const LEDGER_EVENTS = [
@@ -61,11 +70,29 @@ export const applyLedgerEntry: Effect<LedgerEventType> = async (
   if (event.type === 'credit.added') {
     // The top-up is recorded before the balance rises, so a settlement that sees the new
     // balance also sees the thresholds drawn from it (alerts as fractions of the last top-up).
-    const amount = readCredits(data.amount, 'amount', perCredit);
-    if (amount > 0n) await store.recordTopUp(customerId, { topUpId: entryId, amount, at: observedAt });
+    const amount = topUpAmount(data.amount, perCredit, logger);
+    if (amount !== undefined)
+      await store.recordTopUp(customerId, { topUpId: entryId, amount, at: observedAt });
   }
   await store.syncBalance(customerId, balance, observedAt);
 };
+
+/**
+ * What a `credit.added` entry added, or `undefined` (logged) when it cannot be read: the
+ * balance it reports still applies, only share-of-top-up alerts miss this top-up.
+ */
+function topUpAmount(value: unknown, perCredit: Money, logger: Logger): Money | undefined {
+  try {
+    const amount = readCredits(value, 'amount', perCredit);
+    return amount > 0n ? amount : undefined;
+  } catch (error) {
+    if (!(error instanceof UnreadableEventError)) throw error;
+    logger.warn('credit.added with an unreadable amount: balance applied, last top-up unchanged', {
+      amount: value,
+    });
+    return undefined;
+  }
+}
 
 /**
  * Whether a `credit.deducted` entry (a `credit_deducted` ledger entry) is metered usage, by its

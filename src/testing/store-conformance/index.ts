@@ -231,6 +231,12 @@ export function describeStoreConformance(
           false,
         );
         expect((await store.getBalance('cus_1'))?.lastTopUp).toBe(usd('7'));
+        // Ids compare as UTF-8 bytes: U+1F680 is greater than U+FFFD (not so in UTF-16).
+        await store.recordTopUp('cus_2', { topUpId: 'ent_\uFFFD', amount: usd('1'), at: now });
+        expect(await store.recordTopUp('cus_2', { topUpId: 'ent_🚀', amount: usd('2'), at: now })).toBe(true);
+        expect(await store.recordTopUp('cus_2', { topUpId: 'ent_\uFFFD', amount: usd('1'), at: now })).toBe(
+          false,
+        );
       });
 
       it('ends on the newest of 30 top-ups recorded at once, exact beyond 2^53 units, for any customer id', async () => {
