@@ -1,4 +1,4 @@
-export type { AlertsOptions, BalanceAlert, BillingAlert } from './alerts/index.js';
+export type { AlertsOptions, BalanceAlert, BalanceThreshold, BillingAlert } from './alerts/index.js';
 export {
   type ApiAccount,
   type ApiAccountCheckout,

@@ -1,6 +1,8 @@
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatUsd, type Money, parseUsd } from '../money.js';
+import type { BalanceView } from '../store/types.js';
+import { type Fraction, fractionOf, parseFraction } from './fraction.js';
 
 /** A threshold a customer's balance crossed, going down. */
 export interface BalanceAlert {
@@ -8,10 +10,22 @@ export interface BalanceAlert {
   customerId: string;
   /** The threshold crossed, exact decimal USD (`"5"`, `"0.5"`). */
   threshold: string;
+  /**
+   * When the threshold is a share of the last top-up: that share (`"0.1"`) and the top-up's
+   * amount, exact decimal USD (`threshold` = `lastTopUp` × `fractionOfLastTopUp`).
+   */
+  fractionOfLastTopUp?: string;
+  lastTopUp?: string;
   /** The balance before and after the settlement that crossed it, exact decimal USD. */
   before: string;
   balance: string;
 }
+
+/**
+ * A low-balance threshold: an amount in US dollars (`"5.00"`), or a share of the customer's
+ * last top-up (`{ fractionOfLastTopUp: "0.1" }`: $2 after a $20 top-up, $5 after a $50 one).
+ */
+export type BalanceThreshold = string | number | { fractionOfLastTopUp: string | number };
 
 /** A key's spend this period crossed its soft limit, or a share of its hard limit, going up. */
 export interface BudgetAlert {
@@ -34,11 +48,14 @@ export type BillingAlert = BalanceAlert | BudgetAlert;
 /** Alerts fired as requests settle — low balances, key budgets — each once per crossing, across every process. */
 export interface AlertsOptions {
   /**
-   * Balances, in US dollars, that fire an alert when a settlement takes the customer's balance
-   * from above one to at or below it. A top-up that lifts the balance above it re-arms it.
-   * @example ['5.00', '1.00', '0']
+   * Balances that fire an alert when a settlement takes the customer's balance from above one
+   * to at or below it: amounts in US dollars, or shares of the customer's last top-up (the
+   * last `credit.added` entry, auto-recharges included; rounded down to 10⁻¹² USD; a customer
+   * with no top-up recorded has no such threshold). A top-up that lifts the balance above a
+   * threshold re-arms it, and a new top-up moves the shares with it.
+   * @example ['5.00', { fractionOfLastTopUp: '0.25' }, { fractionOfLastTopUp: '0.1' }, '0']
    */
-  balanceBelow?: readonly (string | number)[];
+  balanceBelow?: readonly BalanceThreshold[];
   /**
    * Percentages of a key's hard budget whose crossing fires an alert, once per period; a key's
    * soft limit fires one too.
@@ -56,7 +73,7 @@ export interface AlertsOptions {
  * extra store write.
  */
 export class BalanceAlerts {
-  private readonly thresholds: readonly Money[];
+  private readonly thresholds: readonly (Money | Fraction)[];
   private readonly budgetPercents: readonly number[];
 
   constructor(
@@ -69,9 +86,7 @@ export class BalanceAlerts {
         '`alerts.on` must be a function called with each alert.',
       );
     }
-    this.thresholds = (options.balanceBelow ?? []).map((value, index) =>
-      parseUsd(value, `alerts.balanceBelow[${index}]`),
-    );
+    this.thresholds = (options.balanceBelow ?? []).map(parseThreshold);
     this.budgetPercents = options.budgetPercents ?? [50, 80, 100];
     for (const percent of this.budgetPercents) {
       if (!Number.isInteger(percent) || percent <= 0 || percent > 1000) {
@@ -126,16 +141,24 @@ export class BalanceAlerts {
     }
   }
 
-  /** A settlement of `cost` left the customer's balance at `balance`. */
-  settled(customerId: string, cost: Money, balance: Money | undefined): void {
-    if (balance === undefined || cost <= 0n) return;
+  /**
+   * A settlement of `cost` left the customer's balance view at `view`. Its last top-up comes
+   * from the same atomic step as its balance, so every process draws the same shares from it.
+   */
+  settled(customerId: string, cost: Money, view: BalanceView | undefined): void {
+    if (view === undefined || cost <= 0n) return;
+    const { balance, lastTopUp } = view;
     const before = balance + cost;
-    for (const threshold of this.thresholds) {
+    for (const entry of this.thresholds) {
+      const share = typeof entry === 'bigint' ? undefined : entry;
+      if (share && lastTopUp === undefined) continue;
+      const threshold = share ? fractionOf(lastTopUp!, share) : (entry as Money);
       if (before > threshold && balance <= threshold) {
         this.fire({
           kind: 'balance',
           customerId,
           threshold: formatUsd(threshold),
+          ...(share ? { fractionOfLastTopUp: share.text, lastTopUp: formatUsd(lastTopUp!) } : {}),
           before: formatUsd(before),
           balance: formatUsd(balance),
         });
@@ -148,4 +171,18 @@ export class BalanceAlerts {
       .then(() => this.options.on(alert))
       .catch((error: unknown) => this.logger.error('an alert callback failed', { alert, error }));
   }
+}
+
+/** One entry of `alerts.balanceBelow`: an amount, or a share of the last top-up. */
+function parseThreshold(value: BalanceThreshold, index: number): Money | Fraction {
+  const name = `alerts.balanceBelow[${index}]`;
+  if (typeof value === 'string' || typeof value === 'number') return parseUsd(value, name);
+  if (typeof value === 'object' && value !== null && 'fractionOfLastTopUp' in value) {
+    const extra = Object.keys(value).filter((key) => key !== 'fractionOfLastTopUp');
+    if (extra.length === 0) return parseFraction(value.fractionOfLastTopUp, `${name}.fractionOfLastTopUp`);
+  }
+  throw new ConfigError(
+    'ERR_ELB_INVALID_OPTION',
+    `\`${name}\` must be an amount of US dollars such as "5.00", or a share of the last top-up such as { fractionOfLastTopUp: "0.1" } (got ${JSON.stringify(value) ?? String(value)}).`,
+  );
 }

@@ -275,8 +275,12 @@ export class AutoRecharger {
       // view rises now, so the next request does not see the old balance and recharge again.
       const balance =
         parseCredits(entry.balance_after, perCredit) - parseCredits(entry.overage_after, perCredit);
-      const observedAt = Date.parse(entry.created_at);
-      await store.syncBalance(customerId, balance, Number.isFinite(observedAt) ? observedAt : store.now());
+      const created = Date.parse(entry.created_at);
+      const observedAt = Number.isFinite(created) ? created : store.now();
+      // The same top-up the `credit.added` webhook records (same entry id and time): recorded
+      // twice, it is the same last top-up.
+      await store.recordTopUp(customerId, { topUpId: entry.id, amount, at: observedAt });
+      await store.syncBalance(customerId, balance, observedAt);
     } catch (error) {
       if (httpStatusOf(error) !== 409) throw error;
       // Already granted (the other path got here first): the next request rereads the balance.

@@ -156,7 +156,7 @@ export class MeterStep {
   ): void {
     const alerts = this.config.alerts;
     if (!alerts) return;
-    alerts.settled(customerId, settlement.cost, result.view?.balance);
+    alerts.settled(customerId, settlement.cost, result.view);
     const spent = budgetSpentAfter(billing, settlement, result);
     if (spent !== undefined) alerts.budgetSettled(customerId, billing.budget!, settlement.cost, spent);
   }

@@ -51,6 +51,11 @@ export function customerBytes(customerId: string): number {
   return 1_536 + stringBytes(customerId);
 }
 
+/** A customer's last top-up: the record, its amount and time, its ledger entry's id. */
+export function topUpBytes(topUpId: string): number {
+  return OBJECT + 2 * BOXED + stringBytes(topUpId);
+}
+
 /** A live reservation: its entry, amount and expiry (its id is counted apart). */
 export const RESERVATION_BYTES = OBJECT + MAP_ENTRY + 2 * BOXED;
 

@@ -20,6 +20,7 @@ import {
   RESTAMP_ROOM_BYTES,
   SETTLEMENT_ALLOWANCE_BYTES,
   subscriptionBytes,
+  topUpBytes,
   webhookBytes,
 } from './memory-bytes.js';
 import {
@@ -62,6 +63,7 @@ import type {
   Spend,
   SpendChange,
   SubscriptionState,
+  TopUp,
   UsageIncrement,
   WebhookClaim,
 } from './types.js';
@@ -131,6 +133,8 @@ interface CustomerState {
   budgets: Map<string, BudgetLimits>;
   /** Auto-recharge settings and state, once set. */
   autoRecharge: RechargeRecord | undefined;
+  /** The newest top-up recorded (`recordTopUp`). */
+  lastTopUp: TopUp | undefined;
   usage: Map<string, UsagePeriod>;
   /** When a settlement was last applied (0: never), for `recentCustomers`. */
   activeAt: number;
@@ -309,6 +313,7 @@ export class MemoryStore implements BillingStore {
       subscriptions: new Map(),
       budgets: new Map(),
       autoRecharge: undefined,
+      lastTopUp: undefined,
       usage: new Map(),
       activeAt: 0,
       keptBytes: 0,
@@ -395,13 +400,15 @@ export class MemoryStore implements BillingStore {
     if (!state.balance) return undefined;
     const reserved = state.reservations.live(this.now());
     const { balance, syncedAt, stale } = state.balance;
-    return {
+    const view: BalanceView = {
       balance,
       reserved,
       available: balance - reserved,
       pending: state.pending,
       syncedAt: stale ? 0 : syncedAt,
     };
+    if (state.lastTopUp) view.lastTopUp = state.lastTopUp.amount;
+    return view;
   }
 
   async getBalance(customerId: string): Promise<BalanceView | undefined> {
@@ -471,6 +478,22 @@ export class MemoryStore implements BillingStore {
       state.pending = state.pending > amount ? state.pending - amount : 0n;
     }
     this.settled(state);
+  }
+
+  async recordTopUp(customerId: string, topUp: TopUp): Promise<boolean> {
+    const state = this.customer(customerId);
+    const last = state.lastTopUp;
+    // Ids compared as UTF-8 bytes, as RedisStore does (JS compares UTF-16 code units).
+    const newer =
+      !last ||
+      topUp.at > last.at ||
+      (topUp.at === last.at && Buffer.compare(Buffer.from(topUp.topUpId), Buffer.from(last.topUpId)) > 0);
+    if (newer) {
+      state.keptBytes += topUpBytes(topUp.topUpId) - (last ? topUpBytes(last.topUpId) : 0);
+      state.lastTopUp = { topUpId: flat(topUp.topUpId), amount: topUp.amount, at: topUp.at };
+    }
+    this.settled(state);
+    return newer;
   }
 
   /**

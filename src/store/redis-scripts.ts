@@ -25,6 +25,7 @@ import putSubscription from './scripts/put-subscription.lua';
 import recentCustomers from './scripts/recent-customers.lua';
 import recordPayment from './scripts/record-payment.lua';
 import recordRefund from './scripts/record-refund.lua';
+import recordTopUp from './scripts/record-top-up.lua';
 import release from './scripts/release.lua';
 import releaseAbandoned from './scripts/release-abandoned.lua';
 import releaseWebhook from './scripts/release-webhook.lua';
@@ -57,6 +58,7 @@ const SCRIPTS = {
   adjustBalance: { libraries: [bignum, customer], body: adjustBalance, keys: 4 },
   markBalanceStale: { libraries: [], body: markBalanceStale, keys: 1 },
   confirmDeducted: { libraries: [bignum, customer], body: confirmDeducted, keys: 2 },
+  recordTopUp: { libraries: [], body: recordTopUp, keys: 1 },
   admit: { libraries: [bignum, customer, subscriptions], body: admit, keys: 8 },
   setBudget: { libraries: [], body: setBudget, keys: 1 },
   getBudget: { libraries: [bignum], body: getBudget, keys: 3 },

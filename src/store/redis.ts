@@ -38,6 +38,7 @@ import type {
   Spend,
   SpendChange,
   SubscriptionState,
+  TopUp,
   UsageIncrement,
   WebhookClaim,
 } from './types.js';
@@ -83,16 +84,24 @@ interface OutboxCandidate {
 function toView(reply: unknown): BalanceView | undefined {
   const fields = reply as string[];
   if (fields.length === 0) return undefined;
-  const [balanceText, reservedText, pendingText, syncedAtText] = fields as [string, string, string, string];
+  const [balanceText, reservedText, pendingText, syncedAtText, topUpText] = fields as [
+    string,
+    string,
+    string,
+    string,
+    string | undefined,
+  ];
   const balance = BigInt(balanceText);
   const reserved = BigInt(reservedText);
-  return {
+  const view: BalanceView = {
     balance,
     reserved,
     available: balance - reserved,
     pending: BigInt(pendingText),
     syncedAt: Number(syncedAtText),
   };
+  if (topUpText) view.lastTopUp = BigInt(topUpText);
+  return view;
 }
 
 function toSpendChange(reply: unknown): SpendChange {
@@ -238,6 +247,16 @@ export class RedisStore implements BillingStore {
       now + retentionMs,
       gcTtl(retentionMs),
     ]);
+  }
+
+  async recordTopUp(customerId: string, topUp: TopUp): Promise<boolean> {
+    const reply = await this.call('recordTopUp', 'recordTopUp', [
+      this.keys.customer(customerId).balance,
+      topUp.topUpId,
+      topUp.amount.toString(),
+      Math.floor(topUp.at),
+    ]);
+    return reply === 1;
   }
 
   // ── Admission ─────────────────────────────────────────────────────────────────────────────

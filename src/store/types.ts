@@ -65,6 +65,15 @@ export interface BillingStore {
    */
   confirmDeducted(customerId: string, deductionId: string, amount: Money, retentionMs: number): Promise<void>;
 
+  /**
+   * Records credits that landed on the customer's balance (a `credit.added` ledger entry: a
+   * purchase, an auto-recharge, a grant) as their last top-up, unless a newer one is recorded:
+   * the greater `at`, then the greater `topUpId` (as UTF-8 bytes), wins, so webhooks retried or arriving out of
+   * order leave the same answer in every process. The balance view reports it (`lastTopUp`),
+   * so alerts can be set as fractions of it. Returns whether it was applied.
+   */
+  recordTopUp(customerId: string, topUp: TopUp): Promise<boolean>;
+
   // ── Admission ───────────────────────────────────────────────────────────────────────────────
 
   /**
@@ -259,6 +268,18 @@ export interface BalanceView {
   pending: Money;
   /** When the last Dodo balance applied was observed; 0 when the view must be refetched. */
   syncedAt: number;
+  /** The amount of the customer's last top-up (`recordTopUp`), when one was recorded. */
+  lastTopUp?: Money;
+}
+
+/** Credits that landed on a customer's balance (`BillingStore.recordTopUp`). */
+export interface TopUp {
+  /** The ledger entry's id. */
+  topUpId: string;
+  /** What it added, in money units (positive). */
+  amount: Money;
+  /** When it landed (ms): the newest top-up is the last one. */
+  at: number;
 }
 
 export interface BalanceSyncResult {

@@ -162,7 +162,12 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
       received.flatMap(() => [{ received: true }, { received: true, duplicate: true }]),
     );
     expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
-    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('25'), pending: 0n });
+    // The last top-up is the newest credit.added ($10 granted), not the pack bought before it.
+    expect(await store.getBalance(customerId)).toMatchObject({
+      balance: usd('25'),
+      pending: 0n,
+      lastTopUp: usd('10'),
+    });
     expect(dodo.balance(customerId, entitlementId)).toBe('2500');
   });
 
@@ -182,7 +187,12 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     expect(dodo.webhookDeliveries()).toHaveLength(8);
     expect(dodo.webhookDeliveries().every((delivery) => delivery.status === 200)).toBe(true);
     expect((await store.getSpend(customerId)).spend).toBe(usd('15'));
-    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('25'), pending: 0n });
+    // The last top-up is the newest credit.added ($10 granted), not the pack bought before it.
+    expect(await store.getBalance(customerId)).toMatchObject({
+      balance: usd('25'),
+      pending: 0n,
+      lastTopUp: usd('10'),
+    });
   });
 
   it('never lets an older balance_after overwrite newer local usage; a deduction is not counted twice', async () => {
@@ -514,6 +524,31 @@ describe.each(kinds)('dodoWebhooks built-in effects: spend and balances ($name)'
     expect(errors).toHaveLength(5);
     expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('5'), pending: 0n });
     expect(await store.getSpend(customerId)).toEqual({ spend: 0n, firstPaymentAt: undefined });
+  });
+
+  it('applies a credit.added whose amount it cannot read to the balance, leaving the last top-up as it was', async () => {
+    const { dodo, store, customerId, entitlementId, startApp } = await setup();
+    const warnings: string[] = [];
+    const app = await startApp({
+      logger: { warn: (message) => void warnings.push(message), error: () => {} },
+    });
+    await store.syncBalance(customerId, usd('5'), 1);
+    await store.recordTopUp(customerId, { topUpId: 'cle_before', amount: usd('5'), at: 1 });
+    const entry = {
+      id: 'cle_odd',
+      customer_id: customerId,
+      credit_entitlement_id: entitlementId,
+      amount: 'a lot',
+      balance_before: '500',
+      balance_after: '600',
+      overage_after: '0',
+      created_at: new Date().toISOString(),
+    };
+    const body = eventBody('credit.added', entry);
+    const answer = await postSigned(app.webhookUrl, { secret: dodo.webhookKey, body });
+    expect(answer.status).toBe(200);
+    expect(await store.getBalance(customerId)).toMatchObject({ balance: usd('6'), lastTopUp: usd('5') });
+    expect(warnings.some((message) => message.includes('unreadable amount'))).toBe(true);
   });
 
   it('calls the app handler for credit.balance_low with the verified event', async () => {

@@ -113,6 +113,8 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
       .ledger({ customerId: customer })
       .filter((entry) => entry.metadata?.elb_recharge_attempt !== undefined);
     expect(granted.map((entry) => [entry.is_credit, entry.amount])).toEqual([[true, '100']]);
+    // The recharge is the customer's last top-up (alerts may be shares of it).
+    expect((await store.getBalance(customer))?.lastTopUp).toBe(1_000_000_000_000n);
     expect(await first!.billing.autoRecharge(customer)).toMatchObject({
       recharged: '1',
       failures: 0,

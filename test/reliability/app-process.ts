@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import DodoPayments from 'dodopayments';
 import express, { type Request, type Response } from 'express';
 import { Redis } from 'ioredis';
+import type { BalanceThreshold, BillingAlert } from '../../src/alerts/index.js';
 import { createBilling } from '../../src/create-billing.js';
 import type { ReconcileOptions } from '../../src/reconcile/options.js';
 import { RedisStore } from '../../src/store/redis.js';
@@ -27,10 +28,15 @@ export interface AppProcessConfig {
   autoRecharge?: { usagePlanProductId: string; webhookKey: string };
   /** The reconciliation job's options (off when absent). */
   reconcile?: ReconcileOptions;
+  /**
+   * Low-balance alerts on, each sent to the parent (`{ type: 'alert' }`), and Dodo's webhooks
+   * mounted at `/webhooks/dodo` (signed with `webhookKey`) so top-ups land.
+   */
+  alerts?: { balanceBelow: BalanceThreshold[]; webhookKey: string };
 }
 
 /** Messages from the app process to its parent. */
-export type AppProcessMessage = { type: 'ready'; port: number };
+export type AppProcessMessage = { type: 'ready'; port: number } | { type: 'alert'; alert: BillingAlert };
 
 const config = JSON.parse(process.argv[2] ?? '{}') as AppProcessConfig;
 
@@ -58,6 +64,18 @@ const billing = createBilling({
       }
     : {}),
   ...(config.reconcile ? { reconcile: config.reconcile } : {}),
+  ...(config.alerts
+    ? {
+        webhookKey: config.alerts.webhookKey,
+        alerts: {
+          balanceBelow: config.alerts.balanceBelow,
+          on: (alert: BillingAlert) => {
+            const message: AppProcessMessage = { type: 'alert', alert };
+            process.send?.(message);
+          },
+        },
+      }
+    : {}),
 });
 
 /** Usage from `x-test-usage: <prompt>,<completion>`; `x-test-delay-ms` holds the request in flight. */
@@ -77,7 +95,7 @@ async function completion(req: Request, res: Response): Promise<void> {
 }
 
 const app = express();
-if (config.autoRecharge) app.use('/webhooks/dodo', billing.dodoWebhooks());
+if (config.autoRecharge || config.alerts) app.use('/webhooks/dodo', billing.dodoWebhooks());
 app.use(express.json());
 app.post(
   '/v1/chat/completions',

@@ -1,6 +1,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
+import type { BillingAlert } from '../../src/alerts/index.js';
 import { formatCredits, parseUsd, unitsPerCredit } from '../../src/money.js';
 import type { startDodo } from '../support/billing-app.js';
 import type { AppProcessConfig, AppProcessMessage } from './app-process.js';
@@ -58,6 +59,8 @@ export function chat(url: string, customer: string, options: ChatOptions = {}): 
 export interface AppProcess {
   url: string;
   child: ChildProcess;
+  /** The alerts the app fired (when started with `alerts`), in the order they arrived. */
+  alerts: BillingAlert[];
   /** Asks the app to flush its outbox to Dodo; rejects with its reason when it cannot. */
   flush(): Promise<void>;
   /** Kills the process with SIGKILL, as a crash or the OOM killer would, and waits for its exit. */
@@ -86,12 +89,17 @@ export async function startAppProcess(config: AppProcessConfig): Promise<AppProc
   });
   running.add(child);
   child.once('exit', () => running.delete(child));
+  const alerts: BillingAlert[] = [];
+  child.on('message', (message: AppProcessMessage) => {
+    if (message.type === 'alert') alerts.push(message.alert);
+  });
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`app process did not start within ${STARTUP_TIMEOUT_MS} ms`));
     }, STARTUP_TIMEOUT_MS);
-    child.once('message', (message: AppProcessMessage) => {
+    child.on('message', (message: AppProcessMessage) => {
+      if (message.type !== 'ready') return;
       clearTimeout(timer);
       resolve(message.port);
     });
@@ -104,6 +112,7 @@ export async function startAppProcess(config: AppProcessConfig): Promise<AppProc
   return {
     url,
     child,
+    alerts,
     flush: async () => {
       const response = await fetch(`${url}/__flush`, { method: 'POST' });
       if (!response.ok) throw new Error(`flush failed: ${JSON.stringify(await response.json())}`);

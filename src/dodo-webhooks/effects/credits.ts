@@ -1,4 +1,13 @@
-import { customerIdOf, type Effect, readCredits, timeOf, type WebhookType } from './context.js';
+import type { Logger } from '../../logger.js';
+import type { Money } from '../../money.js';
+import {
+  customerIdOf,
+  type Effect,
+  readCredits,
+  timeOf,
+  UnreadableEventError,
+  type WebhookType,
+} from './context.js';
 
 /** The `credit.*` events that carry a `CreditLedgerEntry`. */
 export const LEDGER_EVENTS = [
@@ -51,14 +60,39 @@ export const applyLedgerEntry: Effect<LedgerEventType> = async (
       ? 0n
       : readCredits(data.overage_after, 'overage_after', perCredit);
   const balance = readCredits(data.balance_after, 'balance_after', perCredit) - overage;
+  const observedAt = timeOf(data.created_at, timeOf(event.timestamp, store.now()));
+  // Once per ledger entry, however often its delivery is processed.
+  const entryId = typeof data.id === 'string' && data.id !== '' ? data.id : `webhook:${webhookId}`;
   if (event.type === 'credit.deducted' && isUsageDeduction(data.reference_type)) {
     const amount = readCredits(data.amount, 'amount', perCredit);
-    // Once per ledger entry, however often its delivery is processed.
-    const entryId = typeof data.id === 'string' && data.id !== '' ? data.id : `webhook:${webhookId}`;
     await store.confirmDeducted(customerId, entryId, amount < 0n ? -amount : amount, retentionMs);
   }
-  await store.syncBalance(customerId, balance, timeOf(data.created_at, timeOf(event.timestamp, store.now())));
+  if (event.type === 'credit.added') {
+    // The top-up is recorded before the balance rises, so a settlement that sees the new
+    // balance also sees the thresholds drawn from it (alerts as fractions of the last top-up).
+    const amount = topUpAmount(data.amount, perCredit, logger);
+    if (amount !== undefined)
+      await store.recordTopUp(customerId, { topUpId: entryId, amount, at: observedAt });
+  }
+  await store.syncBalance(customerId, balance, observedAt);
 };
+
+/**
+ * What a `credit.added` entry added, or `undefined` (logged) when it cannot be read: the
+ * balance it reports still applies, only share-of-top-up alerts miss this top-up.
+ */
+function topUpAmount(value: unknown, perCredit: Money, logger: Logger): Money | undefined {
+  try {
+    const amount = readCredits(value, 'amount', perCredit);
+    return amount > 0n ? amount : undefined;
+  } catch (error) {
+    if (!(error instanceof UnreadableEventError)) throw error;
+    logger.warn('credit.added with an unreadable amount: balance applied, last top-up unchanged', {
+      amount: value,
+    });
+    return undefined;
+  }
+}
 
 /**
  * Whether a `credit.deducted` entry (a `credit_deducted` ledger entry) is metered usage, by its

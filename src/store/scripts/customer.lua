@@ -31,13 +31,14 @@ local function reservation_remove(balance_key, expiry_key, amount_key, reservati
   return true
 end
 
--- { balance, reserved, pending, syncedAt } as strings, or an empty reply when there is no view.
+-- { balance, reserved, pending, syncedAt, lastTopUp ('' when none) } as strings, or an empty
+-- reply when there is no view.
 local function balance_view(balance_key)
-  local fields = redis.call('HMGET', balance_key, 'balance', 'reserved', 'pending', 'syncedAt')
+  local fields = redis.call('HMGET', balance_key, 'balance', 'reserved', 'pending', 'syncedAt', 'topUp')
   if not fields[1] then
     return {}
   end
-  return { fields[1], fields[2] or '0', fields[3] or '0', fields[4] or '0' }
+  return { fields[1], fields[2] or '0', fields[3] or '0', fields[4] or '0', fields[5] or '' }
 end
 
 -- Lets a key live at least `ttl_ms` more: garbage collection only, never a logical expiry.

@@ -191,6 +191,69 @@ export function describeStoreConformance(
       });
     });
 
+    describe('last top-up', () => {
+      it('reports the last top-up with the balance view, from settle too, once the customer has a view', async () => {
+        expect(await store.recordTopUp('cus_1', { topUpId: 'ent_1', amount: usd('20'), at: now })).toBe(true);
+        // No view yet: the next request fetches the balance, and the view then carries it.
+        expect(await store.getBalance('cus_1')).toBeUndefined();
+        const synced = await store.syncBalance('cus_1', usd('20'), now);
+        expect(synced.view.lastTopUp).toBe(usd('20'));
+        const settled = await store.settle(settlement('cus_1', { cost: usd('1') }));
+        expect(settled.view).toMatchObject({ balance: usd('19'), lastTopUp: usd('20') });
+        await store.adjustBalance('cus_1', 'adj_1', usd('-2'), DAY);
+        await store.markBalanceStale('cus_1');
+        await store.syncBalance('cus_1', usd('30'), now + 1);
+        expect((await store.getBalance('cus_1'))?.lastTopUp).toBe(usd('20'));
+        expect((await store.getBalance('cus_never'))?.lastTopUp).toBeUndefined();
+        await store.syncBalance('cus_never', usd('1'), now);
+        expect('lastTopUp' in (await store.getBalance('cus_never'))!).toBe(false);
+      });
+
+      it('keeps the newest top-up, whatever order the webhooks arrive in and however often', async () => {
+        await store.syncBalance('cus_1', usd('5'), now);
+        expect(await store.recordTopUp('cus_1', { topUpId: 'ent_b', amount: usd('50'), at: now + 10 })).toBe(
+          true,
+        );
+        // A delivery of an older entry, late: ignored.
+        expect(await store.recordTopUp('cus_1', { topUpId: 'ent_a', amount: usd('10'), at: now })).toBe(
+          false,
+        );
+        // The same entry again: not newer, nothing changes.
+        expect(await store.recordTopUp('cus_1', { topUpId: 'ent_b', amount: usd('50'), at: now + 10 })).toBe(
+          false,
+        );
+        expect((await store.getBalance('cus_1'))?.lastTopUp).toBe(usd('50'));
+        // Two entries of the same millisecond: the greater id wins, in every process.
+        expect(await store.recordTopUp('cus_1', { topUpId: 'ent_c', amount: usd('7'), at: now + 10 })).toBe(
+          true,
+        );
+        expect(await store.recordTopUp('cus_1', { topUpId: 'ent_a2', amount: usd('8'), at: now + 10 })).toBe(
+          false,
+        );
+        expect((await store.getBalance('cus_1'))?.lastTopUp).toBe(usd('7'));
+        // Ids compare as UTF-8 bytes: U+1F680 is greater than U+FFFD (not so in UTF-16).
+        await store.recordTopUp('cus_2', { topUpId: 'ent_\uFFFD', amount: usd('1'), at: now });
+        expect(await store.recordTopUp('cus_2', { topUpId: 'ent_🚀', amount: usd('2'), at: now })).toBe(true);
+        expect(await store.recordTopUp('cus_2', { topUpId: 'ent_\uFFFD', amount: usd('1'), at: now })).toBe(
+          false,
+        );
+      });
+
+      it('ends on the newest of 30 top-ups recorded at once, exact beyond 2^53 units, for any customer id', async () => {
+        for (const id of ['cus_plain', '{cus}', 'ünïcødé-客户-🚀', '']) {
+          await store.syncBalance(id, usd('1'), now);
+          const amounts = Array.from({ length: 30 }, (_, i) => 10n ** 21n + BigInt(i));
+          const order = amounts.map((_, i) => (i * 7) % 30);
+          await Promise.all(
+            order.map((i) =>
+              store.recordTopUp(id, { topUpId: `ent_${i}`, amount: amounts[i]!, at: now + i }),
+            ),
+          );
+          expect((await store.getBalance(id))?.lastTopUp).toBe(10n ** 21n + 29n);
+        }
+      });
+    });
+
     describe('recently active customers', () => {
       it('lists customers by their last applied settlement, most recent first, since a time', async () => {
         expect(await store.recentCustomers(0, 10)).toEqual([]);
