@@ -65,8 +65,9 @@ export function buildApp(
     creditEntitlementId: wiring.creditEntitlementId,
     customerId: customerIdOf,
     budgetKey: apiKeyIdOf, // each API key's own budget, when it has one
-    // Below $1 and $0.10, and at 50, 80 and 100 % of a key's budget: shown on the status page.
-    alerts: { balanceBelow: ['1.00', '0.10'], on: alertLog.record },
+    // Below $1, below a tenth of the last top-up, and at 50, 80 and 100 % of a key's budget:
+    // shown on the status page.
+    alerts: { balanceBelow: ['1.00', { fractionOfLastTopUp: '0.1' }], on: alertLog.record },
     pricing: PRICING,
     creditsPerDollar: CREDITS_PER_DOLLAR,
     meters: METERS,

@@ -122,7 +122,7 @@ function listAlerts(alerts) {
             const when = new Date(alert.at).toLocaleTimeString();
             const what =
               alert.kind === 'balance'
-                ? `Balance fell to ${cents(alert.balance)}, below ${cents(alert.threshold)}`
+                ? `Balance fell to ${cents(alert.balance)}, below ${cents(alert.threshold)}${alert.fractionOfLastTopUp ? ` (${alert.fractionOfLastTopUp} of the last top-up)` : ''}`
                 : `Key ${alert.key} spent ${cents(alert.spent)}: ${alert.crossed === 'soft' ? 'its soft limit' : `${alert.crossed} % of its budget`}`;
             return `<li>${escapeHtml(when)} · ${escapeHtml(what)}</li>`;
           })
