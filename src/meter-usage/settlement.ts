@@ -3,7 +3,7 @@ import type { Logger } from '../logger.js';
 import type { ResolvedMetering } from '../metering.js';
 import { costOfTokens, type Money } from '../money.js';
 import { priceOf, type ResolvedPricing } from '../options.js';
-import { SPEND_RETENTION_MS, spendDayPeriod, utcDate } from '../spend/day-period.js';
+import { SPEND_RETENTION_MS, spendDayPeriod, utcDate, utcMonth } from '../spend/day-period.js';
 import type { Settlement, UsageIncrement } from '../store/types.js';
 import { usageEvents } from './usage-events.js';
 
@@ -43,8 +43,17 @@ export interface UsageToSettle {
 }
 
 /** UTC calendar month, the default billing period of the usage counters. */
+/** The last timestamp formatted: under load, several settlements share a millisecond. */
+let lastTimestamp = { ms: Number.NaN, iso: '' };
+
+/** RFC 3339 (UTC, milliseconds), as usage events carry it. */
+function isoTimestamp(ms: number): string {
+  if (ms !== lastTimestamp.ms) lastTimestamp = { ms, iso: new Date(ms).toISOString() };
+  return lastTimestamp.iso;
+}
+
 function calendarMonth(now: number): string {
-  return new Date(now).toISOString().slice(0, 7);
+  return utcMonth(now);
 }
 
 /**
@@ -128,7 +137,7 @@ export function buildSettlement(config: SettlementPricing, usage: UsageToSettle)
           { customerId: usage.customerId, requestId: usage.settlementId },
           usage.records,
           config.meters,
-          new Date(usage.now).toISOString(),
+          isoTimestamp(usage.now),
         )
       : [],
     usage: usage.records.length > 0 ? periodsOf(config, usage, counters, cost) : undefined,

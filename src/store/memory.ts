@@ -728,14 +728,16 @@ export class MemoryStore implements BillingStore {
   /** @returns the period's `cost` counter after the addition. */
   private addUsageTo(state: CustomerState, usage: UsageIncrement): bigint {
     const now = this.now();
-    // Expired periods are dropped as new ones are counted, so old months do not pile up.
-    for (const [name, expired] of state.usage) {
-      if (expired.expiresAt > now) continue;
-      state.usage.delete(name);
-      state.keptBytes -= expired.bytes;
-    }
     let period = state.usage.get(usage.period);
-    if (!period) {
+    if (!period || period.expiresAt <= now) {
+      // A period starts (or an expired one restarts at zero): expired periods are dropped now,
+      // not on every settlement — a customer keeps a period per day counted, and new periods
+      // come only with a new day, month or key.
+      for (const [name, expired] of state.usage) {
+        if (expired.expiresAt > now) continue;
+        state.usage.delete(name);
+        state.keptBytes -= expired.bytes;
+      }
       period = { counters: new Map(), expiresAt: 0, bytes: periodBytes(usage.period) };
       state.usage.set(usage.period, period);
       state.keptBytes += period.bytes;
