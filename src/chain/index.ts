@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { AutoRecharger } from '../auto-recharge/index.js';
 import { billingOf, continueWithin, type RequestBilling } from '../billing-context.js';
+import { setBudgetHeaders } from '../budget-headers.js';
 import type { RequestEstimate } from '../estimate/index.js';
 import { openAIError, refusalOf, sendOpenAIError } from '../http/openai-error.js';
 import type { Logger } from '../logger.js';
@@ -199,7 +200,7 @@ async function admit(
     billing.budget.period = result.budget.period;
     billing.budget.hard = result.budget.hard;
     billing.budget.soft = result.budget.soft;
-    credits?.budgetHeaders(res, result.budget);
+    if (credits) setBudgetHeaders(res, result.budget, result.budget.used);
   }
 
   if (tier && counts) {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { AutoRecharger } from '../auto-recharge/index.js';
 import type { RequestBilling } from '../billing-context.js';
+import { setBudgetHeaders } from '../budget-headers.js';
 import type { BillingObserver } from '../metrics/observer.js';
 import { formatUsd, type Money } from '../money.js';
 import type { Settlement, SettleResult } from '../store/types.js';
@@ -132,8 +133,11 @@ export class MeterStep {
         result = await store.settle(settlement);
       }
       this.noteCost(billing, settlement, result.view?.balance, res);
-      this.noteBudget(billing, budgetSpentAfter(billing, settlement, result), res);
-      if (result.applied) this.alert(customerId, billing, settlement, result);
+      const budgetSpent = budgetSpentAfter(billing, settlement, result);
+      // A JSON answer's budget headers say what the key's budget leaves after its settled cost
+      // (the admission set them from its hold; other requests in flight may still hold part).
+      if (budgetSpent !== undefined && !res.headersSent) setBudgetHeaders(res, billing.budget!, budgetSpent);
+      if (result.applied) this.alert(customerId, billing, settlement, result, budgetSpent);
       if (result.applied && this.config.metrics) reportSettled(this.config.metrics, billing, settlement);
       if (result.applied) this.recharger?.watch(customerId, result.view?.available);
     } catch (error) {
@@ -146,36 +150,22 @@ export class MeterStep {
     }
   }
 
-  /** Keeps what the request cost and, for a JSON answer whose headers are not sent, says it. */
   /** Alerts the settlement fired: the balance it lowered, the key budget it added to. */
   private alert(
     customerId: string,
     billing: RequestBilling,
     settlement: Settlement,
     result: SettleResult,
+    budgetSpent: Money | undefined,
   ): void {
     const alerts = this.config.alerts;
     if (!alerts) return;
     alerts.settled(customerId, settlement.cost, result.view);
-    const spent = budgetSpentAfter(billing, settlement, result);
-    if (spent !== undefined) alerts.budgetSettled(customerId, billing.budget!, settlement.cost, spent);
+    if (budgetSpent !== undefined)
+      alerts.budgetSettled(customerId, billing.budget!, settlement.cost, budgetSpent);
   }
 
-  /**
-   * A JSON answer's budget headers say what the key's budget leaves after this request's settled
-   * cost (the admission set them from its hold; other requests in flight may still hold part).
-   */
-  private noteBudget(billing: RequestBilling, spent: Money | undefined, res: Response): void {
-    const budget = billing.budget;
-    if (spent === undefined || !budget || res.headersSent) return;
-    if (budget.hard !== undefined) {
-      const left = budget.hard - spent;
-      res.setHeader('x-billing-budget-remaining', formatUsd(left > 0n ? left : 0n));
-    }
-    if (budget.soft !== undefined && spent >= budget.soft)
-      res.setHeader('x-billing-budget-soft-limit', 'reached');
-  }
-
+  /** Keeps what the request cost and, for a JSON answer whose headers are not sent, says it. */
   private noteCost(
     billing: RequestBilling,
     settlement: Settlement,

@@ -1,5 +1,6 @@
 import type DodoPayments from 'dodopayments';
 import { LRUCache } from 'lru-cache';
+import { spendableBalance } from '../dodo-balance.js';
 import { httpStatusOf, withDeadline } from '../dodo-call.js';
 import { isUsageDeduction } from '../dodo-webhooks/effects/credits.js';
 import { formatUsd, type Money, parseCredits } from '../money.js';
@@ -205,7 +206,7 @@ export class Reconciler {
     return correction;
   }
 
-  /** Dodo's balance minus overage (what the view tracks). */
+  /** Dodo's balance minus overage (what the view tracks), under the call budget. */
   private async balance(customerId: string, report: ReconcileReport): Promise<Money> {
     const { dodo, creditEntitlementId, perCredit } = this.options;
     try {
@@ -216,10 +217,7 @@ export class Reconciler {
           options,
         ),
       );
-      return (
-        parseCredits(String(answer.balance), perCredit) -
-        parseCredits(String(answer.overage ?? '0'), perCredit)
-      );
+      return spendableBalance(answer, perCredit);
     } catch (error) {
       if (error instanceof BudgetAbortedError) throw error;
       // 404 is "no balance" or "no such entitlement": not told apart here, so nothing is changed.

@@ -1,9 +1,10 @@
 import type DodoPayments from 'dodopayments';
+import { spendableBalance } from '../dodo-balance.js';
 import { httpStatusOf, withDeadline } from '../dodo-call.js';
 import { ConfigError } from '../errors.js';
 import { consoleLogger, type Logger } from '../logger.js';
 import type { BillingObserver } from '../metrics/observer.js';
-import { type Money, parseCredits } from '../money.js';
+import type { Money } from '../money.js';
 import type { BalanceView, BillingStore } from '../store/types.js';
 
 export interface BalanceFetcherOptions {
@@ -79,11 +80,7 @@ export class BalanceFetcher {
             options,
           ),
       );
-      // With overage enabled Dodo keeps the balance at 0 and counts what is owed as overage.
-      return (
-        parseCredits(String(answer.balance), perCredit) -
-        parseCredits(String(answer.overage ?? '0'), perCredit)
-      );
+      return spendableBalance(answer, perCredit);
     } catch (error) {
       if (httpStatusOf(error) !== 404) throw this.unavailable(error, 'balance request');
       await this.checkEntitlement();

@@ -3,7 +3,7 @@ import type { RequestBilling } from '../billing-context.js';
 import { ConfigError } from '../errors.js';
 import type { RequestEstimate } from '../estimate/index.js';
 import { openAIError, sendOpenAIError } from '../http/openai-error.js';
-import { displayUsd, formatUsd, type Money } from '../money.js';
+import { displayUsd, type Money } from '../money.js';
 import type { BudgetOutcome, CreditHold, CreditOutcome } from '../store/types.js';
 import { BalanceFetcher } from './balance-fetcher.js';
 import type { ResolvedRequireCreditsOptions } from './options.js';
@@ -103,16 +103,6 @@ export class CreditStep {
     const message = `The budget of API key ${key} for this period is spent (${displayUsd(budget.used)} of ${displayUsd(budget.hard ?? 0n)}). Raise its budget or use another key.`;
     const headers: Record<string, string> = status === 429 ? { 'x-should-retry': 'false' } : {};
     sendOpenAIError(res, status, openAIError(message, 'insufficient_quota', 'budget_exceeded'), headers);
-  }
-
-  /** What is left of the key's budget, and whether its soft limit is reached, in headers. */
-  budgetHeaders(res: Response, budget: BudgetOutcome): void {
-    if (budget.hard !== undefined) {
-      const left = budget.hard - budget.used;
-      res.setHeader('x-billing-budget-remaining', formatUsd(left > 0n ? left : 0n));
-    }
-    if (budget.soft !== undefined && budget.used >= budget.soft)
-      res.setHeader('x-billing-budget-soft-limit', 'reached');
   }
 
   /** Answers (or admits, with `failOpen`) when the store or Dodo could not be reached. */
