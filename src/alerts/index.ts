@@ -111,33 +111,23 @@ export class BalanceAlerts {
   ): void {
     if (cost <= 0n) return;
     const before = spent - cost;
-    const crossed = (threshold: Money) => before < threshold && spent >= threshold;
-    const hard = budget.hard === undefined ? {} : { hard: formatUsd(budget.hard) };
-    if (budget.soft !== undefined && crossed(budget.soft)) {
+    const thresholds: [BudgetAlert['crossed'], Money][] = [];
+    if (budget.soft !== undefined) thresholds.push(['soft', budget.soft]);
+    if (budget.hard !== undefined) {
+      for (const percent of this.budgetPercents)
+        thresholds.push([percent, (budget.hard * BigInt(percent)) / 100n]);
+    }
+    for (const [crossed, threshold] of thresholds) {
+      if (threshold <= 0n || before >= threshold || spent < threshold) continue;
       this.fire({
         kind: 'budget',
         customerId,
         key: budget.key,
-        crossed: 'soft',
-        threshold: formatUsd(budget.soft),
+        crossed,
+        threshold: formatUsd(threshold),
         spent: formatUsd(spent),
-        ...hard,
+        ...(budget.hard === undefined ? {} : { hard: formatUsd(budget.hard) }),
       });
-    }
-    if (budget.hard === undefined) return;
-    for (const percent of this.budgetPercents) {
-      const threshold = (budget.hard * BigInt(percent)) / 100n;
-      if (threshold > 0n && crossed(threshold)) {
-        this.fire({
-          kind: 'budget',
-          customerId,
-          key: budget.key,
-          crossed: percent,
-          threshold: formatUsd(threshold),
-          spent: formatUsd(spent),
-          ...hard,
-        });
-      }
     }
   }
 
