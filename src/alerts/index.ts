@@ -114,11 +114,14 @@ export class BalanceAlerts {
     const thresholds: [BudgetAlert['crossed'], Money][] = [];
     if (budget.soft !== undefined) thresholds.push(['soft', budget.soft]);
     if (budget.hard !== undefined) {
-      for (const percent of this.budgetPercents)
-        thresholds.push([percent, (budget.hard * BigInt(percent)) / 100n]);
+      for (const percent of this.budgetPercents) {
+        // A share that rounds to nothing is no threshold: spend never crosses $0 going up.
+        const share = (budget.hard * BigInt(percent)) / 100n;
+        if (share > 0n) thresholds.push([percent, share]);
+      }
     }
     for (const [crossed, threshold] of thresholds) {
-      if (threshold <= 0n || before >= threshold || spent < threshold) continue;
+      if (before >= threshold || spent < threshold) continue;
       this.fire({
         kind: 'budget',
         customerId,
