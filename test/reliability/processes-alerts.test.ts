@@ -1,12 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { BalanceAlert } from '../../src/alerts/index.js';
 import { parseUsd } from '../../src/money.js';
-import { RedisStore } from '../../src/store/redis.js';
-import { startDodo } from '../support/billing-app.js';
-import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
-import { type AppProcess, COST, chat, startAppProcess, stopAppProcesses } from './support.js';
+import { requireRedis } from '../support/redis.js';
+import { appProcessSuite, COST, chat } from './support.js';
 
 /*
  * Low-balance alerts set as shares of the last top-up, across real processes: two app processes
@@ -19,57 +16,29 @@ const redisUrl = await requireRedis('reliability: alerts across processes');
 const usd = (text: string) => parseUsd(text, 'test');
 
 describe.runIf(redisUrl)('alerts as shares of the last top-up across two processes on one Redis', () => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: AppProcess[] = [];
-  let admin: Redis;
-  const prefixes: string[] = [];
-
-  beforeAll(async () => {
-    dodo = await startDodo();
-    admin = new Redis(redisUrl!, { maxRetriesPerRequest: 1 });
-    await whenReady(admin);
-  });
-  afterEach(async () => {
-    dodo.emulator.setWebhookUrl(undefined);
-    await stopAppProcesses(apps);
-    apps = [];
-  });
-  afterAll(async () => {
-    for (const prefix of prefixes) await deleteKeysWithPrefix(admin, prefix);
-    await admin.quit();
-    await dodo.emulator.close();
-  });
+  const suite = appProcessSuite(redisUrl!);
 
   it('fires 25 % and 10 % of a top-up once each, whichever process settles, and a larger top-up moves them', {
     timeout: 60_000,
   }, async () => {
-    const prefix = `elb-reliability:${randomUUID()}:`;
-    prefixes.push(prefix);
-    const config = {
-      redisUrl: redisUrl!,
-      prefix,
-      dodoBaseURL: dodo.emulator.baseURL,
-      dodoApiKey: dodo.emulator.apiKey,
-      entitlementId: dodo.entitlementId,
+    const { dodo } = suite;
+    const { first, second, store } = await suite.twoApps({
       alerts: {
         balanceBelow: [{ fractionOfLastTopUp: '0.25' }, { fractionOfLastTopUp: '0.1' }],
         webhookKey: dodo.emulator.webhookKey,
       },
-    };
-    const [first, second] = await Promise.all([startAppProcess(config), startAppProcess(config)]);
-    apps.push(first!, second!);
-    dodo.emulator.setWebhookUrl(`${first!.url}/webhooks/dodo`);
-    const store = new RedisStore({ client: admin, prefix, commandTimeoutMs: 5_000 });
+    });
+    dodo.emulator.setWebhookUrl(`${first.url}/webhooks/dodo`);
     const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
-    const alerts = () => [...first!.alerts, ...second!.alerts] as BalanceAlert[];
+    const alerts = () => [...first.alerts, ...second.alerts] as BalanceAlert[];
     const topUp = async (credits: string, dollars: string) => {
       dodo.emulator.addCredits(customer, dodo.entitlementId, credits);
       await expect.poll(async () => (await store.getBalance(customer))?.lastTopUp).toBe(usd(dollars));
     };
     const burst = (count: number) =>
-      Promise.all(
-        Array.from({ length: count }, (_, i) => chat((i % 2 ? first! : second!).url, customer)),
-      ).then((responses) => responses.map((response) => response.status));
+      Promise.all(Array.from({ length: count }, (_, i) => chat((i % 2 ? first : second).url, customer))).then(
+        (responses) => responses.map((response) => response.status),
+      );
     const crossed = (list: BalanceAlert[]) =>
       list
         .map(({ threshold, fractionOfLastTopUp, lastTopUp }) => [threshold, fractionOfLastTopUp, lastTopUp])

@@ -1,11 +1,7 @@
-import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { budgetPeriods } from '../../src/store/budget-period.js';
-import { RedisStore } from '../../src/store/redis.js';
-import { startDodo } from '../support/billing-app.js';
-import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
-import { type AppProcess, COST, chat, customerWorth, startAppProcess, stopAppProcesses } from './support.js';
+import { requireRedis } from '../support/redis.js';
+import { appProcessSuite, COST, chat, customerWorth } from './support.js';
 
 /*
  * A key's budget across real processes: two app processes on one Redis serve one key's burst.
@@ -16,49 +12,21 @@ import { type AppProcess, COST, chat, customerWorth, startAppProcess, stopAppPro
 const redisUrl = await requireRedis('reliability: key budgets across processes');
 
 describe.runIf(redisUrl)('a key budget across two processes on one Redis', () => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: AppProcess[] = [];
-  let admin: Redis;
-  const prefixes: string[] = [];
-
-  beforeAll(async () => {
-    dodo = await startDodo();
-    admin = new Redis(redisUrl!, { maxRetriesPerRequest: 1 });
-    await whenReady(admin);
-  });
-  afterEach(async () => {
-    await stopAppProcesses(apps);
-    apps = [];
-  });
-  afterAll(async () => {
-    for (const prefix of prefixes) await deleteKeysWithPrefix(admin, prefix);
-    await admin.quit();
-    await dodo.emulator.close();
-  });
+  const suite = appProcessSuite(redisUrl!);
 
   it('a burst of one key split over two processes is admitted up to its budget, not beyond', {
     timeout: 45_000,
   }, async () => {
-    const prefix = `elb-reliability:${randomUUID()}:`;
-    prefixes.push(prefix);
-    const config = {
-      redisUrl: redisUrl!,
-      prefix,
-      dodoBaseURL: dodo.emulator.baseURL,
-      dodoApiKey: dodo.emulator.apiKey,
-      entitlementId: dodo.entitlementId,
-    };
-    const [first, second] = await Promise.all([startAppProcess(config), startAppProcess(config)]);
-    apps.push(first!, second!);
+    const { first, second, store } = await suite.twoApps();
+    const { dodo } = suite;
     const customer = customerWorth(dodo, 100);
-    const store = new RedisStore({ client: admin, prefix, commandTimeoutMs: 5_000 });
     await store.setBudget(customer, 'sk-team', { hard: 10n * COST, period: 'month' });
     // Both processes learn the balance first (no key), so the burst races on the store alone.
-    for (const process of [first!, second!]) expect((await chat(process.url, customer)).status).toBe(200);
+    for (const process of [first, second]) expect((await chat(process.url, customer)).status).toBe(200);
 
     const responses = await Promise.all(
       Array.from({ length: 40 }, (_, i) =>
-        chat((i % 2 ? first! : second!).url, customer, { apiKey: 'sk-team' }),
+        chat((i % 2 ? first : second).url, customer, { apiKey: 'sk-team' }),
       ),
     );
     const statuses = responses.map((response) => response.status);
@@ -70,7 +38,7 @@ describe.runIf(redisUrl)('a key budget across two processes on one Redis', () =>
     await expect.poll(async () => (await store.getBudget(customer, 'sk-team', periods))?.held).toBe(0n);
     expect(await store.getBudget(customer, 'sk-team', periods)).toMatchObject({ spent: 10n * COST });
     // Another key of the customer, and the account itself, still spend the account's credits.
-    expect((await chat(first!.url, customer, { apiKey: 'sk-other' })).status).toBe(200);
+    expect((await chat(first.url, customer, { apiKey: 'sk-other' })).status).toBe(200);
     expect((await store.getBalance(customer))?.balance).toBe(100n * COST - 13n * COST);
   });
 });

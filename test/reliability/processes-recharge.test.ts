@@ -1,11 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseUsd } from '../../src/money.js';
-import { RedisStore } from '../../src/store/redis.js';
-import { startDodo } from '../support/billing-app.js';
-import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
-import { type AppProcess, chat, startAppProcess, stopAppProcesses } from './support.js';
+import { requireRedis } from '../support/redis.js';
+import { appProcessSuite, chat } from './support.js';
 
 /*
  * Auto-recharge across real processes: two app processes on one Redis, both seeing the same
@@ -16,57 +13,30 @@ import { type AppProcess, chat, startAppProcess, stopAppProcesses } from './supp
 const redisUrl = await requireRedis('reliability: auto-recharge across processes');
 
 describe.runIf(redisUrl)('auto-recharge across two processes on one Redis', () => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: AppProcess[] = [];
-  let admin: Redis;
-  const prefixes: string[] = [];
-
-  beforeAll(async () => {
-    dodo = await startDodo();
-    admin = new Redis(redisUrl!, { maxRetriesPerRequest: 1 });
-    await whenReady(admin);
-  });
-  afterEach(async () => {
-    await stopAppProcesses(apps);
-    apps = [];
-  });
-  afterAll(async () => {
-    for (const prefix of prefixes) await deleteKeysWithPrefix(admin, prefix);
-    await admin.quit();
-    await dodo.emulator.close();
-  });
+  const suite = appProcessSuite(redisUrl!);
 
   it('a burst split over two processes crossing the threshold makes one charge, not two', {
     timeout: 45_000,
   }, async () => {
-    const prefix = `elb-reliability:${randomUUID()}:`;
-    prefixes.push(prefix);
-    const config = {
-      redisUrl: redisUrl!,
-      prefix,
-      dodoBaseURL: dodo.emulator.baseURL,
-      dodoApiKey: dodo.emulator.apiKey,
-      entitlementId: dodo.entitlementId,
+    const { dodo } = suite;
+    const { first, second, store } = await suite.twoApps({
       autoRecharge: { usagePlanProductId: dodo.usagePlanId, webhookKey: dodo.emulator.webhookKey },
-    };
-    const [first, second] = await Promise.all([startAppProcess(config), startAppProcess(config)]);
-    apps.push(first!, second!);
-    dodo.emulator.setWebhookUrl(`${second!.url}/webhooks/dodo`);
+    });
+    dodo.emulator.setWebhookUrl(`${second.url}/webhooks/dodo`);
     const customer = dodo.emulator.createCustomer({ email: `${randomUUID()}@example.com` }).customer_id;
     dodo.emulator.subscribe(customer, dodo.usagePlanId, { onDemand: 'mandate' });
     dodo.emulator.setBalance(customer, dodo.entitlementId, '10'); // $0.10: about 60 requests
-    const store = new RedisStore({ client: admin, prefix, commandTimeoutMs: 5_000 });
     await store.setAutoRecharge(customer, {
       threshold: parseUsd('0.08', 'test'),
       amount: parseUsd('5', 'test'),
       monthlyLimit: parseUsd('50', 'test'),
     });
     // Both processes learn the balance first, so the burst races on the store alone.
-    for (const process of [first!, second!]) expect((await chat(process.url, customer)).status).toBe(200);
+    for (const process of [first, second]) expect((await chat(process.url, customer)).status).toBe(200);
 
     const statuses = await Promise.all(
       Array.from({ length: 60 }, (_, i) =>
-        chat((i % 2 ? first! : second!).url, customer).then((response) => response.status),
+        chat((i % 2 ? first : second).url, customer).then((response) => response.status),
       ),
     );
     expect(statuses.filter((status) => status !== 200 && status !== 402)).toEqual([]);
@@ -85,7 +55,7 @@ describe.runIf(redisUrl)('auto-recharge across two processes on one Redis', () =
       .toBeUndefined();
     await dodo.emulator.settle();
     // Past the burst, with the credits in: more traffic charges nothing more.
-    for (let i = 0; i < 6; i++) await chat((i % 2 ? first! : second!).url, customer);
+    for (let i = 0; i < 6; i++) await chat((i % 2 ? first : second).url, customer);
     await dodo.emulator.settle();
     const payments = await recharges();
     expect(payments.map((payment) => [payment.status, payment.total_amount])).toEqual([['succeeded', 500]]);

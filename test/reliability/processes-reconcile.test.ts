@@ -1,11 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseCredits } from '../../src/money.js';
-import { RedisStore } from '../../src/store/redis.js';
-import { startDodo } from '../support/billing-app.js';
-import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
-import { type AppProcess, CENTS, COST, chat, startAppProcess, stopAppProcesses } from './support.js';
+import { requireRedis } from '../support/redis.js';
+import { appProcessSuite, CENTS, COST, chat } from './support.js';
 
 /*
  * Reconciliation across real processes: two app processes on one Redis, each running the job
@@ -17,49 +14,21 @@ import { type AppProcess, CENTS, COST, chat, startAppProcess, stopAppProcesses }
 const redisUrl = await requireRedis('reliability: reconciliation across processes');
 
 describe.runIf(redisUrl)('reconciliation across two processes on one Redis', () => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: AppProcess[] = [];
-  let admin: Redis;
-  const prefixes: string[] = [];
-
-  beforeAll(async () => {
-    dodo = await startDodo();
-    admin = new Redis(redisUrl!, { maxRetriesPerRequest: 1 });
-    await whenReady(admin);
-  });
-  afterEach(async () => {
-    dodo.emulator.clearFaults();
-    await stopAppProcesses(apps);
-    apps = [];
-  });
-  afterAll(async () => {
-    for (const prefix of prefixes) await deleteKeysWithPrefix(admin, prefix);
-    await admin.quit();
-    await dodo.emulator.close();
-  });
+  const suite = appProcessSuite(redisUrl!);
 
   it('heals drift while both serve, counting each settlement and each deduction once', {
     timeout: 45_000,
   }, async () => {
-    const prefix = `elb-reliability:${randomUUID()}:`;
-    prefixes.push(prefix);
-    const config = {
-      redisUrl: redisUrl!,
-      prefix,
-      dodoBaseURL: dodo.emulator.baseURL,
-      dodoApiKey: dodo.emulator.apiKey,
-      entitlementId: dodo.entitlementId,
+    const { dodo } = suite;
+    const { first, second, store } = await suite.twoApps({
       reconcile: { intervalMs: 20, maxDodoCallsPerMinute: 100_000 },
-    };
-    const [first, second] = await Promise.all([startAppProcess(config), startAppProcess(config)]);
-    apps.push(first!, second!);
-    const store = new RedisStore({ client: admin, prefix, commandTimeoutMs: 5_000 });
+    });
     const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
     dodo.emulator.setBalance(customer, dodo.entitlementId, '1000');
     const dodoBalance = () => parseCredits(dodo.emulator.balance(customer, dodo.entitlementId)!, CENTS);
     // Dodo takes no usage for now: nothing is deducted, so no difference but the drift is unexplained.
     dodo.emulator.fault('POST /events/ingest', { status: 503 });
-    for (const app of [first!, second!]) expect((await chat(app.url, customer)).status).toBe(200);
+    for (const app of [first, second]) expect((await chat(app.url, customer)).status).toBe(200);
 
     // A debit on Dodo no webhook announces (this app mounts no webhook route at all).
     await dodo.emulator.client().creditEntitlements.balances.createLedgerEntry(customer, {
@@ -69,7 +38,7 @@ describe.runIf(redisUrl)('reconciliation across two processes on one Redis', () 
     });
     const statuses = await Promise.all(
       Array.from({ length: 60 }, (_, i) =>
-        chat((i % 2 ? first! : second!).url, customer).then((r) => r.status),
+        chat((i % 2 ? first : second).url, customer).then((r) => r.status),
       ),
     );
     expect(statuses.filter((status) => status !== 200)).toEqual([]);
@@ -81,7 +50,7 @@ describe.runIf(redisUrl)('reconciliation across two processes on one Redis', () 
 
     // Dodo takes the usage and deducts it; with no webhooks, only the jobs confirm it, from the ledger.
     dodo.emulator.clearFaults();
-    await Promise.all([first!.flush(), second!.flush()]);
+    await Promise.all([first.flush(), second.flush()]);
     await dodo.emulator.settle();
     expect(dodoBalance()).toBe(afterDebit - 62n * COST);
     await expect.poll(async () => (await store.getBalance(customer))?.pending, { timeout: 10_000 }).toBe(0n);

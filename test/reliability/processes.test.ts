@@ -1,18 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { RedisStore } from '../../src/store/redis.js';
-import { startDodo } from '../support/billing-app.js';
-import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
-import {
-  type AppProcess,
-  COST,
-  chat,
-  customerWorth,
-  expectEachOnce,
-  startAppProcess,
-  stopAppProcesses,
-} from './support.js';
+import { describe, expect, it } from 'vitest';
+import { requireRedis } from '../support/redis.js';
+import { appProcessSuite, COST, chat, customerWorth, expectEachOnce } from './support.js';
 
 /*
  * Real processes: each app runs in its own Node process (app-process.ts) on one Redis; the Dodo
@@ -23,50 +12,8 @@ import {
 const redisUrl = await requireRedis('reliability: app processes');
 
 describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: AppProcess[] = [];
-  const prefixes: string[] = [];
-  let admin: Redis;
-
-  beforeAll(async () => {
-    dodo = await startDodo();
-    admin = new Redis(redisUrl!, { maxRetriesPerRequest: 1 });
-    await whenReady(admin);
-  });
-  afterEach(async () => {
-    dodo.emulator.clearFaults();
-    await stopAppProcesses(apps);
-    apps = [];
-  });
-  afterAll(async () => {
-    for (const prefix of prefixes) await deleteKeysWithPrefix(admin, prefix);
-    await admin.quit();
-    await dodo.emulator.close();
-  });
-
-  function freshPrefix(): string {
-    const prefix = `elb-reliability:${randomUUID()}:`;
-    prefixes.push(prefix);
-    return prefix;
-  }
-
-  async function app(prefix: string, options: Record<string, number> = {}): Promise<AppProcess> {
-    const started = await startAppProcess({
-      redisUrl: redisUrl!,
-      prefix,
-      dodoBaseURL: dodo.emulator.baseURL,
-      dodoApiKey: dodo.emulator.apiKey,
-      entitlementId: dodo.entitlementId,
-      ...options,
-    });
-    apps.push(started);
-    return started;
-  }
-
-  /** The test's own view of the store the apps share. */
-  function storeOn(prefix: string): RedisStore {
-    return new RedisStore({ client: admin, prefix, commandTimeoutMs: 5_000 });
-  }
+  const suite = appProcessSuite(redisUrl!);
+  const { freshPrefix, app, storeOn } = suite;
 
   it('two processes, 200 concurrent requests, a balance worth 20: 20 admitted, each billed exactly once', {
     timeout: 45_000,
@@ -77,7 +24,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
       app(prefix, { flushIntervalMs: 60_000 }),
       app(prefix, { flushIntervalMs: 60_000 }),
     ]);
-    const customer = customerWorth(dodo, 20);
+    const customer = customerWorth(suite.dodo, 20);
     // One request through each process first: the customer's balance view exists, so in the
     // race every admission is one script with the tier's counts — and atomic across processes.
     for (const process of [first!, second!]) expect((await chat(process.url, customer)).status).toBe(200);
@@ -93,7 +40,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
 
     await Promise.all([first!.flush(), second!.flush()]);
     expect(await storeOn(prefix).listDeadLetters()).toEqual([]);
-    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    const events = suite.dodo.emulator.ingestedEvents({ customerId: customer });
     expectEachOnce(events, 2 * admitted);
     const view = await storeOn(prefix).getBalance(customer);
     expect(view).toMatchObject({ balance: 0n, reserved: 0n, pending: 20n * COST });
@@ -108,8 +55,8 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     const short = { reservationTtlMs: 2_000, leaseMs: 2_000, flushIntervalMs: 50, maxBackoffMs: 200 };
     const doomed = await app(prefix, short);
     const store = storeOn(prefix);
-    const customer = customerWorth(dodo, 15);
-    dodo.emulator.fault('POST /events/ingest', { status: 503 });
+    const customer = customerWorth(suite.dodo, 15);
+    suite.dodo.emulator.fault('POST /events/ingest', { status: 503 });
 
     for (let i = 0; i < 10; i++) expect((await chat(doomed.url, customer)).status).toBe(200);
     // Five requests held in flight by a slow handler: five live reservations when it dies.
@@ -130,12 +77,12 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
 
     await doomed.kill();
     expect(await Promise.all(inFlight)).toEqual(Array(5).fill('connection lost'));
-    expect(dodo.emulator.ingestedEvents({ customerId: customer })).toHaveLength(0);
-    dodo.emulator.clearFaults();
+    expect(suite.dodo.emulator.ingestedEvents({ customerId: customer })).toHaveLength(0);
+    suite.dodo.emulator.clearFaults();
 
     const successor = await app(prefix, short);
     await expect
-      .poll(() => dodo.emulator.ingestedEvents({ customerId: customer }).length, { timeout: 10_000 })
+      .poll(() => suite.dodo.emulator.ingestedEvents({ customerId: customer }).length, { timeout: 10_000 })
       .toBe(20);
     // The reservations of the requests that died with the process expire: spendable again.
     await expect.poll(async () => (await store.getBalance(customer))?.reserved, { timeout: 10_000 }).toBe(0n);
@@ -144,7 +91,7 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
 
     await successor.flush();
     expect(await store.listDeadLetters()).toEqual([]);
-    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    const events = suite.dodo.emulator.ingestedEvents({ customerId: customer });
     expectEachOnce(events, 30);
     expect(await store.getBalance(customer)).toMatchObject({
       balance: 0n,
@@ -158,9 +105,9 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     timeout: 60_000,
   }, async () => {
     const prefix = freshPrefix();
-    const customer = customerWorth(dodo, 20);
+    const customer = customerWorth(suite.dodo, 20);
     // Nothing leaves for Dodo before a process dies: only what the store kept can be billed.
-    dodo.emulator.fault('POST /events/ingest', { status: 503 });
+    suite.dodo.emulator.fault('POST /events/ingest', { status: 503 });
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) {
       const doomed = await app(prefix, { flushIntervalMs: 60_000 });
@@ -171,10 +118,10 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
       await doomed.kill(); // the instant the client has its whole answer
       ids.push(requestId);
     }
-    dodo.emulator.clearFaults();
+    suite.dodo.emulator.clearFaults();
     const successor = await app(prefix);
     await successor.flush();
-    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    const events = suite.dodo.emulator.ingestedEvents({ customerId: customer });
     expectEachOnce(events, 12);
     expect(new Set(events.map((event) => event.metadata?.request_id))).toEqual(new Set(ids));
   });
@@ -183,10 +130,10 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     timeout: 60_000,
   }, async () => {
     const prefix = freshPrefix();
-    const customer = customerWorth(dodo, 60);
+    const customer = customerWorth(suite.dodo, 60);
     const doomed = await app(prefix, { flushIntervalMs: 60_000 });
     expect((await chat(doomed.url, customer)).status).toBe(200); // the balance view exists
-    dodo.emulator.fault('POST /events/ingest', { status: 503 });
+    suite.dodo.emulator.fault('POST /events/ingest', { status: 503 });
     const received = new Set<string>();
     const inFlight = Array.from({ length: 50 }, async (_, i) => {
       const requestId = `flight-${i}-${randomUUID()}`;
@@ -205,10 +152,10 @@ describe.runIf(redisUrl)('billing apps in separate processes on one Redis', () =
     await doomed.kill();
     await Promise.all(inFlight);
     expect(received.size).toBeLessThan(50);
-    dodo.emulator.clearFaults();
+    suite.dodo.emulator.clearFaults();
     const successor = await app(prefix);
     await successor.flush();
-    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    const events = suite.dodo.emulator.ingestedEvents({ customerId: customer });
     const billed = new Set(events.map((event) => event.metadata?.request_id as string));
     for (const id of received) expect(billed.has(id), id).toBe(true);
     expectEachOnce(events, 2 * billed.size);

@@ -1,9 +1,13 @@
 import { type ChildProcess, fork } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { expect } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import type { BillingAlert } from '../../src/alerts/index.js';
 import { formatCredits, parseUsd, unitsPerCredit } from '../../src/money.js';
-import type { startDodo } from '../support/billing-app.js';
+import { RedisStore } from '../../src/store/redis.js';
+import { startDodo } from '../support/billing-app.js';
+import { deleteKeysWithPrefix, whenReady } from '../support/redis.js';
 import type { AppProcessConfig, AppProcessMessage } from './app-process.js';
 
 export const CENTS = unitsPerCredit(100);
@@ -138,4 +142,78 @@ function idsOf(events: readonly { event_id: string }[]): string[] {
 export function expectEachOnce(events: readonly { event_id: string }[], count: number): void {
   expect(events).toHaveLength(count);
   expect(new Set(idsOf(events)).size).toBe(count);
+}
+
+/** What a test adds to an app process's configuration (the Redis and Dodo parts are the suite's). */
+export type AppProcessOptions = Omit<
+  AppProcessConfig,
+  'redisUrl' | 'prefix' | 'dodoBaseURL' | 'dodoApiKey' | 'entitlementId'
+>;
+
+/**
+ * What every suite of app processes on one Redis sets up, for the `describe` that calls it: the
+ * Dodo emulator and an admin client for the suite; per test, fresh key prefixes, the processes
+ * it starts (stopped after it, with the emulator's faults and webhook URL cleared), and a store
+ * on a prefix for the test's own reads; the prefixes' keys deleted at the end.
+ */
+export function appProcessSuite(redisUrl: string) {
+  let dodo: Awaited<ReturnType<typeof startDodo>>;
+  let admin: Redis;
+  let apps: AppProcess[] = [];
+  const prefixes: string[] = [];
+
+  beforeAll(async () => {
+    dodo = await startDodo();
+    admin = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    await whenReady(admin);
+  });
+  afterEach(async () => {
+    dodo.emulator.clearFaults();
+    dodo.emulator.setWebhookUrl(undefined);
+    await stopAppProcesses(apps);
+    apps = [];
+  });
+  afterAll(async () => {
+    for (const prefix of prefixes) await deleteKeysWithPrefix(admin, prefix);
+    await admin.quit();
+    await dodo.emulator.close();
+  });
+
+  const suite = {
+    get dodo() {
+      return dodo;
+    },
+    get admin() {
+      return admin;
+    },
+    freshPrefix(): string {
+      const prefix = `elb-reliability:${randomUUID()}:`;
+      prefixes.push(prefix);
+      return prefix;
+    },
+    /** An app process on `prefix`, stopped after the test. */
+    async app(prefix: string, options: AppProcessOptions = {}): Promise<AppProcess> {
+      const started = await startAppProcess({
+        redisUrl,
+        prefix,
+        dodoBaseURL: dodo.emulator.baseURL,
+        dodoApiKey: dodo.emulator.apiKey,
+        entitlementId: dodo.entitlementId,
+        ...options,
+      });
+      apps.push(started);
+      return started;
+    },
+    /** The test's own view of the store the apps share. */
+    storeOn(prefix: string): RedisStore {
+      return new RedisStore({ client: admin, prefix, commandTimeoutMs: 5_000 });
+    },
+    /** Two app processes on one fresh prefix, racing on it, and the test's store on it. */
+    async twoApps(options: AppProcessOptions = {}) {
+      const prefix = suite.freshPrefix();
+      const [first, second] = await Promise.all([suite.app(prefix, options), suite.app(prefix, options)]);
+      return { prefix, first: first!, second: second!, store: suite.storeOn(prefix) };
+    },
+  };
+  return suite;
 }
