@@ -12,7 +12,15 @@ import {
   type NodeRedisClientForTests,
 } from '../support/node-redis.js';
 import { requireRedisBinaries, startRedisServer } from '../support/redis.js';
-import { COST, DAY, DEADLINE_MS, failsAtDeadline, MINUTE, usageEvent } from './stall-support.js';
+import {
+  COST,
+  DAY,
+  DEADLINE_MS,
+  failsAtDeadline,
+  MINUTE,
+  stallCasesOfAnyClient,
+  usageEvent,
+} from './stall-support.js';
 
 /*
  * redis-stall.test.ts, on a node-redis client: a call abandoned at its deadline cannot take
@@ -192,38 +200,7 @@ describe.runIf(canRun)(
       ]);
     });
 
-    it('a webhook claim abandoned at its deadline does not hold the id for the retry', async () => {
-      const { server, store } = await stallable();
-      server.pause();
-      await failsAtDeadline(() => store.claimWebhook('wh_1', 10 * MINUTE));
-      server.resume();
-      await expect.poll(() => store.claimWebhook('wh_2', MINUTE), { timeout: 2_000 }).toBe('claimed');
-      expect(await store.claimWebhook('wh_1', 10 * MINUTE)).toBe('claimed');
-      expect(await store.claimWebhook('wh_1', 10 * MINUTE)).toBe('processing');
-    });
-
-    it('a settle abandoned at its deadline takes effect once when Redis resumes, and its retry is a no-op', async () => {
-      const { server, store } = await stallable();
-      await store.syncBalance('cus_1', 10n * COST, Date.now());
-      await store.reserve('cus_1', 'req_1', 2n * COST, 10 * MINUTE);
-      const settlement = {
-        customerId: 'cus_1',
-        reservationId: 'req_1',
-        settlementId: 'req_1',
-        cost: COST,
-        events: [usageEvent('cus_1', 'req_1:input')],
-        retentionMs: DAY,
-      };
-      server.pause();
-      await failsAtDeadline(() => store.settle(settlement));
-      server.resume();
-      expect(await store.settle(settlement)).toMatchObject({ applied: false });
-      expect(await store.getBalance('cus_1')).toMatchObject({
-        balance: 9n * COST,
-        reserved: 0n,
-        pending: COST,
-      });
-    });
+    stallCasesOfAnyClient(stallable);
 
     it('a rate limiter call fails at the deadline; a consume abandoned there is given back when Redis resumes', async () => {
       const { server, store } = await stallable();

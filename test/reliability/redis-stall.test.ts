@@ -14,7 +14,16 @@ import {
   startSlowProxy,
   whenReady,
 } from '../support/redis.js';
-import { COST, DAY, DEADLINE_MS, failsAtDeadline, MARGIN_MS, MINUTE, usageEvent } from './stall-support.js';
+import {
+  COST,
+  DAY,
+  DEADLINE_MS,
+  failsAtDeadline,
+  MARGIN_MS,
+  MINUTE,
+  stallCasesOfAnyClient,
+  usageEvent,
+} from './stall-support.js';
 
 /*
  * A call abandoned at its deadline cannot take effect later. The test's own `redis-server` is
@@ -230,42 +239,7 @@ describe.runIf(canRun)('RedisStore: a call abandoned at its deadline cannot take
     ]);
   });
 
-  it('a webhook claim abandoned at its deadline does not hold the id for the retry', async () => {
-    const { server, store } = await stallable();
-    server.pause();
-    await failsAtDeadline(() => store.claimWebhook('wh_1', 10 * MINUTE));
-    server.resume();
-    // Dodo's retry can run it at once instead of being answered 409 for ten minutes.
-    await expect.poll(() => store.claimWebhook('wh_2', MINUTE), { timeout: 2_000 }).toBe('claimed');
-    expect(await store.claimWebhook('wh_1', 10 * MINUTE)).toBe('claimed');
-    // A claim of another delivery is left alone by that undo.
-    expect(await store.claimWebhook('wh_1', 10 * MINUTE)).toBe('processing');
-  });
-
-  it('a settle abandoned at its deadline takes effect once when Redis resumes, and its retry is a no-op', async () => {
-    const { server, store } = await stallable();
-    await store.syncBalance('cus_1', 10n * COST, Date.now());
-    await store.reserve('cus_1', 'req_1', 2n * COST, 10 * MINUTE);
-    const settlement = {
-      customerId: 'cus_1',
-      reservationId: 'req_1',
-      settlementId: 'req_1',
-      cost: COST,
-      events: [usageEvent('cus_1', 'req_1:input')],
-      retentionMs: DAY,
-    };
-    server.pause();
-    await failsAtDeadline(() => store.settle(settlement));
-    server.resume();
-    // The served usage is billed, once: the late settle stands, the retry changes nothing.
-    expect(await store.settle(settlement)).toMatchObject({ applied: false });
-    expect(await store.getBalance('cus_1')).toMatchObject({
-      balance: 9n * COST,
-      reserved: 0n,
-      pending: COST,
-    });
-    expect((await store.outboxStats()).waiting).toBe(1);
-  });
+  stallCasesOfAnyClient(stallable);
 });
 
 describe.runIf(canRun)("RedisStore's rate limiters under a stall and a slow connection", () => {
