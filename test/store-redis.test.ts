@@ -167,6 +167,27 @@ if (!redisUrl) {
       expect(await store.getUsage('cus_1', 'p')).toEqual({ cost: 2n * huge, refund: -huge });
     });
 
+    it('keeps usage counters exact across the int64 edge, where HINCRBY hands over to bignum', async () => {
+      const store = await storeOn();
+      const int64 = 2n ** 63n;
+      const amount = fc.oneof(
+        fc.bigInt({ min: int64 - 3n, max: int64 + 3n }),
+        fc.bigInt({ min: -int64 - 3n, max: -int64 + 3n }),
+        fc.bigInt({ min: -(2n ** 62n), max: 2n ** 62n }),
+        fc.bigInt({ min: -1_000n, max: 1_000n }),
+      );
+      let run = 0;
+      await fc.assert(
+        fc.asyncProperty(fc.array(amount, { minLength: 1, maxLength: 8 }), async (amounts) => {
+          const period = `p${run++}`;
+          for (const cost of amounts) await store.addUsage('cus_1', { period, counters: { cost }, ttlMs: MINUTE });
+          const total = amounts.reduce((sum, cost) => sum + cost, 0n);
+          expect((await store.getUsage('cus_1', period)).cost ?? 0n).toBe(total);
+        }),
+        { numRuns: 150 },
+      );
+    });
+
     it('refuses a malformed amount with a StoreError instead of storing it', async () => {
       const store = await storeOn();
       await store.syncBalance('cus_1', 100n, 1);
