@@ -119,7 +119,9 @@ async function middlewares(): Promise<RequestHandler[]> {
   if (stack === 'memory') return [...billingChain(new MemoryStore()), completion];
   if (stack.startsWith('only-')) return [...single(stack.slice(5)), completion];
   if (stack === 'redis') {
-    const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', {
+      enableAutoPipelining: process.env.BENCH_AUTOPIPELINE === '1',
+    });
     return [...billingChain(new RedisStore({ client, prefix: `elb-bench:${randomUUID()}:` })), completion];
   }
   throw new Error(`unknown variant ${variant}`);

@@ -180,7 +180,8 @@ if (!redisUrl) {
       await fc.assert(
         fc.asyncProperty(fc.array(amount, { minLength: 1, maxLength: 8 }), async (amounts) => {
           const period = `p${run++}`;
-          for (const cost of amounts) await store.addUsage('cus_1', { period, counters: { cost }, ttlMs: MINUTE });
+          for (const cost of amounts)
+            await store.addUsage('cus_1', { period, counters: { cost }, ttlMs: MINUTE });
           const total = amounts.reduce((sum, cost) => sum + cost, 0n);
           expect((await store.getUsage('cus_1', period)).cost ?? 0n).toBe(total);
         }),

@@ -178,6 +178,7 @@ export class RedisCalls {
         connecting = this.firstConnection(operation);
         await connecting.ready;
       }
+      this.connection.coalesceWritesThisTick();
       return work(attempt);
     };
     try {

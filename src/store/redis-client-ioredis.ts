@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisConnection } from './redis-client.js';
 import {
@@ -25,6 +26,8 @@ export class IoredisConnection implements RedisConnection {
   readonly library = 'ioredis';
   readonly rateLimiterClient: { storeClient: unknown };
   private readonly scripts = {} as Record<ScriptName, ScriptCommand>;
+  /** The socket corked until the end of this tick, if any. */
+  private corked: Socket | undefined;
 
   constructor(private readonly client: Redis | Cluster) {
     this.rateLimiterClient = { storeClient: client };
@@ -62,6 +65,28 @@ export class IoredisConnection implements RedisConnection {
   async setPx(key: string, value: string, ttlMs: number): Promise<void> {
     await this.client.set(key, value, 'PX', ttlMs);
   }
+
+  /**
+   * ioredis writes each command to its socket at once (one system call each) unless the app
+   * turned on `enableAutoPipelining`; node-redis corks its socket for the tick itself. The same
+   * here: the socket is corked and uncorked on the next tick, so what this tick sends leaves in
+   * one write, in order. A Cluster has a socket per node, reached through its own clients: left
+   * as it is.
+   */
+  coalesceWritesThisTick(): void {
+    if (this.corked) return;
+    const stream = (this.client as { stream?: Socket }).stream;
+    if (!stream || typeof stream.cork !== 'function' || this.client.status !== 'ready') return;
+    this.corked = stream;
+    stream.cork();
+    process.nextTick(this.uncork);
+  }
+
+  private readonly uncork = (): void => {
+    const stream = this.corked;
+    this.corked = undefined;
+    stream?.uncork();
+  };
 
   isReady(): boolean {
     return this.client.status === 'ready';

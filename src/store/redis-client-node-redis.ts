@@ -218,6 +218,9 @@ export class NodeRedisConnection implements RedisConnection {
     return () => this.client.off('ready', listener);
   }
 
+  /** node-redis already writes the commands of a tick together (it corks its socket itself). */
+  coalesceWritesThisTick(): void {}
+
   isReplyError(error: unknown): boolean {
     return isErrorReply(error);
   }

@@ -52,6 +52,12 @@ export interface RedisConnection {
    * again (after a reconnect, and after the library resent what it resends); returns the cancel.
    */
   afterReconnect(listener: () => void): () => void;
+  /**
+   * Lets the commands sent until the end of the current tick leave in one socket write (a
+   * request's admission sends its script and its rate-limit counts together): each write is a
+   * system call, which costs more than the command's own work in Redis. Order is kept.
+   */
+  coalesceWritesThisTick(): void;
   /** Whether an error is Redis's own reply (the command ran, or was refused): not worth a retry. */
   isReplyError(error: unknown): boolean;
   /** The client and flags `rate-limiter-flexible`'s `RateLimiterRedis` needs for it. */

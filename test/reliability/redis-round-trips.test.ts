@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import express from 'express';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -42,7 +42,7 @@ function batchCounter() {
   };
 }
 
-/** An ioredis client whose commands are counted. */
+/** An ioredis client whose commands are counted, and the writes its socket makes. */
 async function countingIoredis(url: string) {
   const counter = batchCounter();
   const client = new Redis(url);
@@ -52,7 +52,32 @@ async function countingIoredis(url: string) {
     return send(command as never, stream as never);
   }) as typeof client.sendCommand;
   await whenReady(client);
-  return { client, counter, close: () => client.disconnect() };
+  const writes = socketWriteCounter(client.stream as Socket);
+  return { client, counter, writes, close: () => client.disconnect() };
+}
+
+/**
+ * Counts the writes a socket hands to the system (`_write` for one chunk, `_writev` for what
+ * piled up while it was corked): each is a system call, which costs more than a script's work.
+ */
+function socketWriteCounter(socket: Socket) {
+  let writes = 0;
+  const internals = socket as unknown as Record<'_write' | '_writev', (...args: unknown[]) => void>;
+  for (const method of ['_write', '_writev'] as const) {
+    const original = internals[method]!;
+    internals[method] = function (this: Socket, ...args: unknown[]) {
+      writes += 1;
+      return original.apply(this, args);
+    };
+  }
+  return {
+    reset() {
+      writes = 0;
+    },
+    get count() {
+      return writes;
+    },
+  };
 }
 
 /** A node-redis client whose commands are counted. */
@@ -95,7 +120,9 @@ const LIBRARIES = [
       const dodo = await startDodo();
       const customer = dodo.emulator.createCustomer({ email: 'round-trips@example.com' }).customer_id;
       const subscriber = dodo.emulator.createCustomer({ email: 'subscriber@example.com' }).customer_id;
-      const { client, counter: counting, close } = await connect(redisUrl!);
+      const connected = await connect(redisUrl!);
+      const { client, counter: counting, close } = connected;
+      const writes = 'writes' in connected ? connected.writes : undefined;
       const store = new RedisStore({ client, prefix: `${prefix}${library}:${mount}:` });
       // The balance view exists (as after any earlier request): no Dodo call on the hot path.
       await store.syncBalance(customer, parseUsd('1', 'test'), Date.now());
@@ -146,6 +173,7 @@ const LIBRARIES = [
       try {
         for (const customerId of [customer, subscriber, customer]) {
           counting.reset();
+          writes?.reset();
           await request(customerId);
           // (1) the admission script (duplicate check, profile, subscription and cap, credit
           // hold) with the RPM and TPM counts; (2) the settlement with the TPM correction.
@@ -153,6 +181,9 @@ const LIBRARIES = [
             ['evalsha', limiterScript, limiterScript].sort(),
             ['evalsha', limiterScript].sort(),
           ]);
+          // On ioredis, each round trip's commands leave in one socket write (node-redis
+          // writes a tick's commands together itself).
+          if (writes) expect(writes.count).toBe(2);
         }
         expect(dodo.emulator.requests().filter((call) => call.path.includes('/balances/'))).toHaveLength(0);
         expect((await store.getBalance(customer))?.reserved).toBe(0n);
