@@ -29,7 +29,7 @@ process.env.REDIS_URL = REDIS_URL; // the servers it forks connect to the same o
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-/** A folder to write each server's `--cpu-prof` profile to (one folder per variant and round; the main thread's is the largest file; see `bench/profile-summary.ts`). */
+/** A folder to write each server's `--cpu-prof` profile to (`--heap-prof`, sampled allocations, with `BENCH_PROFILE=heap`) (one folder per variant and round; the main thread's is the largest file; see `bench/profile-summary.ts`). */
 const PROFILE_DIR = process.env.BENCH_PROFILE_DIR;
 const CUSTOMERS = 100;
 
@@ -164,7 +164,11 @@ try {
       const server = await start(
         './server-process.ts',
         [variant, baseURL, apiKey, entitlementId, upstreamURL],
-        PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${variant}-${round}`] : [],
+        PROFILE_DIR
+          ? process.env.BENCH_PROFILE === 'heap'
+            ? ['--heap-prof', '--heap-prof-interval=16384', `--heap-prof-dir=${PROFILE_DIR}/${variant}-${round}`]
+            : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${variant}-${round}`]
+          : [],
       );
       const port = server.ready.port as number;
       const beforeWarmUp = await ask<Calls>(dodo.child, 'calls');
