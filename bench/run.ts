@@ -10,7 +10,9 @@ import { startRedisServer } from '../test/support/redis.js';
  * two baselines side by side in one run — a handler answering at once (`bare`: the overhead
  * itself) and one proxying through the `openai` SDK to a mock LLM (`bare-proxy`: what users run)
  * — and the naive design of Dodo's guide (an awaited Dodo call before and after each request).
- * `BENCH_VARIANTS` picks others: `only-<tier|softcap|credits|meter|money>` (one middleware).
+ * `BENCH_VARIANTS` picks others: `only-<tier|softcap|credits|meter|money>` (one middleware), and
+ * `<variant>@<label>` runs a variant on an earlier build copied to `.bench-builds/<label>/` (to
+ * measure a change against what it replaces, in one run).
  * Variants alternate, ROUNDS times; the report gives medians: throughput and its ratio to the
  * variant's own baseline, p99 latency, the server's CPU per request, Redis's CPU and commands per
  * request (`INFO commandstats`), the Dodo calls made and the usage events delivered.
@@ -236,7 +238,7 @@ const summary = VARIANTS.map((variant) => {
 const rateOf = (variant: string) =>
   summary.find((row) => row.variant === variant)?.requestsPerSecond ?? Number.NaN;
 /** Each variant is compared with bare Express of its own family (`bare`, or `bare-proxy`). */
-const baselineOf = (variant: string) => (variant.endsWith('-proxy') ? 'bare-proxy' : 'bare');
+const baselineOf = (variant: string) => (variant.replace(/@.*$/, '').endsWith('-proxy') ? 'bare-proxy' : 'bare');
 const ratio = (variant: string) => rateOf(variant) / rateOf(baselineOf(variant));
 console.log(
   `\nMedians of ${ROUNDS} rounds, ${DURATION_S} s each, ${CONNECTIONS} connections, ${CUSTOMERS} customers:\n`,

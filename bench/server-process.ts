@@ -6,14 +6,19 @@ import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import type { BillingStore } from '../src/index.js';
 
+/** One variant of the benchmark, serving `POST /v1/chat/completions` in this process. */
+const [variantAndBuild = 'bare', baseURL = '', apiKey = '', entitlementId = '', upstreamURL = ''] =
+  process.argv.slice(2);
+/**
+ * `<variant>@<label>` runs the variant on a build kept in `.bench-builds/<label>/` (a copy of
+ * `dist/` from before a change), so a change and what it replaces are measured in one run.
+ */
+const [variant = 'bare', build] = variantAndBuild.split('@');
+
 // The published build, as users run it (`npm run bench` builds first); typed by the sources.
 const { createBilling, MemoryStore, RedisStore }: typeof import('../src/index.js') = await import(
-  new URL('../dist/index.js', import.meta.url).href
+  new URL(build ? `../.bench-builds/${build}/index.js` : '../dist/index.js', import.meta.url).href
 );
-
-/** One variant of the benchmark, serving `POST /v1/chat/completions` in this process. */
-const [variant = 'bare', baseURL = '', apiKey = '', entitlementId = '', upstreamURL = ''] =
-  process.argv.slice(2);
 const dodo = new DodoPayments({ bearerToken: apiKey, baseURL, maxRetries: 0 });
 
 const PRICING = {
