@@ -69,7 +69,10 @@ export interface RequestSettingsOptions {
   outputLimitField?: OutputLimitField;
   /** The smallest output allowance `'write'` shrinks a limit to before refusing. @default 16 */
   minOutputTokens?: number;
-  /** Largest JSON response read for its usage; larger ones are estimated. @default 8 MiB */
+  /**
+   * Largest JSON response buffered and parsed for its usage; larger ones are estimated. A body
+   * given to `res.json` is read as the object it is, whatever its size. @default 8 MiB
+   */
   maxJsonBytes?: number;
   /**
    * USD per 1M input and output tokens per model (decimal strings), and what bounds each

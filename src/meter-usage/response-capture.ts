@@ -1,5 +1,12 @@
 import type { Response } from 'express';
 import { SseUsageParser } from './sse-usage-parser.js';
+import { normalizeUsage, type ReportedUsage } from './usage.js';
+
+/** What a body given to `res.json` reported, read from the object as it was sent. */
+export interface JsonReport {
+  model: unknown;
+  usage: ReportedUsage;
+}
 
 /** What a response's body is, as far as billing reads it. */
 type BodyKind = 'json' | 'sse' | 'other';
@@ -27,6 +34,11 @@ export class ResponseCapture {
    * (a usage chunk the client did not ask for), an object replaces it (the usage with its cost).
    */
   rewriteUsageEvent: ((event: Record<string, unknown>) => Record<string, unknown> | undefined) | undefined;
+  /**
+   * The model and usage of the object the handler gave `res.json`, read before Express
+   * serialised it: the body that then passes is not buffered nor parsed again.
+   */
+  reported: JsonReport | undefined;
   private kind: BodyKind | undefined;
   /** The JSON body's chunks as written (strings are kept as they are: no copy). */
   private jsonParts: (string | Uint8Array)[] | undefined = [];
@@ -58,12 +70,39 @@ export class ResponseCapture {
     else this.handlerEndListeners.push(listener);
   }
 
+  /**
+   * Reads the object a handler gives `res.json`, when what Express sends is exactly its
+   * serialisation as far as billing reads it: nothing written before, a plain object whose
+   * `usage` is a plain object of counts, no `toJSON` on either and no `json replacer` setting.
+   * Anything else is read from the bytes that pass, as before. The usage is copied now, so a
+   * handler that changes the object afterwards does not change what it is billed.
+   */
+  takeJson(body: unknown): boolean {
+    if (this.reported || this.kind !== undefined || this.res.headersSent || !isPlainObject(body))
+      return false;
+    const usage = body.usage;
+    if (!isPlainObject(usage) || typeof body.toJSON === 'function' || typeof usage.toJSON === 'function')
+      return false;
+    if (this.res.app?.get('json replacer') !== undefined) return false;
+    const reported = normalizeUsage(usage);
+    if (reported) this.reported = { model: body.model, usage: reported };
+    return reported !== undefined;
+  }
+
+  /** The `res.json` call that took the body failed before sending (a body JSON cannot encode). */
+  dropJson(): void {
+    this.reported = undefined;
+  }
+
   private parse(): unknown {
     const parts = this.jsonParts;
     if (!parts || parts.length === 0 || this.kind !== 'json') return undefined;
     try {
       const [only] = parts;
       if (parts.length === 1 && typeof only === 'string') return JSON.parse(only);
+      // One chunk (what `res.send` writes): decoded where it is, not copied first.
+      if (parts.length === 1 && only instanceof Uint8Array)
+        return JSON.parse(Buffer.from(only.buffer, only.byteOffset, only.byteLength).toString('utf8'));
       return JSON.parse(
         Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : part))).toString(
           'utf8',
@@ -91,6 +130,11 @@ export class ResponseCapture {
       return (!hadUsage && sse.usage !== undefined) || sse.done;
     }
     if (this.kind === 'json' && this.jsonParts) {
+      if (this.reported) {
+        // Read from the object already: its bytes are not kept.
+        this.jsonParts = undefined;
+        return false;
+      }
       this.jsonSize += part.length;
       if (this.jsonSize > this.maxJsonBytes) this.jsonParts = undefined;
       else this.jsonParts.push(part);
@@ -163,18 +207,26 @@ export class ResponseCapture {
   }
 }
 
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object') return false;
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
 /** Where a response keeps its capture: in `res.locals`, a plain object, cheap to extend. */
 const CAPTURE = Symbol('express-llm-billing.capture');
 
 type Write = (chunk: unknown, encoding: unknown, callback: unknown) => boolean;
 type End = (chunk: unknown, encoding: unknown, callback: unknown) => Response;
+type Json = (body: unknown) => Response;
 
 /**
  * Observes every chunk the handler writes, passing each through unchanged and at once — until
  * the tail: the chunk that completes a stream's usage (or its `[DONE]`), or the response's
  * final `end`, waits for the tail (the settlement) to be written first, and what the handler
  * writes meanwhile follows in order. One capture per response, however many middlewares ask.
- * Only `write` and `end` are wrapped: every own property added to a response costs microseconds.
+ * Only `write`, `end` and `json` are wrapped: every own property added to a response costs
+ * microseconds.
  */
 export function captureResponse(
   res: Response,
@@ -188,6 +240,7 @@ export function captureResponse(
   locals[CAPTURE] = capture;
   const write = res.write as Write;
   const end = res.end as End;
+  const json = res.json as Json;
   /** Writes waiting for the tail, in order; `undefined` when nothing waits. */
   let held: (() => void)[] | undefined;
   const holdUntilTail = (then: () => void) => {
@@ -212,6 +265,18 @@ export function captureResponse(
     }
     return write.call(this, chunk, encoding, callback);
   } as Response['write'];
+  res.json = function jsonObserved(this: Response, body?: unknown, legacyBody?: unknown) {
+    // Express 4's deprecated `res.json(status, body)`: read from the bytes then.
+    if (legacyBody !== undefined)
+      return (json as (...args: unknown[]) => Response).call(this, body, legacyBody);
+    const taken = capture.takeJson(body);
+    try {
+      return json.call(this, body);
+    } catch (error) {
+      if (taken) capture.dropJson();
+      throw error;
+    }
+  } as Response['json'];
   res.end = function endObserved(this: Response, chunk?: unknown, encoding?: unknown, callback?: unknown) {
     if (held) {
       held.push(() => {

@@ -75,6 +75,11 @@ export function usageRecordsOf(
     ];
   }
 
+  const reported = capture.reported;
+  if (reported) {
+    const model = modelOf(billing, reported.model);
+    return model === undefined ? [] : [record(model, reported.usage)];
+  }
   const body = capture.json();
   const model = modelOf(billing, (body as { model?: unknown } | undefined)?.model);
   if (model === undefined) return [];
