@@ -178,7 +178,7 @@ export class RedisCalls {
         connecting = this.firstConnection(operation);
         await connecting.ready;
       }
-      this.connection.coalesceWritesThisTick();
+      this.connection.coalesceWritesThisTurn();
       return work(attempt);
     };
     try {

@@ -68,18 +68,18 @@ export class IoredisConnection implements RedisConnection {
 
   /**
    * ioredis writes each command to its socket at once (one system call each) unless the app
-   * turned on `enableAutoPipelining`; node-redis corks its socket for the tick itself. The same
-   * here: the socket is corked and uncorked on the next tick, so what this tick sends leaves in
-   * one write, in order. A Cluster has a socket per node, reached through its own clients: left
-   * as it is.
+   * turned on `enableAutoPipelining`. Here the socket is corked until `setImmediate`, the end of
+   * this turn of the event loop: what every request handled in this turn sends leaves in one
+   * write, in order, without waiting for I/O (pending immediates keep the loop from blocking).
+   * A Cluster has a socket per node, reached through its own clients: left as it is.
    */
-  coalesceWritesThisTick(): void {
+  coalesceWritesThisTurn(): void {
     if (this.corked) return;
     const stream = (this.client as { stream?: Socket }).stream;
     if (!stream || typeof stream.cork !== 'function' || this.client.status !== 'ready') return;
     this.corked = stream;
     stream.cork();
-    process.nextTick(this.uncork);
+    setImmediate(this.uncork);
   }
 
   private readonly uncork = (): void => {

@@ -218,8 +218,8 @@ export class NodeRedisConnection implements RedisConnection {
     return () => this.client.off('ready', listener);
   }
 
-  /** node-redis already writes the commands of a tick together (it corks its socket itself). */
-  coalesceWritesThisTick(): void {}
+  /** node-redis already writes the commands it queued together (it corks its socket itself). */
+  coalesceWritesThisTurn(): void {}
 
   isReplyError(error: unknown): boolean {
     return isErrorReply(error);

@@ -53,11 +53,12 @@ export interface RedisConnection {
    */
   afterReconnect(listener: () => void): () => void;
   /**
-   * Lets the commands sent until the end of the current tick leave in one socket write (a
-   * request's admission sends its script and its rate-limit counts together): each write is a
-   * system call, which costs more than the command's own work in Redis. Order is kept.
+   * Lets the commands sent until the end of this turn of the event loop leave in one socket
+   * write (a request's admission sends its script and its rate-limit counts together, and under
+   * load many requests are handled in one turn): each write is a system call, which costs more
+   * than the command's own work in Redis. Order is kept.
    */
-  coalesceWritesThisTick(): void;
+  coalesceWritesThisTurn(): void;
   /** Whether an error is Redis's own reply (the command ran, or was refused): not worth a retry. */
   isReplyError(error: unknown): boolean;
   /** The client and flags `rate-limiter-flexible`'s `RateLimiterRedis` needs for it. */
