@@ -168,7 +168,11 @@ try {
         [variant, baseURL, apiKey, entitlementId, upstreamURL],
         PROFILE_DIR
           ? process.env.BENCH_PROFILE === 'heap'
-            ? ['--heap-prof', '--heap-prof-interval=16384', `--heap-prof-dir=${PROFILE_DIR}/${variant}-${round}`]
+            ? [
+                '--heap-prof',
+                '--heap-prof-interval=16384',
+                `--heap-prof-dir=${PROFILE_DIR}/${variant}-${round}`,
+              ]
             : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${variant}-${round}`]
           : [],
       );
@@ -238,7 +242,8 @@ const summary = VARIANTS.map((variant) => {
 const rateOf = (variant: string) =>
   summary.find((row) => row.variant === variant)?.requestsPerSecond ?? Number.NaN;
 /** Each variant is compared with bare Express of its own family (`bare`, or `bare-proxy`). */
-const baselineOf = (variant: string) => (variant.replace(/@.*$/, '').endsWith('-proxy') ? 'bare-proxy' : 'bare');
+const baselineOf = (variant: string) =>
+  variant.replace(/@.*$/, '').endsWith('-proxy') ? 'bare-proxy' : 'bare';
 const ratio = (variant: string) => rateOf(variant) / rateOf(baselineOf(variant));
 console.log(
   `\nMedians of ${ROUNDS} rounds, ${DURATION_S} s each, ${CONNECTIONS} connections, ${CUSTOMERS} customers:\n`,
