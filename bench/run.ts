@@ -104,6 +104,7 @@ function load(port: number, customerIds: string[], durationS: number): Promise<a
 
 interface Run {
   variant: string;
+  round: number;
   requestsPerSecond: number;
   p99Ms: number;
   cpuMicrosPerRequest: number;
@@ -197,6 +198,7 @@ try {
         usesRedis(variant) ? amount / Math.max(1, result.requests.total) : 0;
       const run: Run = {
         variant,
+        round,
         requestsPerSecond: result.requests.average,
         p99Ms: result.latency.p99,
         cpuMicrosPerRequest: (cpuAfter - cpuBefore) / Math.max(1, result.requests.total),
@@ -239,12 +241,23 @@ const summary = VARIANTS.map((variant) => {
     non2xx: of.reduce((sum, run) => sum + run.non2xx, 0),
   };
 });
-const rateOf = (variant: string) =>
-  summary.find((row) => row.variant === variant)?.requestsPerSecond ?? Number.NaN;
 /** Each variant is compared with bare Express of its own family (`bare`, or `bare-proxy`). */
 const baselineOf = (variant: string) =>
   variant.replace(/@.*$/, '').endsWith('-proxy') ? 'bare-proxy' : 'bare';
-const ratio = (variant: string) => rateOf(variant) / rateOf(baselineOf(variant));
+/**
+ * `variant`'s throughput over `other`'s, as the median of their ratios round by round: each
+ * round runs the two a few seconds apart, so a machine whose speed drifts (a shared VM's does,
+ * by tens of percent over minutes) moves both, and the drift cancels out of the ratio.
+ */
+const pairedRatio = (variant: string, other: string) =>
+  median(
+    Array.from({ length: ROUNDS }, (_, index) => {
+      const rate = (name: string) =>
+        runs.find((run) => run.variant === name && run.round === index + 1)?.requestsPerSecond ?? Number.NaN;
+      return rate(variant) / rate(other);
+    }),
+  );
+const ratio = (variant: string) => pairedRatio(variant, baselineOf(variant));
 console.log(
   `\nMedians of ${ROUNDS} rounds, ${DURATION_S} s each, ${CONNECTIONS} connections, ${CUSTOMERS} customers:\n`,
 );
@@ -285,9 +298,19 @@ if (measured.length > 0) {
   }
   if (VARIANTS.includes('naive')) {
     for (const variant of ['memory', 'redis'].filter((name) => VARIANTS.includes(name))) {
-      const times = rateOf(variant) / rateOf('naive');
+      const times = pairedRatio(variant, 'naive');
       console.log(`| ${variant} ≥ 5× naive | ${times.toFixed(1)}× | ${times >= 5 ? 'yes' : 'no'} |`);
     }
+  }
+}
+/** `<variant>@<label>` beside `<variant>`: what the change since that build bought, round by round. */
+const compared = VARIANTS.filter((name) => name.includes('@') && VARIANTS.includes(name.replace(/@.*$/, '')));
+if (compared.length > 0) {
+  console.log('\n| this build against an earlier one | req/s × (median of per-round ratios) |');
+  console.log('| --- | --- |');
+  for (const earlier of compared) {
+    const now = earlier.replace(/@.*$/, '');
+    console.log(`| ${now} / ${earlier} | ${pairedRatio(now, earlier).toFixed(2)}× |`);
   }
 }
 await writeFile(
