@@ -127,7 +127,9 @@ async function middlewares(): Promise<RequestHandler[]> {
     const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', {
       enableAutoPipelining: process.env.BENCH_AUTOPIPELINE === '1',
     });
-    return [...billingChain(new RedisStore({ client, prefix: `elb-bench:${randomUUID()}:` })), completion];
+    // Keys as long as users' (the default prefix is `elb:`), unique to this server process.
+    const prefix = `elb:${process.pid.toString(36)}:`;
+    return [...billingChain(new RedisStore({ client, prefix })), completion];
   }
   throw new Error(`unknown variant ${variant}`);
 }
@@ -141,5 +143,30 @@ app.post('/v1/chat/completions', ...(await middlewares()));
 const server = app.listen(0, '127.0.0.1', () => {
   process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port });
 });
+/**
+ * `BENCH_ALLOCATIONS=<dir>`: a sampling heap profile that keeps the objects garbage collection
+ * took too, so it shows what each function allocates (what the collector works for), written
+ * when the server stops.
+ */
+const allocationsDir = process.env.BENCH_ALLOCATIONS;
+let writeAllocations: (() => Promise<void>) | undefined;
+if (allocationsDir) {
+  const { Session } = await import('node:inspector/promises');
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 4096,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  } as never);
+  writeAllocations = async () => {
+    const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: unknown };
+    await mkdir(allocationsDir, { recursive: true });
+    await writeFile(`${allocationsDir}/${variantAndBuild}-${process.pid}.heapprofile`, JSON.stringify(profile));
+  };
+}
 // Exit normally on SIGINT so `--cpu-prof` can write its profile.
-process.on('SIGINT', () => process.exit(0));
+process.on('SIGINT', () => {
+  void (writeAllocations?.() ?? Promise.resolve()).finally(() => process.exit(0));
+});
