@@ -157,12 +157,15 @@ export class RedisCalls {
    * a `StoreError` carrying the cause, and abandons the attempt: the writes it sent through
    * `attempt.write` are undone.
    */
-  async run<T>(operation: string, work: (attempt: Attempt) => Promise<T>): Promise<T> {
-    const attempt = new Attempt();
-    let timer: NodeJS.Timeout | undefined;
-    let connecting: FirstConnection | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+  run<T>(operation: string, work: (attempt: Attempt) => Promise<T>): Promise<T> {
+    // One promise and one timer a call, settled once: the hot path makes five calls a request.
+    return new Promise<T>((resolve, reject) => {
+      const attempt = new Attempt();
+      let connecting: FirstConnection | undefined;
+      let settled = false;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
         // Synchronously, before anything else can be sent on the connection: each undo is
         // queued right behind what the call sent.
         attempt.abandon(this.undos);
@@ -172,24 +175,42 @@ export class RedisCalls {
         reject(new StoreError(`Redis ${what} within ${this.commandTimeoutMs} ms${hint}.`));
       }, this.commandTimeoutMs);
       timer.unref();
-    });
-    const call = async () => {
-      if (!this.connection.isReady()) {
-        connecting = this.firstConnection(operation);
-        await connecting.ready;
+      const succeed = (value: T) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(value);
+      };
+      const fail = (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        attempt.abandon(this.undos);
+        reject(
+          error instanceof StoreError
+            ? error
+            : new StoreError(`Redis failed during ${operation}: ${describeError(error)}`, { cause: error }),
+        );
+      };
+      const start = () => {
+        if (settled) return;
+        this.connection.coalesceWritesThisTurn();
+        let pending: Promise<T>;
+        try {
+          pending = work(attempt);
+        } catch (error) {
+          fail(error);
+          return;
+        }
+        pending.then(succeed, fail);
+      };
+      if (this.connection.isReady()) {
+        start();
+        return;
       }
-      this.connection.coalesceWritesThisTurn();
-      return work(attempt);
-    };
-    try {
-      return await Promise.race([call(), deadline]);
-    } catch (error) {
-      attempt.abandon(this.undos);
-      if (error instanceof StoreError) throw error;
-      throw new StoreError(`Redis failed during ${operation}: ${describeError(error)}`, { cause: error });
-    } finally {
-      clearTimeout(timer);
-    }
+      connecting = this.firstConnection(operation);
+      connecting.ready.then(start, fail);
+    });
   }
 
   /**
