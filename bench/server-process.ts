@@ -163,7 +163,10 @@ if (allocationsDir) {
   writeAllocations = async () => {
     const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: unknown };
     await mkdir(allocationsDir, { recursive: true });
-    await writeFile(`${allocationsDir}/${variantAndBuild}-${process.pid}.heapprofile`, JSON.stringify(profile));
+    await writeFile(
+      `${allocationsDir}/${variantAndBuild}-${process.pid}.heapprofile`,
+      JSON.stringify(profile),
+    );
   };
 }
 // Exit normally on SIGINT so `--cpu-prof` can write its profile.
