@@ -21,6 +21,8 @@
  * spreads them across the cluster.
  */
 
+import { LRUCache } from 'lru-cache';
+
 const FNV_OFFSET_BASIS = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 const utf8 = new TextEncoder();
@@ -90,10 +92,18 @@ export interface OutboxKeys {
   deadRecords: string;
 }
 
+/**
+ * Customers whose keys are kept built: every admission and settlement needs some twenty of
+ * them, and the customers of the requests in flight are few.
+ */
+const CUSTOMER_KEYS_KEPT = 1_000;
+
 /** Computes every key RedisStore uses, from its prefix and shard count. */
 export class RedisKeyspace {
   readonly prefix: string;
   readonly shards: number;
+  private readonly customers = new LRUCache<string, CustomerKeys>({ max: CUSTOMER_KEYS_KEPT });
+  private readonly outboxes: OutboxKeys[] = [];
 
   constructor(prefix: string, shards: number) {
     this.prefix = prefix;
@@ -110,6 +120,16 @@ export class RedisKeyspace {
   }
 
   customer(customerId: string): CustomerKeys {
+    let keys = this.customers.get(customerId);
+    if (!keys) {
+      // Shared by every caller from now on: frozen, so none can change another's keys.
+      keys = Object.freeze(this.buildCustomer(customerId));
+      this.customers.set(customerId, keys);
+    }
+    return keys;
+  }
+
+  private buildCustomer(customerId: string): CustomerKeys {
     const shard = this.shardOf(customerId);
     const base = this.tagged(shard);
     const usagePrefix = `${base}:usage:${customerId.length}:${customerId}:`;
@@ -132,6 +152,15 @@ export class RedisKeyspace {
   }
 
   outbox(shard: number): OutboxKeys {
+    let keys = this.outboxes[shard];
+    if (!keys) {
+      keys = Object.freeze(this.buildOutbox(shard));
+      this.outboxes[shard] = keys;
+    }
+    return keys;
+  }
+
+  private buildOutbox(shard: number): OutboxKeys {
     const base = `${this.tagged(shard)}:outbox`;
     return {
       shard,

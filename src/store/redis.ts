@@ -516,9 +516,17 @@ export class RedisStore implements BillingStore {
       RECENT_PER_SHARD,
     ];
     for (const event of settlement.events) args.push(event.event_id, JSON.stringify(event));
+    let previous: UsageIncrement | undefined;
     for (const usage of settlement.usage ?? []) {
       scriptKeys.push(keys.usage(usage.period));
-      args.push(Object.keys(usage.counters).length, ...usageArgs(now, usage));
+      if (previous && usage.counters === previous.counters) {
+        // The same counters as the period before (the month's and the day's usually are): sent
+        // once, `-1` tells the script to add them again.
+        args.push(-1, now + usage.ttlMs, gcTtl(usage.ttlMs));
+      } else {
+        args.push(Object.keys(usage.counters).length, ...usageArgs(now, usage));
+      }
+      previous = usage;
     }
     const [applied, view, ...costAfter] = (await this.call('settle', 'settle', [
       scriptKeys.length,

@@ -10,7 +10,8 @@
 --       usage period...
 -- ARGV: now, settlementId, forgetAt, gcTtlMs, hasReservation ('1'|'0'), reservationId, cost,
 --       eventCount, customerId, recentMax, eventId, eventJson, ..., then per usage period key:
---       counterCount, usageExpiresAt, usageGcTtlMs, counterName, amount, ...
+--       counterCount, usageExpiresAt, usageGcTtlMs, counterName, amount, ... (a counterCount of
+--       -1 and no pairs: the previous period's counters again)
 -- Returns { applied (0|1), view, costAfter... } (each usage period's `cost` counter after it).
 local now = ARGV[1]
 reservations_prune(KEYS[1], KEYS[2], KEYS[3], now)
@@ -41,11 +42,18 @@ for _ = 1, event_count do
 end
 
 local reply = { 1, balance_view(KEYS[1]) }
+local first, last = 0, -1
 for key_index = 11, #KEYS do
   local counter_count = tonumber(ARGV[index])
-  local first = index + 3
-  local last = first + 2 * counter_count - 1
-  reply[#reply + 1] = usage_add(KEYS[key_index], now, ARGV[index + 1], ARGV[index + 2], ARGV, first, last)
-  index = last + 1
+  local header = index
+  -- A count of -1: the same counters as the period before, not sent again.
+  if counter_count >= 0 then
+    first = index + 3
+    last = first + 2 * counter_count - 1
+    index = last + 1
+  else
+    index = index + 3
+  end
+  reply[#reply + 1] = usage_add(KEYS[key_index], now, ARGV[header + 1], ARGV[header + 2], ARGV, first, last)
 end
 return reply
