@@ -1,3 +1,4 @@
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { Response } from 'express';
 import { SseUsageParser } from './sse-usage-parser.js';
 import { normalizeUsage, type ReportedUsage } from './usage.js';
@@ -45,6 +46,7 @@ export class ResponseCapture {
   private jsonSize = 0;
   private parsed: { body: unknown } | undefined;
   private tailStarted = false;
+  private headersAtEnd: { statusCode: number; headers: OutgoingHttpHeaders } | undefined;
   private readonly handlerEndListeners: (() => void)[] = [];
 
   constructor(
@@ -192,6 +194,21 @@ export class ResponseCapture {
     return changed ? events.join('\n\n') : chunk;
   }
 
+  /** Keeps the headers the handler's answer ends with, while its end waits for the tail. */
+  rememberHeaders(): void {
+    this.headersAtEnd = { statusCode: this.res.statusCode, headers: this.res.getHeaders() };
+  }
+
+  /** Puts back the headers the handler's answer ended with (see `rememberHeaders`). */
+  restoreHeaders(): void {
+    const kept = this.headersAtEnd;
+    if (!kept || this.res.headersSent) return;
+    this.res.statusCode = kept.statusCode;
+    for (const name of this.res.getHeaderNames()) if (!(name in kept.headers)) this.res.removeHeader(name);
+    for (const [name, value] of Object.entries(kept.headers))
+      if (value !== undefined && this.res.getHeader(name) !== value) this.res.setHeader(name, value);
+  }
+
   /** Marks the handler's end, once. */
   handlerEnd(): void {
     if (this.handlerEnded) return;
@@ -205,6 +222,13 @@ export class ResponseCapture {
     this.tailStarted = true;
     return this.tail();
   }
+}
+
+/** What Node throws when a handler sets a header of an answer already sent. */
+function answeredTwice(): Error {
+  return Object.assign(new Error('Cannot set headers after they are sent to the client'), {
+    code: 'ERR_HTTP_HEADERS_SENT',
+  });
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -279,6 +303,14 @@ export function captureResponse(
   } as Response['json'];
   res.end = function endObserved(this: Response, chunk?: unknown, encoding?: unknown, callback?: unknown) {
     if (held) {
+      if (capture.handlerEnded) {
+        // A second answer while the first waits for its settlement. Without the wait the first
+        // would be out, and Express would refuse this one at its first header, synchronously:
+        // refused the same way, with the headers it set put back, so that the first answer
+        // leaves as it was (a Content-Length of this body would corrupt it).
+        capture.restoreHeaders();
+        throw answeredTwice();
+      }
       held.push(() => {
         end.call(this, chunk, encoding, callback);
       });
@@ -288,6 +320,7 @@ export function captureResponse(
     capture.observe(chunk);
     capture.handlerEnd();
     if (capture.tail) {
+      capture.rememberHeaders();
       holdUntilTail(() => {
         end.call(this, chunk, encoding, callback);
       });

@@ -54,11 +54,12 @@ describe('meterUsage reads the object given to res.json', () => {
     });
     apps.push(app);
     const response = await chat(app, customer, REQUEST);
-    await response.text();
+    const text = await response.text();
     return {
       status: response.status,
       cost: response.headers.get('x-billing-cost'),
       estimated: response.headers.get('x-billing-estimated'),
+      text,
     };
   }
 
@@ -69,7 +70,7 @@ describe('meterUsage reads the object given to res.json', () => {
     const billed = await billedFor((_req, res) => {
       res.json(completion(1000, 20, 'x'.repeat(5000)));
     });
-    expect(billed).toEqual({ status: 200, cost: COST_1000_20, estimated: null });
+    expect(billed).toMatchObject({ status: 200, cost: COST_1000_20, estimated: null });
   });
 
   it('bills what was sent when the handler changes the body after res.json', async () => {
@@ -107,15 +108,19 @@ describe('meterUsage reads the object given to res.json', () => {
     expect(billed.cost).toBe(COST_1000_20);
   });
 
-  it('bills the first answer when a handler calls res.json twice', async () => {
+  it('answers a second res.json as Express does (ERR_HTTP_HEADERS_SENT) and sends the first intact', async () => {
+    const first = completion(1000, 20, 'the first answer, longer than the second');
+    let refusal: unknown;
     const billed = await billedFor((_req, res) => {
-      res.json(completion(1000, 20));
+      res.json(first);
       try {
         res.json(completion(1, 1));
-      } catch {
-        // Express refuses a second answer once the first is out.
+      } catch (error) {
+        refusal = error;
       }
     });
+    expect((refusal as { code?: string } | undefined)?.code).toBe('ERR_HTTP_HEADERS_SENT');
+    expect(JSON.parse(billed.text)).toEqual(first);
     expect(billed.cost).toBe(COST_1000_20);
   });
 
