@@ -466,6 +466,46 @@ export function describeStoreConformance(
         expect(await store.getUsage('cus_1', 'p')).toEqual({ tokens: 4950n });
         expect((await store.outboxStats()).waiting).toBe(200);
       });
+
+      it('adds up 2,000 one-token settlements to exactly one 2,000-token settlement, across 2^53 and 2^63', async () => {
+        // $0.15 per 1M tokens is 150,000 units (10^-12 USD) a token. The counters start just
+        // below 2^53 (tokens) and 2^63 (cost), so the run crosses both on the way.
+        const perToken = 150_000n;
+        const tokens = 2_000;
+        const whole = perToken * BigInt(tokens);
+        const start = { cost: 2n ** 63n - 1_000n * perToken, tokens: 2n ** 53n - 1_000n };
+        await store.syncBalance('cus_2', usd('1'), now);
+        for (const customerId of ['cus_1', 'cus_2'])
+          await store.addUsage(customerId, { period: 'p', counters: start, ttlMs: DAY });
+        const oneToken = { cost: perToken, tokens: 1n };
+        for (let first = 0; first < tokens; first += 100) {
+          await Promise.all(
+            Array.from({ length: 100 }, (_, i) =>
+              store.settle(
+                settlement('cus_1', {
+                  settlementId: `one-${first + i}`,
+                  cost: perToken,
+                  events: [],
+                  usage: [{ period: 'p', counters: oneToken, ttlMs: DAY }],
+                }),
+              ),
+            ),
+          );
+        }
+        await store.settle(
+          settlement('cus_2', {
+            cost: whole,
+            events: [],
+            usage: [{ period: 'p', counters: { cost: whole, tokens: BigInt(tokens) }, ttlMs: DAY }],
+          }),
+        );
+        const [ones, once] = await Promise.all([store.getBalance('cus_1'), store.getBalance('cus_2')]);
+        expect(ones).toMatchObject({ balance: usd('1') - whole, pending: whole });
+        expect(once).toMatchObject({ balance: ones!.balance, pending: ones!.pending });
+        const counted = { cost: start.cost + whole, tokens: start.tokens + BigInt(tokens) };
+        expect(await store.getUsage('cus_1', 'p')).toEqual(counted);
+        expect(await store.getUsage('cus_2', 'p')).toEqual(counted);
+      });
     });
 
     describe('usage counters', () => {
