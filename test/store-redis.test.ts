@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as setTimeoutReal } from 'node:timers';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
@@ -195,6 +196,22 @@ if (!redisUrl) {
       const spy = store as unknown as { keys: RedisKeyspace };
       await client.hset(spy.keys.customer('cus_1').balance, 'balance', '1.5');
       await expect(store.reserve('cus_1', 'r1', 1n, MINUTE)).rejects.toBeInstanceOf(StoreError);
+    });
+  });
+
+  describe('RedisStore under fake timers', () => {
+    it("answers while a test's fake timers hold setImmediate (the socket's uncork does not wait for them)", async () => {
+      const store = await storeOn();
+      vitest.vi.useFakeTimers();
+      try {
+        const answer = await Promise.race([
+          store.syncBalance('cus_fake_timers', 5n, 1).then(() => 'answered'),
+          new Promise((resolve) => globalThis.queueMicrotask(() => setTimeoutReal(resolve, 2_000, 'stuck'))),
+        ]);
+        expect(answer).toBe('answered');
+      } finally {
+        vitest.vi.useRealTimers();
+      }
     });
   });
 

@@ -1,4 +1,7 @@
 import type { Socket } from 'node:net';
+// Node's own, not the global a test's fake timers replace: the writes of a corked socket must
+// leave whatever the app's tests do with the clock.
+import { setImmediate as uncorkAfterThisTurn } from 'node:timers';
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisConnection } from './redis-client.js';
 import {
@@ -79,7 +82,7 @@ export class IoredisConnection implements RedisConnection {
     if (!stream || typeof stream.cork !== 'function' || this.client.status !== 'ready') return;
     this.corked = stream;
     stream.cork();
-    setImmediate(this.uncork);
+    uncorkAfterThisTurn(this.uncork);
   }
 
   private readonly uncork = (): void => {
