@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/store/memory.js';
-import { type BillingApp, chat, startBillingApp, startDodo } from '../support/billing-app.js';
+import { type BillingAppOptions, chat } from '../support/billing-app.js';
+import { appsOnEmulator } from '../support/emulator-apps.js';
 
 /**
  * A body given to `res.json` is billed from the object itself (it is not parsed again from the
@@ -10,18 +10,7 @@ import { type BillingApp, chat, startBillingApp, startDodo } from '../support/bi
  * the bytes differ from the object is billed from the bytes.
  */
 describe('meterUsage reads the object given to res.json', () => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: BillingApp[] = [];
-  beforeAll(async () => {
-    dodo = await startDodo();
-  });
-  afterAll(async () => {
-    await dodo.emulator.close();
-  });
-  afterEach(async () => {
-    await Promise.all(apps.map((app) => app.close()));
-    apps = [];
-  });
+  const emulated = appsOnEmulator();
 
   const REQUEST = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100 };
   const completion = (prompt: number, completionTokens: number, content = 'ok') => ({
@@ -37,22 +26,15 @@ describe('meterUsage reads the object given to res.json', () => {
   });
 
   /** What one request is billed (x-billing-cost) and whether it was estimated. */
-  async function billedFor(
-    handler: RequestHandler,
-    options: Parameters<typeof startBillingApp>[0]['before'] = undefined,
-  ) {
-    const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
-    dodo.emulator.setBalance(customer, dodo.entitlementId, '1000');
-    const app = await startBillingApp({
+  async function billedFor(handler: RequestHandler, options: BillingAppOptions['before'] = undefined) {
+    const customer = emulated.customerWith('1000');
+    const app = await emulated.start({
       store: new MemoryStore(),
-      emulator: dodo.emulator,
-      entitlementId: dodo.entitlementId,
       handler,
       before: options,
       requireCredits: { maxJsonBytes: 1024 },
       meterUsage: { maxJsonBytes: 1024 },
     });
-    apps.push(app);
     const response = await chat(app, customer, REQUEST);
     const text = await response.text();
     return {

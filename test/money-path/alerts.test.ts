@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import DodoPayments from 'dodopayments';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { BalanceAlert, BillingAlert } from '../../src/alerts/index.js';
 import { createBilling } from '../../src/create-billing.js';
 import { ConfigError } from '../../src/errors.js';
 import { parseUsd } from '../../src/money.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { BillingStore } from '../../src/store/types.js';
-import { type BillingApp, chat, PRICING, startBillingApp, startDodo } from '../support/billing-app.js';
+import { chat, PRICING } from '../support/billing-app.js';
+import { appsOnEmulator } from '../support/emulator-apps.js';
 import { storesUnderTest } from '../support/stores.js';
 
 const stores = await storesUnderTest('alerts');
@@ -20,19 +21,8 @@ const LARGE_USAGE: [number, number] = [452, 1000];
 const usd = (text: string) => parseUsd(text, 'test');
 
 describe.each(stores)('low-balance alerts (%s)', (_name, createStore) => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: BillingApp[] = [];
-  beforeAll(async () => {
-    dodo = await startDodo();
-  });
-  afterEach(async () => {
-    dodo.emulator.setWebhookUrl(undefined);
-    await Promise.all(apps.map((app) => app.close()));
-    apps = [];
-  });
-  afterAll(async () => {
-    await dodo.emulator.close();
-  });
+  const emulated = appsOnEmulator((emulator) => emulator.setWebhookUrl(undefined));
+  const { apps } = emulated;
 
   it('fires each threshold once per crossing, however many instances settle at once, and again after a top-up', async () => {
     const alerts: BillingAlert[] = [];
@@ -41,18 +31,8 @@ describe.each(stores)('low-balance alerts (%s)', (_name, createStore) => {
     const meterUsage = {
       alerts: { balanceBelow: ['0.04', '0.02', '0'], on: (alert: BillingAlert) => void alerts.push(alert) },
     };
-    for (let i = 0; i < 2; i++) {
-      apps.push(
-        await startBillingApp({
-          store,
-          emulator: dodo.emulator,
-          entitlementId: dodo.entitlementId,
-          meterUsage,
-        }),
-      );
-    }
-    const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
-    dodo.emulator.setBalance(customer, dodo.entitlementId, '5'); // $0.05: about 30 requests
+    for (let i = 0; i < 2; i++) await emulated.start({ store, meterUsage });
+    const customer = emulated.customerWith('5'); // $0.05: about 30 requests
     const statuses = await Promise.all(
       Array.from({ length: 40 }, (_, i) =>
         chat(apps[i % 2]!, customer, REQUEST, USAGE).then((r) => r.status),
@@ -86,21 +66,17 @@ describe.each(stores)('low-balance alerts (%s)', (_name, createStore) => {
       },
     };
     for (let i = 0; i < 2; i++) {
-      apps.push(
-        await startBillingApp({
-          store,
-          emulator: dodo.emulator,
-          entitlementId: dodo.entitlementId,
-          meterUsage,
-          // Dodo's webhooks reach the first instance: the top-ups land through `credit.added`.
-          before: (express, billing) => express.use('/webhooks/dodo', billing.dodoWebhooks()),
-        }),
-      );
+      await emulated.start({
+        store,
+        meterUsage,
+        // Dodo's webhooks reach the first instance: the top-ups land through `credit.added`.
+        before: (express, billing) => express.use('/webhooks/dodo', billing.dodoWebhooks()),
+      });
     }
-    dodo.emulator.setWebhookUrl(`${apps[0]!.url}/webhooks/dodo`);
-    const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
+    emulated.dodo.emulator.setWebhookUrl(`${apps[0]!.url}/webhooks/dodo`);
+    const customer = emulated.dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
     const topUp = async (credits: string, dollars: string) => {
-      dodo.emulator.addCredits(customer, dodo.entitlementId, credits);
+      emulated.dodo.emulator.addCredits(customer, emulated.dodo.entitlementId, credits);
       await expect.poll(async () => (await store.getBalance(customer))?.lastTopUp).toBe(usd(dollars));
     };
     const burst = (count: number) =>
@@ -148,7 +124,7 @@ describe.each(stores)('low-balance alerts (%s)', (_name, createStore) => {
     ]);
     for (const alert of alerts.slice(2)) check(alert);
     // Nothing else fires late.
-    await dodo.emulator.settle();
+    await emulated.dodo.emulator.settle();
     expect(alerts).toHaveLength(4);
   });
 });

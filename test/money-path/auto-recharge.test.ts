@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type {
   RechargeCallbacks,
   RechargeLimitReport,
@@ -9,7 +9,8 @@ import { createBilling } from '../../src/create-billing.js';
 import type { BillingObserver } from '../../src/metrics/observer.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { BillingStore } from '../../src/store/types.js';
-import { type BillingApp, chat, startBillingApp, startDodo } from '../support/billing-app.js';
+import { type BillingApp, chat, startDodo } from '../support/billing-app.js';
+import { appsOnEmulator } from '../support/emulator-apps.js';
 import { storesUnderTest } from '../support/stores.js';
 
 const stores = await storesUnderTest('auto-recharge');
@@ -36,19 +37,7 @@ function listen() {
 }
 
 describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)', (_name, createStore) => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: BillingApp[] = [];
-  beforeAll(async () => {
-    dodo = await startDodo();
-  });
-  afterEach(async () => {
-    dodo.emulator.clearChargeOutcomes();
-    await Promise.all(apps.map((app) => app.close()));
-    apps = [];
-  });
-  afterAll(async () => {
-    await dodo.emulator.close();
-  });
+  const emulated = appsOnEmulator((emulator) => emulator.clearChargeOutcomes());
 
   /** An app on `store` with auto-recharge on and Dodo's webhooks mounted (Dodo sends them to the first). */
   async function start(
@@ -57,30 +46,29 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     options: Record<string, unknown> = {},
     metrics?: BillingObserver,
   ) {
-    const app = await startBillingApp({
+    const app = await emulated.start({
       store,
-      emulator: dodo.emulator,
-      entitlementId: dodo.entitlementId,
       ...(metrics ? { metrics } : {}),
-      autoRecharge: { usagePlanProductId: dodo.usagePlanId, failurePauseMs: 1, on, ...options },
+      autoRecharge: { usagePlanProductId: emulated.dodo.usagePlanId, failurePauseMs: 1, on, ...options },
       before: (express, billing) => express.use('/webhooks/dodo', billing.dodoWebhooks()),
     });
-    if (apps.length === 0) dodo.emulator.setWebhookUrl(`${app.url}/webhooks/dodo`);
-    apps.push(app);
+    if (emulated.apps.length === 1) emulated.dodo.emulator.setWebhookUrl(`${app.url}/webhooks/dodo`);
     return app;
   }
 
   /** A customer whose API account keeps their card as an on-demand mandate, holding `credits` cents. */
   function customerWithMandate(credits: string): string {
-    const customer = dodo.emulator.createCustomer({ email: `${randomUUID()}@example.com` }).customer_id;
-    dodo.emulator.subscribe(customer, dodo.usagePlanId, { onDemand: 'mandate' });
-    dodo.emulator.setBalance(customer, dodo.entitlementId, credits);
+    const customer = emulated.dodo.emulator.createCustomer({
+      email: `${randomUUID()}@example.com`,
+    }).customer_id;
+    emulated.dodo.emulator.subscribe(customer, emulated.dodo.usagePlanId, { onDemand: 'mandate' });
+    emulated.dodo.emulator.setBalance(customer, emulated.dodo.entitlementId, credits);
     return customer;
   }
 
   /** The recharge payments Dodo has for the customer, read with the SDK. */
   async function recharges(customer: string) {
-    const page = await dodo.emulator.client().payments.list({ customer_id: customer });
+    const page = await emulated.dodo.emulator.client().payments.list({ customer_id: customer });
     return page.items.filter((payment) => typeof payment.metadata?.elb_recharge_attempt === 'string');
   }
 
@@ -95,10 +83,10 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     ).then((responses) => responses.map((response) => response.status));
     expect(statuses.filter((status) => status === 200).length).toBeGreaterThanOrEqual(30);
     await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
-    await dodo.emulator.settle();
+    await emulated.dodo.emulator.settle();
     // More requests, well above the threshold now: nothing more is charged.
     for (let i = 0; i < 5; i++) expect((await chat(first!, customer, REQUEST, USAGE)).status).toBe(200);
-    await dodo.emulator.settle();
+    await emulated.dodo.emulator.settle();
     const payments = await recharges(customer);
     expect(payments).toHaveLength(1);
     expect(payments[0]).toMatchObject({ status: 'succeeded', total_amount: 100 });
@@ -109,7 +97,7 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
       disabled: false,
     });
     expect(heard.succeeded[0]!.paymentId).toBe(payments[0]!.payment_id);
-    const granted = dodo.emulator
+    const granted = emulated.dodo.emulator
       .ledger({ customerId: customer })
       .filter((entry) => entry.metadata?.elb_recharge_attempt !== undefined);
     expect(granted.map((entry) => [entry.is_credit, entry.amount])).toEqual([[true, '100']]);
@@ -136,14 +124,14 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     await app.billing.setAutoRecharge(customer, { ...SETTINGS, monthlyLimit: '1.50' });
     expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);
     await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
-    await dodo.emulator.settle();
+    await emulated.dodo.emulator.settle();
     // The balance falls below the threshold again: another $1 would make $2 this month.
-    dodo.emulator.setBalance(customer, dodo.entitlementId, '3');
-    await dodo.emulator.settle();
+    emulated.dodo.emulator.setBalance(customer, emulated.dodo.entitlementId, '3');
+    await emulated.dodo.emulator.settle();
     for (let i = 0; i < 3; i++) await chat(app, customer, REQUEST, USAGE);
     await expect.poll(() => heard.monthlyLimit.length, { timeout: 10_000 }).toBe(1);
     for (let i = 0; i < 3; i++) await chat(app, customer, REQUEST, USAGE);
-    await dodo.emulator.settle();
+    await emulated.dodo.emulator.settle();
     expect(heard.monthlyLimit).toEqual([
       { customerId: customer, recharged: '1', monthlyLimit: '1.5', amount: '1' },
     ]);
@@ -163,7 +151,7 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     );
     const customer = customerWithMandate('30');
     await app.billing.setAutoRecharge(customer, { ...SETTINGS, threshold: '1.00' });
-    dodo.emulator.failCharges({ outcome: 'failed' });
+    emulated.dodo.emulator.failCharges({ outcome: 'failed' });
     await chat(app, customer, REQUEST, USAGE);
     await expect.poll(() => heard.failed.length, { timeout: 10_000 }).toBe(1);
     await new Promise((resolve) => setTimeout(resolve, 5)); // past failurePauseMs
@@ -175,7 +163,7 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     ]);
     expect(heard.failed[0]!.reason).toMatch(/declined/);
     for (let i = 0; i < 3; i++) await chat(app, customer, REQUEST, USAGE);
-    await dodo.emulator.settle();
+    await emulated.dodo.emulator.settle();
     const payments = await recharges(customer);
     expect(payments.map((payment) => payment.status)).toEqual(['failed', 'failed']);
     // Nothing was charged: the month's total is back to zero.
@@ -185,7 +173,7 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
       disabled: true,
     });
     // Set again (the customer fixed their card): enabled, and the next request recharges.
-    dodo.emulator.clearChargeOutcomes();
+    emulated.dodo.emulator.clearChargeOutcomes();
     await app.billing.setAutoRecharge(customer, { ...SETTINGS, threshold: '1.00' });
     await chat(app, customer, REQUEST, USAGE);
     await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
@@ -200,7 +188,7 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     const app = await start(store, on);
     const customer = customerWithMandate('3');
     await app.billing.setAutoRecharge(customer, SETTINGS);
-    dodo.emulator.failCharges({ outcome: 'requires_action', times: 1 });
+    emulated.dodo.emulator.failCharges({ outcome: 'requires_action', times: 1 });
     await chat(app, customer, REQUEST, USAGE);
     await expect.poll(() => heard.requiresAction.length, { timeout: 10_000 }).toBe(1);
     const [payment] = await recharges(customer);
@@ -226,8 +214,8 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
         throw new Error('the app callback broke');
       },
     });
-    const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id; // saveCard: false
-    dodo.emulator.setBalance(customer, dodo.entitlementId, '3');
+    const customer = emulated.dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id; // saveCard: false
+    emulated.dodo.emulator.setBalance(customer, emulated.dodo.entitlementId, '3');
     await app.billing.setAutoRecharge(customer, SETTINGS);
     await chat(app, customer, REQUEST, USAGE);
     await expect.poll(() => heard.failed.length, { timeout: 10_000 }).toBe(1);
@@ -252,11 +240,15 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     const { heard, on } = listen();
     const app = await start(store, on, { dodoTimeoutMs: 100, leaseMs: 300 });
     // No webhooks: only the lookup after the lease can learn what the charge did.
-    dodo.emulator.setWebhookUrl(undefined);
+    emulated.dodo.emulator.setWebhookUrl(undefined);
     const customer = customerWithMandate('3');
     await app.billing.setAutoRecharge(customer, SETTINGS);
     // Dodo takes the charge, but answers after the caller's deadline.
-    dodo.emulator.fault('POST /subscriptions/{id}/charge', { delayMs: 250, afterProcessing: true, times: 1 });
+    emulated.dodo.emulator.fault('POST /subscriptions/{id}/charge', {
+      delayMs: 250,
+      afterProcessing: true,
+      times: 1,
+    });
     await chat(app, customer, REQUEST, USAGE);
     await expect.poll(async () => (await recharges(customer)).length, { timeout: 5_000 }).toBe(1);
     expect(heard.succeeded).toEqual([]);
@@ -266,12 +258,12 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     const payments = await recharges(customer);
     expect(payments).toHaveLength(1);
     expect(heard.succeeded[0]!.paymentId).toBe(payments[0]!.payment_id);
-    const grants = dodo.emulator
+    const grants = emulated.dodo.emulator
       .ledger({ customerId: customer })
       .filter((entry) => entry.metadata?.elb_recharge_attempt !== undefined);
     expect(grants.map((entry) => entry.amount)).toEqual(['100']);
     expect(await app.billing.autoRecharge(customer)).toMatchObject({ recharged: '1', inFlight: false });
-    dodo.emulator.clearFaults();
+    emulated.dodo.emulator.clearFaults();
   });
 
   it('a recharging process that never hears back: the payment.succeeded webhook grants the credits and finishes the attempt', async () => {
@@ -281,21 +273,25 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     const app = await start(store, on, { dodoTimeoutMs: 100, leaseMs: 60_000 });
     const customer = customerWithMandate('3');
     await app.billing.setAutoRecharge(customer, SETTINGS);
-    dodo.emulator.fault('POST /subscriptions/{id}/charge', { drop: true, afterProcessing: true, times: 1 });
+    emulated.dodo.emulator.fault('POST /subscriptions/{id}/charge', {
+      drop: true,
+      afterProcessing: true,
+      times: 1,
+    });
     await chat(app, customer, REQUEST, USAGE);
     await expect.poll(() => heard.succeeded.length, { timeout: 10_000 }).toBe(1);
-    await dodo.emulator.settle();
+    await emulated.dodo.emulator.settle();
     const payments = await recharges(customer);
     expect(payments).toHaveLength(1);
     expect(heard.succeeded[0]!.paymentId).toBe(payments[0]!.payment_id);
-    const grants = dodo.emulator
+    const grants = emulated.dodo.emulator
       .ledger({ customerId: customer })
       .filter((entry) => entry.metadata?.elb_recharge_attempt !== undefined);
     expect(grants.map((entry) => entry.amount)).toEqual(['100']);
     expect(await app.billing.autoRecharge(customer)).toMatchObject({ recharged: '1', inFlight: false });
     // The credits reached the view: the customer's balance is above the threshold again.
     expect((await store.getBalance(customer))!.available).toBeGreaterThan(100n * 10n ** 10n);
-    dodo.emulator.clearFaults();
+    emulated.dodo.emulator.clearFaults();
   });
 
   it('a charge whose connection dropped before Dodo took it is made once, under the same attempt, after the lease', async () => {
@@ -304,14 +300,14 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     const app = await start(store, on, { dodoTimeoutMs: 100, leaseMs: 300 });
     const customer = customerWithMandate('3');
     await app.billing.setAutoRecharge(customer, SETTINGS);
-    dodo.emulator.fault('POST /subscriptions/{id}/charge', { drop: true, times: 1 });
+    emulated.dodo.emulator.fault('POST /subscriptions/{id}/charge', { drop: true, times: 1 });
     await chat(app, customer, REQUEST, USAGE);
     await drive(app, customer, () => heard.succeeded.length > 0);
     expect(heard.succeeded).toHaveLength(1);
     const payments = await recharges(customer);
     expect(payments).toHaveLength(1);
     expect(payments[0]!.metadata?.elb_recharge_attempt).toBe(heard.succeeded[0]!.attemptId);
-    dodo.emulator.clearFaults();
+    emulated.dodo.emulator.clearFaults();
   });
 
   it('never holds a request: Dodo hanging on the charge leaves requests as fast', async () => {
@@ -319,7 +315,7 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
     const app = await start(store, {}, { dodoTimeoutMs: 1_500, leaseMs: 5_000 });
     const customer = customerWithMandate('30');
     await app.billing.setAutoRecharge(customer, { ...SETTINGS, threshold: '1.00' });
-    dodo.emulator.fault('POST /subscriptions/{id}/charge', { hang: true, times: 1 });
+    emulated.dodo.emulator.fault('POST /subscriptions/{id}/charge', { hang: true, times: 1 });
     for (let i = 0; i < 5; i++) {
       const started = performance.now();
       expect((await chat(app, customer, REQUEST, USAGE)).status).toBe(200);
@@ -333,7 +329,7 @@ describe.each(stores)('auto-recharge through the emulator and the real SDK (%s)'
       .toBe(true);
     expect(await recharges(customer)).toEqual([]);
     expect(await app.billing.autoRecharge(customer)).toMatchObject({ inFlight: true, failures: 0 });
-    dodo.emulator.clearFaults();
+    emulated.dodo.emulator.clearFaults();
   });
 
   it('refuses bad settings with a clear error, changing nothing', async () => {

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { formatCredits, parseCredits, parseUsd, unitsPerCredit } from '../../src/money.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { RedisStore } from '../../src/store/redis.js';
 import type { BillingStore } from '../../src/store/types.js';
-import { type BillingApp, chat, startBillingApp, startDodo } from '../support/billing-app.js';
+import { type BillingAppOptions, chat, startBillingApp, startDodo } from '../support/billing-app.js';
+import { appsOnEmulator } from '../support/emulator-apps.js';
 import { deleteKeysWithPrefix, requireRedis, whenReady } from '../support/redis.js';
 
 const CENTS = unitsPerCredit(100);
@@ -19,37 +20,10 @@ const COST = parseUsd('0.00163', 'test');
 const USAGE: [number, number] = [452, 50];
 
 describe('meterUsage settles what requireCredits admitted', () => {
-  let dodo: Awaited<ReturnType<typeof startDodo>>;
-  let apps: BillingApp[] = [];
-
-  beforeAll(async () => {
-    dodo = await startDodo();
-  });
-  afterAll(async () => {
-    await dodo.emulator.close();
-  });
-  afterEach(async () => {
-    dodo.emulator.clearFaults();
-    await Promise.all(apps.map((app) => app.close()));
-    apps = [];
-  });
-
-  async function customerWith(credits: string): Promise<string> {
-    const customer = dodo.customer({ email: `${randomUUID()}@example.com` }).customer_id;
-    dodo.emulator.setBalance(customer, dodo.entitlementId, credits);
-    return customer;
-  }
-
-  async function appOn(store: BillingStore, options: Partial<Parameters<typeof startBillingApp>[0]> = {}) {
-    const app = await startBillingApp({
-      store,
-      emulator: dodo.emulator,
-      entitlementId: dodo.entitlementId,
-      ...options,
-    });
-    apps.push(app);
-    return app;
-  }
+  const emulated = appsOnEmulator((emulator) => emulator.clearFaults());
+  const { customerWith } = emulated;
+  const appOn = (store: BillingStore, options: Partial<BillingAppOptions> = {}) =>
+    emulated.start({ store, ...options });
 
   it('bills a JSON answer exactly: balance view, usage counters and two deterministic events', async () => {
     const store = new MemoryStore();
@@ -73,7 +47,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
     });
 
     await app.billing.flush();
-    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    const events = emulated.dodo.emulator.ingestedEvents({ customerId: customer });
     expect(events.map((event) => [event.event_name, event.metadata])).toEqual([
       ['llm.input_tokens', expect.objectContaining({ model: 'gpt-4o', tokens: 1234 })],
       ['llm.output_tokens', expect.objectContaining({ model: 'gpt-4o', tokens: 56 })],
@@ -123,7 +97,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const cost = parseUsd('0.00062', 'test');
     await expect.poll(async () => (await store.getBalance(customer))?.pending).toBe(cost);
     await app.billing.flush();
-    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    const events = emulated.dodo.emulator.ingestedEvents({ customerId: customer });
     expect(events.map((event) => event.metadata)).toEqual([
       expect.objectContaining({ model: 'gpt-4o', tokens: 100, cached_tokens: 40 }),
       expect.objectContaining({ model: 'gpt-4o', tokens: 10 }),
@@ -147,7 +121,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
     expect(statuses.filter((status) => status === 402)).toHaveLength(90);
     await expect.poll(async () => (await store.getBalance(customer))?.balance).toBe(0n);
     await app.billing.flush();
-    const events = dodo.emulator.ingestedEvents({ customerId: customer });
+    const events = emulated.dodo.emulator.ingestedEvents({ customerId: customer });
     expect(events).toHaveLength(2 * admitted);
     expect(new Set(events.map((event) => event.event_id)).size).toBe(2 * admitted);
   });
@@ -156,9 +130,12 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const store = new MemoryStore();
     const app = await appOn(store, {
       before: (express, billing) =>
-        express.use('/webhooks/dodo', billing.dodoWebhooks({ webhookKey: dodo.emulator.webhookKey })),
+        express.use(
+          '/webhooks/dodo',
+          billing.dodoWebhooks({ webhookKey: emulated.dodo.emulator.webhookKey }),
+        ),
     });
-    dodo.emulator.setWebhookUrl(`${app.url}/webhooks/dodo`);
+    emulated.dodo.emulator.setWebhookUrl(`${app.url}/webhooks/dodo`);
     try {
       const customer = await customerWith('3');
       await Promise.all(
@@ -167,13 +144,16 @@ describe('meterUsage settles what requireCredits admitted', () => {
         ),
       );
       await app.billing.flush();
-      await dodo.emulator.settle();
+      await emulated.dodo.emulator.settle();
       await expect.poll(async () => (await store.getBalance(customer))?.pending, { timeout: 5000 }).toBe(0n);
-      const dodoBalance = parseCredits(dodo.emulator.balance(customer, dodo.entitlementId)!, CENTS);
+      const dodoBalance = parseCredits(
+        emulated.dodo.emulator.balance(customer, emulated.dodo.entitlementId)!,
+        CENTS,
+      );
       expect((await store.getBalance(customer))?.balance).toBe(dodoBalance);
       expect(dodoBalance).toBeLessThan(parseCredits('3', CENTS));
     } finally {
-      dodo.emulator.setWebhookUrl(undefined);
+      emulated.dodo.emulator.setWebhookUrl(undefined);
     }
   });
 
@@ -181,7 +161,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
     const store = new MemoryStore();
     const app = await appOn(store);
     const customer = await customerWith('100');
-    dodo.emulator.fault('POST /events/ingest', { status: 503 });
+    emulated.dodo.emulator.fault('POST /events/ingest', { status: 503 });
     const latencies: number[] = [];
     for (let i = 0; i < 20; i++) {
       const started = performance.now();
@@ -190,15 +170,17 @@ describe('meterUsage settles what requireCredits admitted', () => {
     }
     await new Promise((resolve) => setTimeout(resolve, 300)); // several failed flushes
     await expect(app.billing.flush(200)).rejects.toThrow(/not delivered/);
-    expect(dodo.emulator.ingestedEvents({ customerId: customer })).toHaveLength(0);
+    expect(emulated.dodo.emulator.ingestedEvents({ customerId: customer })).toHaveLength(0);
     expect(Math.max(...latencies)).toBeLessThan(200);
 
-    dodo.emulator.clearFaults();
+    emulated.dodo.emulator.clearFaults();
     await expect
-      .poll(() => dodo.emulator.ingestedEvents({ customerId: customer }).length, { timeout: 5000 })
+      .poll(() => emulated.dodo.emulator.ingestedEvents({ customerId: customer }).length, { timeout: 5000 })
       .toBe(40);
     await app.billing.flush();
-    const ids = dodo.emulator.ingestedEvents({ customerId: customer }).map((event) => event.event_id);
+    const ids = emulated.dodo.emulator
+      .ingestedEvents({ customerId: customer })
+      .map((event) => event.event_id);
     expect(new Set(ids).size).toBe(40);
     expect(await store.outboxStats()).toMatchObject({ waiting: 0, leased: 0, dead: 0 });
   });
@@ -214,7 +196,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
         emulator: late.emulator,
         entitlementId: late.entitlementId,
       });
-      apps.push(app);
+      emulated.track(app);
       const customer = late.customer({ email: 'late@example.com' }).customer_id;
       late.emulator.setBalance(customer, late.entitlementId, '100');
       late.emulator.fault('POST /events/ingest', { status: 503 });
@@ -256,7 +238,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
     });
     expect(refused.status).toBe(500);
     await app.billing.flush();
-    expect(dodo.emulator.ingestedEvents({ customerId: customer })).toHaveLength(2);
+    expect(emulated.dodo.emulator.ingestedEvents({ customerId: customer })).toHaveLength(2);
     expect(await store.listDeadLetters()).toEqual([]);
     await expect.poll(async () => (await store.getBalance(customer))?.reserved).toBe(0n);
   });
@@ -289,7 +271,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
         expect(statuses.filter((status) => status === 200)).toHaveLength(10);
         await first!.billing.flush();
         await second!.billing.flush();
-        const events = dodo.emulator.ingestedEvents({ customerId: customer });
+        const events = emulated.dodo.emulator.ingestedEvents({ customerId: customer });
         expect(events).toHaveLength(20);
         expect(new Set(events.map((event) => event.event_id)).size).toBe(20);
       },
@@ -302,7 +284,7 @@ describe('meterUsage settles what requireCredits admitted', () => {
         const deadStore = await storeOnRedis(() => now);
         const crashed = await appOn(deadStore, { requireCredits: { reservationTtlMs: 60_000 } });
         const customer = await customerWith(formatCredits(2n * COST, CENTS));
-        dodo.emulator.fault('POST /events/ingest', { status: 503 }); // nothing leaves before the crash
+        emulated.dodo.emulator.fault('POST /events/ingest', { status: 503 }); // nothing leaves before the crash
         expect((await chat(crashed, customer, REQUEST, USAGE)).status).toBe(200);
         await expect
           .poll(async () => (await deadStore.outboxStats()).waiting + (await deadStore.outboxStats()).leased)
@@ -312,14 +294,14 @@ describe('meterUsage settles what requireCredits admitted', () => {
           ok: true,
         });
         await crashed.crash();
-        apps = apps.filter((app) => app !== crashed);
-        dodo.emulator.clearFaults();
+        emulated.forget(crashed);
+        emulated.dodo.emulator.clearFaults();
 
         const restarted = await appOn(await storeOnRedis(() => now));
         expect((await chat(restarted, customer, REQUEST, USAGE)).status).toBe(402);
         now += 61_000; // past the dead worker's lease, its backoff and the reservation's TTL
         await restarted.billing.flush(10_000);
-        const events = dodo.emulator.ingestedEvents({ customerId: customer });
+        const events = emulated.dodo.emulator.ingestedEvents({ customerId: customer });
         expect(events).toHaveLength(2);
         expect((await chat(restarted, customer, REQUEST, USAGE)).status).toBe(200);
       },
