@@ -2,11 +2,12 @@ import { Redis } from 'ioredis';
 import { SCRIPT_NAMES, scriptSha } from '../src/store/redis-scripts.js';
 
 /**
- * Where a Redis's script time went, by script: `tsx bench/script-costs.ts <redis url>` reads the
- * SLOWLOG of a Redis the bench ran against with `slowlog-log-slower-than` low enough to log every
- * script (`BENCH_SLOWLOG_US=5 npm run bench` sets it on the bench's own Redis) and sums each
- * script's calls and time. Commands a script runs are logged too when they pass the threshold;
- * they are left out here (their time is in their script's).
+ * Where a Redis's script time went, by script: `npx tsx --import ./tools/register-lua.mjs
+ * bench/script-costs.ts <redis url>` reads the SLOWLOG of a Redis the bench ran against (its
+ * `REDIS_URL`), started with `--slowlog-log-slower-than` low enough to log every script (5 µs)
+ * and a long `--slowlog-max-len`, and sums each script's calls and time. Commands a script runs
+ * are logged too when they pass the threshold; they are left out here (their time is in their
+ * script's). docs/performance.md shows the whole sequence.
  */
 const [url = 'redis://127.0.0.1:6379'] = process.argv.slice(2);
 const redis = new Redis(url);

@@ -29,7 +29,7 @@ export class IoredisConnection implements RedisConnection {
   readonly library = 'ioredis';
   readonly rateLimiterClient: { storeClient: unknown };
   private readonly scripts = {} as Record<ScriptName, ScriptCommand>;
-  /** The socket corked until the end of this tick, if any. */
+  /** The socket corked until the end of this turn of the event loop, if any. */
   private corked: Socket | undefined;
 
   constructor(private readonly client: Redis | Cluster) {

@@ -519,13 +519,10 @@ export class RedisStore implements BillingStore {
     let previous: UsageIncrement | undefined;
     for (const usage of settlement.usage ?? []) {
       scriptKeys.push(keys.usage(usage.period));
-      if (previous && usage.counters === previous.counters) {
-        // The same counters as the period before (the month's and the day's usually are): sent
-        // once, `-1` tells the script to add them again.
-        args.push(-1, now + usage.ttlMs, gcTtl(usage.ttlMs));
-      } else {
-        args.push(Object.keys(usage.counters).length, ...usageArgs(now, usage));
-      }
+      // The same counters as the period before (the month's and the day's usually are) are sent
+      // once: a count of -1 tells the script to add them again.
+      const again = usage.counters === previous?.counters;
+      args.push(again ? -1 : Object.keys(usage.counters).length, ...usageArgs(now, usage, !again));
       previous = usage;
     }
     const [applied, view, ...costAfter] = (await this.call('settle', 'settle', [
@@ -974,9 +971,10 @@ function toCreditOutcome(reply: string[]): CreditOutcome | undefined {
 }
 
 /** Script arguments of a usage increment: expiresAt, GC TTL, then name/amount pairs. */
-function usageArgs(now: number, usage: UsageIncrement): ScriptArgument[] {
+function usageArgs(now: number, usage: UsageIncrement, withCounters = true): ScriptArgument[] {
   const args: ScriptArgument[] = [now + usage.ttlMs, gcTtl(usage.ttlMs)];
-  for (const [name, amount] of Object.entries(usage.counters)) args.push(name, amount.toString());
+  if (withCounters)
+    for (const [name, amount] of Object.entries(usage.counters)) args.push(name, amount.toString());
   return args;
 }
 
